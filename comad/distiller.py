@@ -1,0 +1,248 @@
+"""The CoMAD distiller: an mmengine ``BaseModel`` composing the plain-torch pieces.
+
+images -> masks -> frozen teachers (kept tokens) -> adapters -> gating -> fused targets;
+images -> student (25 % of tokens) -> decoder (full map); both -> token KL + map KL.
+
+Teachers are held outside the module tree: they are not in ``state_dict`` (checkpoints hold
+the student, decoder and adapters only; the teachers are re-read from their files), DDP does
+not see them, and ``.to()`` / ``.cuda()`` still move them (see :meth:`_apply`).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from mmengine.model import BaseModel
+from torch import Tensor, nn
+
+from .adapters import Adapter
+from .gating import consensus_gating
+from .losses import map_kl, token_kl
+from .masking import MaskGenerator, Masks
+from .models.decoder import MaskedDecoder
+from .models.student import build_vit
+from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
+
+__all__ = ["CoMADDistiller"]
+
+NAN_POLICIES = ("raise",)
+
+
+def _check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> None:
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ValueError(f"model.{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _mask_seed(seed: int, step: int) -> int:
+    digest = hashlib.sha256(f"comad-mask:{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class CoMADDistiller(BaseModel):
+    """Distil several frozen teachers into a ViT student (SPEC §2).
+
+    Args:
+        teachers: one dict per teacher: ``name``, ``checkpoint`` (file as released),
+            and optionally ``format`` (auto), ``encoder``, ``arch`` (e.g. ``'vit_base'``),
+            ``num_heads``, ``layer`` (block index, default -1).
+        student: ``arch`` (timm name or dict of sizes), ``drop_path_rate``.
+        decoder: ``embed_dim`` (default: student width), ``depth`` (2), ``num_heads`` (3).
+        masking: ``student_keep`` (0.25), ``teacher_keep`` (one ratio per teacher),
+            ``nested`` (True), ``teacher_keep_end`` (None: no schedule).
+        adapter: ``init`` (orthogonal | pca), ``trainable`` (False).
+        gating: ``mode``, ``combine``, ``temperature``, ``stop_gradient`` (see comad.gating).
+        loss: ``token_weight``, ``map_weight``, ``token_tau``, ``map_tau``, ``map_positions``.
+        img_size: training resolution.
+        mask_seed: seed of the mask stream (masks of step t depend on (mask_seed, t) only).
+        nan_policy: ``raise`` — stop with the iteration and the loss term named.
+        teacher_amp: bf16 autocast for teachers on CUDA.
+    """
+
+    def __init__(
+        self,
+        teachers: list[dict[str, Any]],
+        student: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
+        masking: dict[str, Any] | None = None,
+        adapter: dict[str, Any] | None = None,
+        gating: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        img_size: int = 224,
+        mask_seed: int = 0,
+        nan_policy: str = "raise",
+        teacher_amp: bool = True,
+        data_preprocessor: dict[str, Any] | None = None,
+        init_cfg: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        from .teachers import load_teacher  # the teachers package reads checkpoints
+
+        student = dict(student or {})
+        decoder = dict(decoder or {})
+        masking = dict(masking or {})
+        adapter = dict(adapter or {})
+        self.gating_cfg = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
+        self.loss_cfg = dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions="targets")
+        _check_keys("student", student, ["arch", "drop_path_rate"])
+        _check_keys("decoder", decoder, ["embed_dim", "depth", "num_heads"])
+        _check_keys("masking", masking, ["student_keep", "teacher_keep", "nested", "teacher_keep_end"])
+        _check_keys("adapter", adapter, ["init", "trainable"])
+        _check_keys("gating", gating or {}, list(self.gating_cfg))
+        _check_keys("loss", loss or {}, list(self.loss_cfg))
+        self.gating_cfg.update(gating or {})
+        self.loss_cfg.update(loss or {})
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        self.nan_policy = nan_policy
+        if not teachers:
+            raise ValueError("model.teachers: at least one teacher is needed")
+
+        self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,
+                                 drop_path_rate=student.get("drop_path_rate", 0.0))
+        dim = self.student.embed_dim
+        n = int(self.student.patch_embed.num_patches)
+
+        keep = masking.get("teacher_keep", (0.50, 0.65, 0.80))
+        if len(keep) != len(teachers):
+            raise ValueError(
+                f"model.masking.teacher_keep has {len(keep)} ratio(s) {list(keep)} for {len(teachers)} teacher(s) "
+                f"{[t.get('name') for t in teachers]}; give exactly one keep ratio per teacher"
+            )
+        self.mask_generator = MaskGenerator(n, masking.get("student_keep", 0.25), keep,
+                                            masking.get("nested", True), masking.get("teacher_keep_end"))
+        self.mask_seed = int(mask_seed)
+        self.progress = 0.0  # set by comad.engine.ComadRunHook (0 -> 1 over training)
+
+        loaded, self.teacher_names, self.teacher_layers = [], [], []
+        for i, t in enumerate(teachers):
+            t = dict(t)
+            _check_keys(f"teachers[{i}]", t, ["name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size"])
+            if "checkpoint" not in t:
+                raise ValueError(f"model.teachers[{i}]: 'checkpoint' (the teacher file) is required")
+            name = t.get("name", f"teacher{i}")
+            kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "patch_size") if k in t}
+            teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size, **kw)
+            if teacher.num_positions != n:
+                raise ValueError(
+                    f"teacher {name} ({t['checkpoint']}): {teacher.num_positions} patches per {img_size}px image, "
+                    f"the student has {n}; teachers and student must share the patch grid"
+                )
+            teacher.amp = bool(teacher_amp)
+            loaded.append(teacher)
+            self.teacher_names.append(name)
+            self.teacher_layers.append(int(t.get("layer", -1)))
+        object.__setattr__(self, "_teachers", loaded)  # not a submodule: see the module docstring
+
+        self.decoder = MaskedDecoder(dim, n, embed_dim=decoder.get("embed_dim", dim), depth=decoder.get("depth", 2),
+                                     num_heads=decoder.get("num_heads", 3), out_dim=dim)
+        self.adapters = nn.ModuleList(
+            Adapter(tch.embed_dim, dim, init=adapter.get("init", "orthogonal"),
+                    trainable=adapter.get("trainable", False), seed=1000 + i)
+            for i, tch in enumerate(loaded)
+        )
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # drives the mask stream
+
+    @property
+    def teachers(self) -> list[nn.Module]:
+        return self._teachers
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "CoMADDistiller":
+        super()._apply(fn, recurse)
+        for t in self._teachers:
+            t._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> "CoMADDistiller":
+        super().train(mode)
+        for t in self._teachers:
+            t.eval()
+        return self
+
+    # ------------------------------------------------------------------ masks
+    def make_masks(self, batch_size: int, device: torch.device, step: int | None = None) -> Masks:
+        """Masks of this rank's rows of the global batch drawn for ``step``.
+
+        The masks of a step are drawn for the whole global batch from (mask_seed, step) and
+        rank r takes rows r, r + W, ... — the rows mmengine's samplers give it — so a run on W
+        processes draws the same mask for the same image as a run on one.
+        """
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank = dist.get_rank() if world > 1 else 0
+        step = int(self.step) if step is None else step
+        g = torch.Generator(device="cpu").manual_seed(_mask_seed(self.mask_seed, step))
+        m = self.mask_generator(batch_size * world, generator=g, device="cpu", progress=self.progress)
+        sl = slice(rank, None, world)
+        return Masks(m.student[sl], [t[sl] for t in m.teachers], m.num_positions).to(device)
+
+    # ------------------------------------------------------------------ forward
+    def teacher_targets(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor]:
+        """Adapted teacher tokens on each teacher's kept positions: (K, B, N, D) maps + seen (K, B, N).
+
+        Teachers never keep autograd state; adapters do only when ``adapter.trainable``.
+        """
+        maps, seen, n = [], [], masks.num_positions
+        for teacher, adapter, layer, idx in zip(self._teachers, self.adapters, self.teacher_layers, masks.teachers):
+            with torch.no_grad():
+                tok = teacher(images, idx, layers=(layer,)).float()
+                if adapter.needs_pca:
+                    adapter.init_pca(tok)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and adapter.trainable):
+                maps.append(scatter_tokens(adapter(tok), idx, n))
+            seen.append(torch.zeros(images.shape[0], n, dtype=torch.bool, device=images.device).scatter(1, idx, True))
+        return torch.stack(maps), torch.stack(seen)
+
+    def compute_losses(self, images: Tensor, masks: Masks) -> dict[str, Tensor]:
+        """Named losses and gating statistics for one batch with the given masks."""
+        t_maps, seen = self.teacher_targets(images, masks)
+        h = forward_kept_tokens(self.student, images, masks.student)[0]  # (B, n_s, D)
+        recon = self.decoder(h, masks.student)  # (B, N, D)
+        s_mask = torch.zeros_like(seen[0]).scatter(1, masks.student, True).unsqueeze(-1)
+        pred = torch.where(s_mask, scatter_tokens(h, masks.student, masks.num_positions), recon)
+        g = consensus_gating(pred, t_maps, seen, **self.gating_cfg)
+        lc = self.loss_cfg
+        y_s = gather_tokens(g.target, masks.student)
+        out: dict[str, Tensor] = {}
+        if lc["token_weight"]:
+            out["loss_token"] = lc["token_weight"] * token_kl(y_s, h, tau=lc["token_tau"])
+        if lc["map_weight"]:
+            out["loss_map"] = lc["map_weight"] * map_kl(g.target, recon, g.has_target, tau=lc["map_tau"],
+                                                       positions=lc["map_positions"])
+        if not out:
+            raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
+        with torch.no_grad():
+            w = g.weights.float()
+            sv = seen.float()
+            for k, name in enumerate(self.teacher_names):
+                out[f"gate_{name}"] = (w[k] * sv[k]).sum() / sv[k].sum().clamp(min=1)
+            out["agreement"] = (g.agreement * sv).sum() / sv.sum().clamp(min=1)
+            out["affinity"] = (g.affinity * sv).sum() / sv.sum().clamp(min=1)
+        return out
+
+    def forward(self, inputs: Tensor, data_samples: Any = None, mode: str = "loss", **kwargs: Any) -> Any:
+        if mode == "loss":
+            masks = self.make_masks(inputs.shape[0], inputs.device)
+            out = self.compute_losses(inputs, masks)
+            self.step += 1
+            return out
+        if mode == "tensor":
+            return forward_kept_tokens(self.student, inputs)[0]
+        raise ValueError(f"CoMADDistiller.forward: mode must be 'loss' or 'tensor', got {mode!r}")
+
+    def parse_losses(self, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """mmengine's sum of the ``loss*`` terms, refusing non-finite values (naming the term)."""
+        terms = {k: v for k, v in losses.items() if "loss" in k}
+        finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all().float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
+            bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v).all()}
+            raise FloatingPointError(
+                f"non-finite loss at distillation step {int(self.step)}: "
+                + ", ".join(f"{k} = {v}" for k, v in bad.items())
+                + " (terms on this rank; another rank may have produced it). Training stopped before the "
+                "update; the last checkpoint in the work dir is the last good one."
+            )
+        return super().parse_losses(losses)

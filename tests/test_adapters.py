@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from comad.adapters import Adapter
+from comad.models.decoder import MaskedDecoder
+
+
+def test_frozen_orthogonal_by_default_and_seeded():
+    a = Adapter(8, 4, seed=3)
+    assert not a.proj.weight.requires_grad and not a.trainable
+    assert sum(p.numel() for p in a.parameters() if p.requires_grad) == 0
+    w = a.proj.weight
+    assert torch.allclose(w @ w.T, torch.eye(4), atol=1e-5)
+    assert torch.equal(w, Adapter(8, 4, seed=3).proj.weight)
+    assert not torch.equal(w, Adapter(8, 4, seed=4).proj.weight)
+    out = a(torch.randn(5, 8))
+    assert torch.allclose(out.mean(-1), torch.zeros(5), atol=1e-5)  # LayerNorm without affine
+    assert torch.allclose(out.var(-1, unbiased=False), torch.ones(5), atol=1e-3)
+
+
+def test_trainable_option():
+    a = Adapter(8, 4, trainable=True)
+    a(torch.randn(3, 8)).pow(2).sum().backward()
+    assert a.proj.weight.grad is not None
+
+
+def test_pca_init_finds_principal_directions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 4, generator=g) * torch.tensor([0.1, 5.0, 1.0, 3.0])
+    a = Adapter(4, 2, init="pca")
+    assert a.needs_pca
+    a.init_pca(x)
+    assert not a.needs_pca
+    assert torch.allclose(a.proj.weight.abs(), torch.tensor([[0.0, 1, 0, 0], [0, 0, 0, 1]]), atol=0.05)
+    assert (a.proj.weight.gather(1, a.proj.weight.abs().argmax(1, keepdim=True)) > 0).all()  # sign fixed
+    assert not a.proj.weight.requires_grad
+
+
+def test_bad_init():
+    with pytest.raises(ValueError, match="adapter init must be one of"):
+        Adapter(4, 2, init="random")
+
+
+def test_decoder_reconstructs_full_map():
+    d = MaskedDecoder(in_dim=16, num_positions=9, embed_dim=8, depth=1, num_heads=2, out_dim=16)
+    idx = torch.tensor([[0, 4], [3, 8]])
+    assert d(torch.randn(2, 2, 16), idx).shape == (2, 9, 16)
+
+
+def test_decoder_places_mask_token_at_dropped_positions():
+    d = MaskedDecoder(in_dim=4, num_positions=5, embed_dim=4, depth=0, num_heads=1, out_dim=3)
+    idx = torch.tensor([[1, 3]])
+    tok = torch.randn(1, 2, 4)
+    out = d(tok, idx)
+    # without blocks, position p gets pred(norm(x_p + pos_p)) with x_p the embedded token or the mask token
+    x = d.mask_token.expand(1, 5, 4).clone()
+    x[0, [1, 3]] = d.embed(tok)[0]
+    expected = d.pred(d.norm(x + d.pos_embed))
+    assert torch.allclose(out, expected, atol=1e-6)
