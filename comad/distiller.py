@@ -124,13 +124,13 @@ class CoMADDistiller(BaseModel):
                 raise ValueError(f"model.teachers[{i}]: 'checkpoint' (the teacher file) is required")
             name = t.get("name", f"teacher{i}")
             kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "patch_size") if k in t}
-            teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size, **kw)
+            teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size,
+                                   amp=bool(teacher_amp), **kw)
             if teacher.num_positions != n:
                 raise ValueError(
                     f"teacher {name} ({t['checkpoint']}): {teacher.num_positions} patches per {img_size}px image, "
                     f"the student has {n}; teachers and student must share the patch grid"
                 )
-            teacher.amp = bool(teacher_amp)
             loaded.append(teacher)
             self.teacher_names.append(name)
             self.teacher_layers.append(int(t.get("layer", -1)))

@@ -47,15 +47,30 @@ def student_state_dict(vit: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def export_student(vit: nn.Module, out_dir: str | Path, meta: dict[str, Any] | None = None,
-                   latest_pointer: str | Path | None = None) -> Path:
+                   latest_pointer: str | Path | None = None, img_size: int | None = 224) -> Path:
     """Write ``student.safetensors``, ``student.pth`` and ``config.json`` into ``out_dir``.
 
-    Returns the path of ``student.safetensors``. Every file is written atomically. When
-    ``latest_pointer`` is given, that text file is (atomically) made to name the new student.
+    Args:
+        vit: the student encoder (timm ``VisionTransformer``).
+        out_dir: the folder to write.
+        meta: provenance recorded in all three files.
+        latest_pointer: a text file (atomically) made to name the new student, or None.
+        img_size: resolution of the exported position embeddings (224: a 197-token
+            ``pos_embed`` whatever the training resolution; resampled bicubically as timm
+            does); None keeps the training resolution.
+
+    Returns the path of ``student.safetensors``. Every file is written atomically.
     """
     out = Path(out_dir)
     arch = vit_arch(vit)
     sd = student_state_dict(vit)
+    if img_size is not None and img_size != arch["img_size"]:
+        from timm.layers import resample_abs_pos_embed
+
+        grid = img_size // arch["patch_size"]
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], [grid, grid], num_prefix_tokens=vit.num_prefix_tokens)
+        meta = dict(meta or {}, trained_img_size=arch["img_size"])
+        arch["img_size"] = img_size
     meta = dict(meta or {})
     meta["arch"] = arch
     st_path = out / "student.safetensors"

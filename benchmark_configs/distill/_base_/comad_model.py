@@ -1,0 +1,24 @@
+# CoMAD model (SPEC §2): 3 frozen ViT-B/16 teachers -> ViT-Tiny student. Every knob is here.
+# Teacher files as released, under checkpoints/ (see README "Teachers"):
+#   MAE     mae_pretrain_vit_base.pth         (facebookresearch/mae)
+#   iBOT    checkpoint_teacher.pth            (bytedance/ibot, ViT-B/16)
+#   MoCo v3 vit-b-300ep.pth.tar               (facebookresearch/moco-v3)
+teacher_root = 'checkpoints'
+model = dict(
+    type='CoMADDistiller',
+    img_size=224,
+    teachers=[  # lighter masks in this order (keep ratios below, one per teacher)
+        dict(name='mae', checkpoint=teacher_root + '/mae_pretrain_vit_base.pth', format='mae', arch='vit_base'),
+        dict(name='ibot', checkpoint=teacher_root + '/checkpoint_teacher.pth', format='auto', arch='vit_base'),
+        dict(name='mocov3', checkpoint=teacher_root + '/vit-b-300ep.pth.tar', format='mocov3', arch='vit_base'),
+    ],
+    student=dict(arch='vit_tiny_patch16_224', drop_path_rate=0.0),
+    decoder=dict(depth=2, num_heads=3),  # width = student width (192)
+    masking=dict(student_keep=0.25, teacher_keep=[0.50, 0.65, 0.80], nested=True, teacher_keep_end=None),
+    adapter=dict(init='orthogonal', trainable=False),
+    gating=dict(mode='joint', combine='sum', temperature=0.1, stop_gradient=True),
+    loss=dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions='targets'),
+    mask_seed=0,
+    nan_policy='raise',
+    teacher_amp=True,
+)

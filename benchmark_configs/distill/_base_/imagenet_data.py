@@ -1,0 +1,16 @@
+# ImageNet-1K train in ImageFolder layout: data/imagenet/train/<class>/*.JPEG (or a file list).
+data_root = 'data/imagenet'
+train_dataloader = dict(
+    batch_size=512,  # per GPU
+    num_workers=10,
+    persistent_workers=True,
+    pin_memory=True,
+    prefetch_factor=4,
+    sampler=dict(type='ResumableInfiniteSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(
+        type='PerSampleSeeded',  # augmentation seeded per draw: exact resume
+        dataset=dict(type='ComadImageFolder', root=data_root, split='train', on_corrupt='skip',
+                     transform=dict(kind='train', img_size=224, scale=(0.2, 1.0), hflip=0.5)),
+    ),
+)

@@ -1,0 +1,3 @@
+# Ablation: gating on student-teacher affinity only.
+_base_ = ['./comad_vit-tiny_8xb512-100e_in1k-224.py']
+model = dict(gating=dict(mode='affinity'))

@@ -1,0 +1,32 @@
+"""The mmengine edge of comad: registrations for configs (``custom_imports``).
+
+Importing this package registers the distiller, the run hook, the resumable loop and sampler,
+the per-sample-seeded dataset wrapper and the atomic file backend, and makes mmengine's own
+checkpoints load with ``weights_only=True`` (see comad.mm_compat).
+"""
+from mmengine.fileio import register_backend
+from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, MODELS
+
+from ..distiller import CoMADDistiller
+from ..mm_compat import enable_safe_resume
+from .fileio import AtomicLocalBackend
+from .hooks import ComadRunHook
+from .loops import ResumableIterBasedTrainLoop
+from .samplers import PerSampleSeeded, ResumableInfiniteSampler
+
+MODELS.register_module(module=CoMADDistiller, force=True)
+HOOKS.register_module(module=ComadRunHook, force=True)
+LOOPS.register_module(module=ResumableIterBasedTrainLoop, force=True)
+DATA_SAMPLERS.register_module(module=ResumableInfiniteSampler, force=True)
+DATASETS.register_module(module=PerSampleSeeded, force=True)
+register_backend("atomic_local", AtomicLocalBackend, force=True)
+enable_safe_resume()
+
+try:  # the dataset lives in comad.data (plain torch); its registration is there too
+    from ..data import registry as _data_registry  # noqa: F401
+except ModuleNotFoundError as e:  # pragma: no cover - only while comad.data is absent
+    if e.name not in ("comad.data", "comad.data.registry"):
+        raise
+
+__all__ = ["CoMADDistiller", "ComadRunHook", "ResumableIterBasedTrainLoop", "ResumableInfiniteSampler",
+           "PerSampleSeeded", "AtomicLocalBackend"]

@@ -1,0 +1,85 @@
+"""The run hook: training progress for schedules, provenance, export at the end, summary."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from ..export import LATEST_POINTER, export_student
+from ..io import atomic_write_json
+
+
+def git_revision(cwd: str | Path | None = None) -> str:
+    """``git rev-parse HEAD`` (+ ``-dirty``), or ``unknown`` outside a checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class ComadRunHook(Hook):
+    """Tell the distiller how far training is, record provenance, export the student at the end.
+
+    Args:
+        export: export the student when training ends (``<work_dir>/student/``).
+        latest_pointer: text file updated to name the newest exported student
+            (``work_dirs/LATEST_STUDENT``; used by ``tools/run_transfer.sh``), or None.
+        run_info: extra provenance to record in ``<work_dir>/run_info.json`` (effective batch,
+            lr, demo flag, ...).
+    """
+
+    priority = "ABOVE_NORMAL"
+
+    def __init__(self, export: bool = True, latest_pointer: str | None = f"work_dirs/{LATEST_POINTER}",
+                 run_info: dict[str, Any] | None = None) -> None:
+        self.export = export
+        self.latest_pointer = latest_pointer
+        self.run_info = dict(run_info or {})
+        self._t0 = 0.0
+
+    @staticmethod
+    def _model(runner: Any) -> Any:
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def before_run(self, runner: Any) -> None:
+        self._t0 = time.time()
+        if is_main_process():
+            info = dict(self.run_info, git_rev=git_revision(), seed=runner.seed, config=runner.cfg.filename,
+                        work_dir=runner.work_dir, experiment=runner.experiment_name, date=time.strftime("%Y-%m-%d %H:%M:%S"))
+            atomic_write_json(info, Path(runner.work_dir) / "run_info.json")
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        self._model(runner).progress = runner.iter / max(runner.max_iters, 1)
+
+    def after_train(self, runner: Any) -> None:
+        model = self._model(runner)
+        path = None
+        if self.export and is_main_process():
+            meta = dict(self.run_info, git_rev=git_revision(), seed=runner.seed, config=runner.cfg.filename,
+                        iterations=runner.iter, teachers=list(model.teacher_names))
+            path = export_student(model.student, Path(runner.work_dir) / "student", meta, latest_pointer=self.latest_pointer)
+        if is_main_process():
+            scalars = runner.message_hub.log_scalars
+            last = {k.split("/", 1)[-1]: v.current() for k, v in scalars.items()
+                    if k.startswith("train/") and ("loss" in k or k.startswith("train/gate_"))}
+            lines = [
+                "=" * 64,
+                f"CoMAD distillation finished: {runner.iter} iterations in {time.time() - self._t0:.0f} s"
+                + (" [DEMO]" if self.run_info.get("demo") else ""),
+                f"  work dir : {runner.work_dir}",
+                f"  teachers : {', '.join(model.teacher_names)}",
+                "  last     : " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(last.items())),
+            ]
+            if path is not None:
+                lines.append(f"  student  : {path}")
+                lines.append(f"  next     : tools/run_transfer.sh --student {path} ade20k coco")
+            lines.append("=" * 64)
+            runner.logger.info("\n" + "\n".join(lines))

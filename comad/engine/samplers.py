@@ -1,0 +1,63 @@
+"""Data order and augmentation that a resumed run reproduces exactly.
+
+``ResumableInfiniteSampler`` yields ``(index, draw)`` pairs from mmengine's infinite stream of
+seeded permutations (rank r takes draws r, r + W, ...); ``skip(n)`` jumps past n draws without
+loading any image. ``PerSampleSeeded`` runs the wrapped dataset's random transforms under a
+torch seed derived from (seed, draw), so a sample's crop and flip do not depend on which worker
+loads it or on how long that worker has been running.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from typing import Any, Iterator
+
+import torch
+from mmengine.dataset.sampler import InfiniteSampler
+from mmengine.registry import DATASETS
+from torch.utils.data import Dataset
+
+
+class ResumableInfiniteSampler(InfiniteSampler):
+    """``InfiniteSampler`` that yields ``(index, draw)`` and can skip draws cheaply."""
+
+    def _indices_of_rank(self) -> Iterator[tuple[int, int]]:
+        stream = zip(self._infinite_indices(), itertools.count())
+        return itertools.islice(stream, self.rank, None, self.world_size)
+
+    def skip(self, n: int) -> None:
+        """Restart this rank's stream after its first ``n`` draws (indices only, no data)."""
+        self.indices = itertools.islice(self._indices_of_rank(), n, None)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        yield from self.indices
+
+
+def _draw_seed(seed: int, draw: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"comad-aug:{seed}:{draw}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class PerSampleSeeded(Dataset):
+    """Wrap a dataset so ``ds[(index, draw)]`` draws its augmentation from seed (seed, draw).
+
+    Plain integer indices pass through unchanged (no reseeding).
+    """
+
+    def __init__(self, dataset: Dataset | dict[str, Any], seed: int = 0) -> None:
+        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+        self.seed = int(seed)
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        return getattr(self.dataset, "metainfo", {})
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        if isinstance(item, int):
+            return self.dataset[item]
+        index, draw = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_draw_seed(self.seed, draw))
+            return self.dataset[index]

@@ -1,0 +1,48 @@
+"""Turn a config's epoch schedule into iterations and an lr for the actual device count."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["resolve_schedule"]
+
+
+def resolve_schedule(schedule: dict[str, Any], batch_size: int, world_size: int, accumulation: int) -> dict[str, Any]:
+    """Iterations, warm-up and lr from ``schedule`` for ``world_size`` x ``batch_size`` x ``accumulation``.
+
+    ``schedule`` keys: ``epochs``, ``warmup_epochs``, ``num_train_images``, ``base_lr`` (the lr
+    per ``base_batch`` images), ``base_batch``; optional ``max_iters`` (cut the run) and
+    ``warmup_iters`` (instead of ``warmup_epochs``). The lr follows the linear scaling rule
+    ``base_lr * effective_batch / base_batch``, so a run on another GPU count keeps the recipe;
+    iterations count micro-batches (mmengine's convention with gradient accumulation).
+    """
+    known = {"epochs", "warmup_epochs", "warmup_iters", "num_train_images", "base_lr", "base_batch", "min_lr", "max_iters"}
+    unknown = sorted(set(schedule) - known)
+    if unknown:
+        raise ValueError(f"schedule: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    for key in ("base_lr", "base_batch"):
+        if key not in schedule:
+            raise ValueError(f"schedule.{key} is required")
+    if batch_size < 1 or world_size < 1 or accumulation < 1:
+        raise ValueError(f"batch_size, world size and accumulation must be >= 1, got {batch_size}, {world_size}, {accumulation}")
+    eff = batch_size * world_size * accumulation
+    out: dict[str, Any] = dict(effective_batch=eff, batch_size=batch_size, world_size=world_size, accumulation=accumulation,
+                               lr=schedule["base_lr"] * eff / schedule["base_batch"], min_lr=schedule.get("min_lr", 0.0))
+    n = schedule.get("num_train_images")
+    micro_per_epoch = None
+    if n:
+        micro_per_epoch = math.ceil(n / eff) * accumulation
+        out["iters_per_epoch"] = micro_per_epoch
+        out["max_iters"] = int(schedule["epochs"] * micro_per_epoch)
+    if schedule.get("max_iters"):
+        out["max_iters"] = int(schedule["max_iters"])
+    if "max_iters" not in out:
+        raise ValueError("schedule: give num_train_images (with epochs) or max_iters")
+    if schedule.get("warmup_iters") is not None:
+        warm = int(schedule["warmup_iters"])
+    elif micro_per_epoch is not None:
+        warm = int(schedule.get("warmup_epochs", 0) * micro_per_epoch)
+    else:
+        warm = 0
+    out["warmup_iters"] = min(warm, out["max_iters"])
+    return out
