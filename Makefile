@@ -1,0 +1,22 @@
+# The whole set-up is `make demo` or `make test` on a fresh machine (both set up .venv first).
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast clean-demo
+
+setup:
+	@bash tools/setup_env.sh
+
+demo: setup
+	bash tools/demo.sh
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Unit tests only (no end-to-end runs, no OpenMMLab stack).
+test-fast: setup
+	$(PY) -m pytest -q -m "not heavy and not mm" $(PYTEST_ARGS)
+
+clean-demo:
+	rm -rf work_dirs/demo* work_dirs/LATEST_STUDENT
