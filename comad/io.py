@@ -68,16 +68,16 @@ def safe_torch_load(path: PathLike, extra_globals: Iterable[Any] = (), map_locat
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "Unsupported global" in msg or "not an allowed global" in msg or "weights_only" in msg.lower():
-            first = msg.strip().splitlines()[0] if msg.strip() else msg
+        global_lines = [ln.strip() for ln in msg.splitlines() if "global" in ln.lower() and ("unsupported" in ln.lower() or "not an allowed" in ln.lower())]
+        if global_lines:
             raise CheckpointError(
-                f"checkpoint {path}: refused, it needs arbitrary unpickling ({first}). Files from "
+                f"checkpoint {path}: refused, it needs arbitrary unpickling ({global_lines[0]}). Files from "
                 f"outside a run are loaded with torch.load(weights_only=True); allowed types: "
                 f"{', '.join(t.__module__ + '.' + t.__qualname__ for t in allowed)}. If you trust "
-                f"the file, re-save its tensors with tools/convert_teacher.py or as safetensors."
+                f"the file, load it yourself with weights_only=False and re-save its state dict (tensors only)."
             ) from None
         raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({e})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"checkpoint {path}: not a readable torch checkpoint (truncated or another format): {e}"
         ) from None

@@ -1,0 +1,254 @@
+"""Teacher checkpoints in the exact official layouts, with random (seeded) weights.
+
+Tests and the distillation demo write small teachers with :func:`write_checkpoint` (e.g.
+``embed_dim=64, depth=2, img_size=64``); the files carry the same containers, prefixes and
+non-encoder parts (MoCo v3 BN-MLP projector and predictor, momentum encoder with different
+weights, optimizer state with tensors; iBOT heads, ``args`` Namespace, ``masked_embed`` in the
+student) as the released ones, only smaller.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..io import atomic_save_safetensors, atomic_torch_save
+from .load import ARCH_PRESETS
+
+__all__ = ["SYNTHETIC_FORMATS", "random_encoder", "write_checkpoint"]
+
+SYNTHETIC_FORMATS = ("mae", "mocov3", "mocov3_deit", "ibot", "ibot_teacher", "timm")
+
+
+def _arch_name(embed_dim: int, depth: int, patch_size: int, prefix: str = "vit_") -> str:
+    for name, p in ARCH_PRESETS.items():
+        if (p["embed_dim"], p["depth"], p["patch_size"]) == (embed_dim, depth, patch_size):
+            return prefix + name[len("vit_"):]
+    return prefix + "custom"
+
+
+def random_encoder(embed_dim: int, depth: int, num_heads: int | None, patch_size: int, img_size: int,
+                   generator: torch.Generator) -> dict[str, Tensor]:
+    """A timm ViT encoder state dict (no head) with every tensor random (norms and biases too)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    heads = num_heads or 1  # shapes do not depend on the head count
+    vit = VisionTransformer(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                            num_heads=heads, num_classes=0, weight_init="skip")
+    sd = {}
+    for k, v in vit.state_dict().items():
+        noise = torch.randn(v.shape, generator=generator)
+        if k.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
+            sd[k] = 1.0 + 0.1 * noise
+        elif v.ndim >= 2 and k.endswith("weight"):
+            sd[k] = noise / v[0].numel() ** 0.5  # fan-in scaled
+        else:
+            sd[k] = 0.02 * noise
+    return sd
+
+
+def _perturb(sd: dict[str, Tensor], generator: torch.Generator, scale: float = 0.01) -> dict[str, Tensor]:
+    return {k: v + scale * torch.randn(v.shape, generator=generator) for k, v in sd.items()}
+
+
+def _bn_mlp(prefix: str, dims: list[int], generator: torch.Generator) -> dict[str, Tensor]:
+    """MoCo v3 ``_build_mlp`` keys: Linear(bias=False), BN, ReLU, ..., Linear, BN(affine=False)."""
+    out: dict[str, Tensor] = {}
+    idx = 0
+    n = len(dims) - 1
+    for layer in range(n):
+        out[f"{prefix}{idx}.weight"] = torch.randn(dims[layer + 1], dims[layer], generator=generator) / dims[layer] ** 0.5
+        bn = f"{prefix}{idx + 1}."
+        if layer < n - 1:
+            out[bn + "weight"] = 1.0 + 0.1 * torch.randn(dims[layer + 1], generator=generator)
+            out[bn + "bias"] = 0.1 * torch.randn(dims[layer + 1], generator=generator)
+        out[bn + "running_mean"] = 0.1 * torch.randn(dims[layer + 1], generator=generator)
+        out[bn + "running_var"] = 1.0 + torch.rand(dims[layer + 1], generator=generator)
+        out[bn + "num_batches_tracked"] = torch.tensor(1000, dtype=torch.long)
+        idx += 3 if layer < n - 1 else 2
+    return out
+
+
+def _adamw_state(params: dict[str, Tensor], generator: torch.Generator, lr: float, betas: tuple[float, float],
+                 weight_decay: float) -> dict[str, Any]:
+    """A real ``torch.optim.AdamW`` state dict after one step over ``params``."""
+    leaves = [nn.Parameter(v.clone().float()) for v in params.values() if v.is_floating_point()]
+    opt = torch.optim.AdamW(leaves, lr=lr, betas=betas, weight_decay=weight_decay)
+    for p in leaves:
+        p.grad = torch.randn(p.shape, generator=generator)
+    opt.step()
+    return opt.state_dict()
+
+
+def _conv_stem(embed_dim: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """MoCo v3 ``ConvStem`` keys: 4 x (conv3x3, BN, ReLU) then a 1x1 conv (``vit_conv_*``)."""
+    out: dict[str, Tensor] = {}
+    c_in, c_out = 3, embed_dim // 8
+    for i in range(4):
+        out[f"patch_embed.proj.{3 * i}.weight"] = 0.1 * torch.randn(c_out, c_in, 3, 3, generator=generator)
+        for name, t in (("weight", torch.ones(c_out)), ("bias", torch.zeros(c_out)), ("running_mean", torch.zeros(c_out)),
+                        ("running_var", torch.ones(c_out)), ("num_batches_tracked", torch.tensor(0))):
+            out[f"patch_embed.proj.{3 * i + 1}.{name}"] = t
+        c_in, c_out = c_out, c_out * 2
+    out["patch_embed.proj.12.weight"] = 0.1 * torch.randn(embed_dim, c_in, 1, 1, generator=generator)
+    out["patch_embed.proj.12.bias"] = torch.zeros(embed_dim)
+    return out
+
+
+def write_checkpoint(
+    fmt: str,
+    path: str | os.PathLike,
+    *,
+    embed_dim: int = 768,
+    depth: int = 12,
+    num_heads: int | None = None,
+    patch_size: int = 16,
+    img_size: int = 224,
+    seed: int = 0,
+    **fmt_opts: Any,
+) -> dict[str, Tensor]:
+    """Write a teacher checkpoint in the official layout ``fmt`` with random weights.
+
+    Args:
+        fmt: ``mae`` | ``mocov3`` | ``mocov3_deit`` | ``ibot`` | ``ibot_teacher`` | ``timm``.
+        path: output file (written atomically; ``timm`` also writes ``.safetensors``).
+        embed_dim, depth, num_heads, patch_size, img_size: encoder shape.
+        seed: the weights are a function of the seed only.
+        fmt_opts: per format —
+            mae: ``decoder`` (bool, add ``mask_token`` + ``decoder_*`` as in the full
+            pre-training checkpoint);
+            mocov3: ``mlp_dim``, ``out_dim`` (projector/predictor widths), ``arch`` (the
+            stored arch string), ``conv_stem`` (bool: a ``vit_conv_*`` ConvStem encoder),
+            ``return_encoder`` (``base`` | ``momentum``);
+            ibot: ``out_dim``, ``patch_out_dim``, ``return_encoder`` (``teacher`` | ``student``);
+            timm: ``num_classes`` (a classifier head to drop; 10).
+
+    Returns:
+        The timm-named encoder state dict stored in the file (the default encoder, or
+        ``return_encoder``), i.e. what the loader should produce.
+    """
+    if fmt not in SYNTHETIC_FORMATS:
+        raise ValueError(f"fmt {fmt!r} is not one of {SYNTHETIC_FORMATS}")
+    g = torch.Generator().manual_seed(seed)
+    enc = random_encoder(embed_dim, depth, num_heads, patch_size, img_size, g)
+    arch_name = _arch_name(embed_dim, depth, patch_size)
+    path = Path(path)
+
+    def take(opts: tuple[str, ...]) -> dict[str, Any]:
+        bad = set(fmt_opts) - set(opts)
+        if bad:
+            raise TypeError(f"write_checkpoint({fmt!r}): unknown options {sorted(bad)}; allowed {list(opts)}")
+        return fmt_opts
+
+    if fmt in ("mae", "mocov3_deit"):
+        opts = take(("decoder",) if fmt == "mae" else ())
+        model = dict(enc)
+        if opts.get("decoder"):
+            dd = max(16, embed_dim // 2)
+            model["mask_token"] = 0.02 * torch.randn(1, 1, dd, generator=g)
+            model["decoder_embed.weight"] = torch.randn(dd, embed_dim, generator=g) / embed_dim ** 0.5
+            model["decoder_embed.bias"] = torch.zeros(dd)
+            model["decoder_pos_embed"] = torch.randn(1, (img_size // patch_size) ** 2 + 1, dd, generator=g)
+            model["decoder_blocks.0.norm1.weight"] = torch.ones(dd)
+            model["decoder_norm.weight"] = torch.ones(dd)
+            model["decoder_pred.weight"] = torch.randn(patch_size ** 2 * 3, dd, generator=g)
+        atomic_torch_save({"model": model}, path)
+        return enc
+
+    if fmt == "timm":
+        opts = take(("num_classes",))
+        sd = dict(enc)
+        n_cls = int(opts.get("num_classes", 10))
+        if n_cls:
+            sd["head.weight"] = torch.randn(n_cls, embed_dim, generator=g) / embed_dim ** 0.5
+            sd["head.bias"] = torch.zeros(n_cls)
+        if path.suffix == ".safetensors":
+            atomic_save_safetensors(sd, path)
+        else:
+            atomic_torch_save(sd, path)
+        return enc
+
+    if fmt == "ibot_teacher":
+        take(())
+        atomic_torch_save({"state_dict": enc}, path)
+        return enc
+
+    if fmt == "mocov3":
+        opts = take(("mlp_dim", "out_dim", "arch", "conv_stem", "return_encoder"))
+        mlp_dim = int(opts.get("mlp_dim", 2 * embed_dim))
+        out_dim = int(opts.get("out_dim", max(8, embed_dim // 2)))
+        base = dict(enc)
+        if opts.get("conv_stem"):
+            del base["patch_embed.proj.weight"], base["patch_embed.proj.bias"]
+            base.update(_conv_stem(embed_dim, g))
+            arch_name = _arch_name(embed_dim, depth, patch_size, prefix="vit_conv_")
+        base_full = {**base, **_bn_mlp("head.", [embed_dim, mlp_dim, mlp_dim, out_dim], g)}
+        momentum_full = _perturb(base_full, g)  # the EMA encoder: same shapes, different weights
+        momentum_full.update({k: v for k, v in base_full.items() if k.endswith("num_batches_tracked")})
+        predictor = _bn_mlp("", [out_dim, mlp_dim, out_dim], g)
+        state = {f"module.base_encoder.{k}": v for k, v in base_full.items()}
+        state.update({f"module.momentum_encoder.{k}": v for k, v in momentum_full.items()})
+        state.update({f"module.predictor.{k}": v for k, v in predictor.items()})
+        trainable = {k: v for k, v in state.items() if not k.startswith("module.momentum_encoder.")
+                     and "running_" not in k and "num_batches" not in k}
+        ckpt = {
+            "epoch": 300,
+            "arch": opts.get("arch", arch_name),
+            "state_dict": state,
+            "optimizer": _adamw_state(trainable, g, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.1),
+        }
+        atomic_torch_save(ckpt, path)
+        which = opts.get("return_encoder", "base")
+        chosen = base if which == "base" else {k: v for k, v in momentum_full.items() if not k.startswith("head.")}
+        return chosen
+
+    # ibot
+    opts = take(("out_dim", "patch_out_dim", "return_encoder"))
+    out_dim = int(opts.get("out_dim", 4 * embed_dim))
+    patch_out_dim = int(opts.get("patch_out_dim", 4 * embed_dim))
+    hidden, bottleneck = 2 * embed_dim, max(8, embed_dim // 2)
+
+    def ibot_head(shared: bool) -> dict[str, Tensor]:
+        h: dict[str, Tensor] = {}
+        for i, (o, i_) in zip((0, 2, 4), ((hidden, embed_dim), (hidden, hidden), (bottleneck, hidden))):
+            h[f"mlp.{i}.weight"] = torch.randn(o, i_, generator=g) / i_ ** 0.5
+            h[f"mlp.{i}.bias"] = torch.zeros(o)
+        h["last_layer.weight_g"] = torch.ones(out_dim, 1)
+        h["last_layer.weight_v"] = torch.randn(out_dim, bottleneck, generator=g)
+        h["last_layer2.weight_g"] = h["last_layer.weight_g"] if shared else torch.ones(patch_out_dim, 1)
+        h["last_layer2.weight_v"] = h["last_layer.weight_v"] if shared else torch.randn(patch_out_dim, bottleneck, generator=g)
+        return h
+
+    teacher_bb = dict(enc)
+    student_bb = _perturb(enc, g)
+    student_bb["masked_embed"] = 0.02 * torch.randn(1, embed_dim, generator=g)
+    teacher_sd = {f"backbone.{k}": v for k, v in teacher_bb.items()}
+    teacher_sd.update({f"head.{k}": v for k, v in ibot_head(shared=True).items()})
+    student_sd = {f"module.backbone.{k}": v for k, v in student_bb.items()}
+    student_sd.update({f"module.head.{k}": v for k, v in ibot_head(shared=False).items()})
+    args = argparse.Namespace(
+        arch=arch_name, patch_size=patch_size, out_dim=out_dim, patch_out_dim=patch_out_dim, shared_head=False,
+        shared_head_teacher=True, norm_last_layer=True, momentum_teacher=0.996, use_masked_im_modeling=True,
+        pred_ratio=[0.0, 0.3], pred_ratio_var=[0.0, 0.2], pred_shape="block", lambda1=1.0, lambda2=1.0,
+        global_crops_number=2, local_crops_number=10, global_crops_scale=(0.14, 1.0), epochs=800, lr=5e-4,
+        batch_size_per_gpu=64, output_dir="/tmp/ibot", seed=seed, dist_url="env://",
+    )
+    ckpt = {
+        "student": student_sd,
+        "teacher": teacher_sd,
+        "optimizer": _adamw_state({k: v for k, v in student_sd.items() if "weight_g" not in k}, g, lr=5e-4,
+                                  betas=(0.9, 0.999), weight_decay=0.04),
+        "epoch": 800,
+        "args": args,
+        "ibot_loss": {"center": torch.randn(1, out_dim, generator=g),
+                      "center2": torch.randn(1, 1, patch_out_dim, generator=g)},
+        "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                        "_growth_tracker": 0},
+    }
+    atomic_torch_save(ckpt, path)
+    which = opts.get("return_encoder", "teacher")
+    return teacher_bb if which == "teacher" else {k: v for k, v in student_bb.items() if k != "masked_embed"}

@@ -1,0 +1,105 @@
+"""A frozen teacher: a timm ViT run on the kept patches only, without autograd state."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..models.vit import forward_kept_tokens
+
+__all__ = ["Teacher"]
+
+
+class Teacher(nn.Module):
+    """A frozen, eval-mode ViT teacher.
+
+    Attributes:
+        name: the checkpoint format (``mae``, ``mocov3``, ``ibot``, ...).
+        source: the file it was loaded from.
+        encoder: which encoder of the file (``base``/``momentum``, ``teacher``/``student``, ...).
+        embed_dim: token width.
+        num_positions: patches per image (196 for 224² / 16).
+        patch_size, img_size: of the ViT.
+        vit: the timm ``VisionTransformer`` (no head); frozen and always in eval mode.
+        amp: bf16 autocast when the images are on CUDA.
+        load_info: format, encoder, file architecture and the (empty) missing / unexpected
+            key lists of the strict load.
+    """
+
+    def __init__(self, vit: nn.Module, name: str, source: str, encoder: str | None = None,
+                 amp: bool = True, load_info: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.vit = vit
+        self.name = name
+        self.source = source
+        self.encoder = encoder
+        self.amp = amp
+        self.load_info = dict(load_info or {})
+        self.embed_dim = int(vit.embed_dim)
+        self.num_positions = int(vit.patch_embed.num_patches)
+        self.patch_size = int(vit.patch_embed.patch_size[0])
+        self.img_size = int(vit.patch_embed.img_size[0])
+        self.vit.requires_grad_(False)
+        self.vit.eval()
+
+    def train(self, mode: bool = True) -> "Teacher":
+        """Set the wrapper's flag; the ViT stays in eval mode (no dropout / drop path)."""
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+    def forward(
+        self,
+        images: Tensor,
+        keep_idx: Tensor | None = None,
+        layers: Sequence[int] | int = (-1,),
+        return_cls: bool = False,
+    ) -> Tensor | list[Tensor]:
+        """Patch tokens of the kept patches.
+
+        Args:
+            images: (B, 3, H, W) at the teacher's ``img_size``.
+            keep_idx: (B, K) int64 indices of the kept patches per sample (row-major over the
+                patch grid), or ``None`` for all ``num_positions`` patches. The other patches
+                are dropped before the first block (MAE style, batched gather).
+            layers: block indices (negative from the end); the last block's output is taken
+                after the final norm.
+            return_cls: prepend the CLS token (output (B, 1 + K, D)).
+
+        Returns:
+            (B, K, D) float32 when one layer is requested, else a list of them. Computed under
+            ``torch.no_grad`` (and bf16 autocast on CUDA when ``amp``), so nothing keeps
+            autograd state.
+        """
+        if images.ndim != 4:
+            raise ValueError(f"teacher {self.name} ({self.source}): images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        if tuple(images.shape[-2:]) != (self.img_size, self.img_size):
+            raise ValueError(
+                f"teacher {self.name} ({self.source}): images are {tuple(images.shape[-2:])}, the teacher takes "
+                f"{self.img_size}x{self.img_size} (load it with img_size=... to resample its position embeddings)"
+            )
+        if keep_idx is not None:
+            if keep_idx.ndim != 2 or keep_idx.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"teacher {self.name} ({self.source}): keep_idx must be (B, K) with B={images.shape[0]}, "
+                    f"got shape {tuple(keep_idx.shape)}"
+                )
+            if keep_idx.dtype != torch.int64:
+                raise ValueError(f"teacher {self.name} ({self.source}): keep_idx must be int64, got {keep_idx.dtype}")
+            if keep_idx.shape[1] > self.num_positions:
+                raise ValueError(
+                    f"teacher {self.name} ({self.source}): keep_idx keeps {keep_idx.shape[1]} patches, "
+                    f"more than the {self.num_positions} of an image"
+                )
+        single = isinstance(layers, int)
+        wanted = (layers,) if single else tuple(layers)
+        use_amp = self.amp and images.is_cuda
+        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            outs = forward_kept_tokens(self.vit, images, keep_idx, wanted, return_prefix=return_cls)
+        outs = [o.float() for o in outs]
+        return outs[0] if single or len(outs) == 1 else outs
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name}, encoder={self.encoder}, source={self.source}, embed_dim={self.embed_dim}, "
+                f"num_positions={self.num_positions}, amp={self.amp}")
