@@ -85,12 +85,10 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
     cfg.train_cfg.max_iters = sched["max_iters"]
     cfg.optim_wrapper.optimizer.lr = sched["lr"]
     warm, cosine = cfg.param_scheduler
+    warm.end = sched["warmup_iters"]
     cosine.update(begin=sched["warmup_iters"], end=sched["max_iters"], eta_min=sched["min_lr"])
-    if sched["warmup_iters"] > 0:
-        warm.end = sched["warmup_iters"]
-        cfg.param_scheduler = [warm, cosine]
-    else:
-        cfg.param_scheduler = [cosine]
+    # a schedule cut shorter than its warm-up (smoke runs) is all warm-up
+    cfg.param_scheduler = [s for s in (warm, cosine) if s.end > s.begin]
 
     run_info = dict(sched, amp="bf16" if use_amp else "fp32", demo=bool(demo), launcher=launcher)
     for hook in cfg.get("custom_hooks", []):

@@ -1,0 +1,40 @@
+"""tools/distill.sh (the embedded demo) runs from the command line and exports a student timm loads."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.heavy
+
+
+def test_demo_distill_exports_a_timm_loadable_student(tmp_path):
+    import timm
+    from safetensors import safe_open
+
+    wd = tmp_path / "wd"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(["bash", "tools/distill.sh", "--work-dir", str(wd), "--cfg-options", "schedule.max_iters=4",
+                        "default_hooks.checkpoint.interval=2", "train_dataloader.batch_size=4",
+                        f"custom_hooks.0.latest_pointer={tmp_path / 'LATEST_STUDENT'}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = r.stdout + r.stderr
+    assert "DEMO RUN" in log and "CoMAD distillation finished: 4 iterations" in log
+    st = wd / "student" / "student.safetensors"
+    assert (wd / "iter_2.pth").is_file() and (wd / "iter_4.pth").is_file()
+    assert (tmp_path / "LATEST_STUDENT").read_text().strip() == str(st.resolve())
+    m = timm.create_model("vit_tiny_patch16_224", num_classes=0, pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(st)))
+    with safe_open(str(st), "pt") as f:
+        meta = f.metadata()
+        assert torch.equal(m.blocks[11].mlp.fc2.weight, f.get_tensor("blocks.11.mlp.fc2.weight"))
+        assert f.get_tensor("pos_embed").shape == (1, 197, 192)  # exported at 224², no extra tokens
+    assert meta["format"] == "comad-student" and json.loads(meta["arch"])["img_size"] == 224
+    info = json.loads((wd / "run_info.json").read_text())
+    assert info["demo"] is True and info["effective_batch"] == 4 and info["max_iters"] == 4
+    ckpt = torch.load(wd / "student" / "student.pth", weights_only=True)
+    assert set(ckpt["state_dict"]) == set(m.state_dict())
