@@ -8,9 +8,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.heavy
 
 
+
+@pytest.mark.heavy
 def test_demo_distill_exports_a_timm_loadable_student(tmp_path):
     import timm
     from safetensors import safe_open
@@ -38,3 +39,19 @@ def test_demo_distill_exports_a_timm_loadable_student(tmp_path):
     assert info["demo"] is True and info["effective_batch"] == 4 and info["max_iters"] == 4
     ckpt = torch.load(wd / "student" / "student.pth", weights_only=True)
     assert set(ckpt["state_dict"]) == set(m.state_dict())
+    # tools/export_student.py re-exports the same student from the last checkpoint
+    r2 = subprocess.run([str(ROOT / ".venv/bin/python"), "tools/export_student.py", str(wd), "--out", str(tmp_path / "re")],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(st)), load_file(str(tmp_path / "re" / "student.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_export_student_tool_refuses_a_foreign_checkpoint(tmp_path):
+    bad = tmp_path / "x.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, bad)
+    r = subprocess.run([str(ROOT / ".venv/bin/python"), "tools/export_student.py", str(bad)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and f"{bad}: not a CoMAD distillation checkpoint" in r.stderr
