@@ -39,6 +39,7 @@ class Adapter(nn.Module):
             nn.init.orthogonal_(self.proj.weight, generator=g)
         # Persisted so a resumed run does not redo the PCA on other images.
         self.register_buffer("pca_done", torch.tensor(init != "pca"))
+        self._pca_pending = init == "pca"  # host-side mirror: reading the buffer would sync a GPU each step
         self.proj.weight.requires_grad_(bool(trainable))
 
     @property
@@ -47,7 +48,11 @@ class Adapter(nn.Module):
 
     @property
     def needs_pca(self) -> bool:
-        return not bool(self.pca_done)
+        return self._pca_pending
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._pca_pending = not bool(self.pca_done)
 
     @torch.no_grad()
     def init_pca(self, feats: Tensor) -> None:
@@ -74,6 +79,7 @@ class Adapter(nn.Module):
         sign = torch.sign(top.gather(1, top.abs().argmax(1, keepdim=True)))
         self.proj.weight.copy_((top * sign).to(self.proj.weight.dtype))
         self.pca_done.fill_(True)
+        self._pca_pending = False
 
     def forward(self, t: Tensor) -> Tensor:
         return self.norm(self.proj(t))

@@ -57,3 +57,12 @@ def test_decoder_places_mask_token_at_dropped_positions():
     x[0, [1, 3]] = d.embed(tok)[0]
     expected = d.pred(d.norm(x + d.pos_embed))
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_pca_state_survives_a_checkpoint():
+    a = Adapter(4, 2, init="pca")
+    a.init_pca(torch.randn(50, 4))
+    b = Adapter(4, 2, init="pca")
+    assert b.needs_pca
+    b.load_state_dict(a.state_dict())
+    assert not b.needs_pca and torch.equal(a.proj.weight, b.proj.weight)
