@@ -10,10 +10,12 @@ not see them, and ``.to()`` / ``.cuda()`` still move them (see :meth:`_apply`).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
@@ -25,9 +27,12 @@ from .models.decoder import MaskedDecoder
 from .models.student import build_vit
 from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
 
-__all__ = ["CoMADDistiller"]
+__all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR"]
 
-NAN_POLICIES = ("raise",)
+NAN_POLICIES = ("raise", "skip")
+#: Attribute set on the loss that :meth:`CoMADDistiller.parse_losses` returns for a step whose
+#: update must be skipped (``nan_policy='skip'``); comad.engine's optimizer wrappers honour it.
+SKIP_UPDATE_ATTR = "comad_skip_update"
 
 
 def _check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> None:
@@ -57,7 +62,13 @@ class CoMADDistiller(BaseModel):
         loss: ``token_weight``, ``map_weight``, ``token_tau``, ``map_tau``, ``map_positions``.
         img_size: training resolution.
         mask_seed: seed of the mask stream (masks of step t depend on (mask_seed, t) only).
-        nan_policy: ``raise`` — stop with the iteration and the loss term named.
+        nan_policy: what a non-finite loss term does (on any rank; all ranks agree):
+            ``raise`` — stop with the iteration and the loss term named, before the update;
+            ``skip`` — skip that step's backward and optimizer update on every rank, count it
+            (buffer ``skipped_steps``, logged as ``skipped_steps``) and stop once more than
+            ``max_skipped`` steps were skipped. Needs comad.engine's optimizer wrappers
+            (``ComadOptimWrapper`` / ``ComadAmpOptimWrapper``; tools/train.py sets them).
+        max_skipped: the most skipped steps tolerated with ``nan_policy='skip'``.
         teacher_amp: bf16 autocast for teachers on CUDA.
     """
 
@@ -73,6 +84,7 @@ class CoMADDistiller(BaseModel):
         img_size: int = 224,
         mask_seed: int = 0,
         nan_policy: str = "raise",
+        max_skipped: int = 10,
         teacher_amp: bool = True,
         data_preprocessor: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
@@ -97,6 +109,9 @@ class CoMADDistiller(BaseModel):
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         self.nan_policy = nan_policy
+        if not isinstance(max_skipped, int) or max_skipped < 0:
+            raise ValueError(f"model.max_skipped must be an int >= 0, got {max_skipped!r}")
+        self.max_skipped = max_skipped
         if not teachers:
             raise ValueError("model.teachers: at least one teacher is needed")
 
@@ -104,6 +119,10 @@ class CoMADDistiller(BaseModel):
                                  drop_path_rate=student.get("drop_path_rate", 0.0))
         dim = self.student.embed_dim
         n = int(self.student.patch_embed.num_patches)
+        patch = int(self.student.patch_embed.patch_size[0])
+        if img_size % patch:  # timm would silently crop the image to a multiple of the patch size
+            raise ValueError(f"model.img_size {img_size} is not a multiple of the student's patch size {patch} "
+                             f"(model.student.arch)")
 
         keep = masking.get("teacher_keep", (0.50, 0.65, 0.80))
         if len(keep) != len(teachers):
@@ -126,6 +145,11 @@ class CoMADDistiller(BaseModel):
             kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "patch_size") if k in t}
             teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size,
                                    amp=bool(teacher_amp), **kw)
+            if teacher.patch_size != patch:
+                raise ValueError(
+                    f"teacher {name} ({t['checkpoint']}): patch size {teacher.patch_size}, the student's is {patch}; "
+                    f"teachers and student must share the patch grid"
+                )
             if teacher.num_positions != n:
                 raise ValueError(
                     f"teacher {name} ({t['checkpoint']}): {teacher.num_positions} patches per {img_size}px image, "
@@ -144,6 +168,15 @@ class CoMADDistiller(BaseModel):
             for i, tch in enumerate(loaded)
         )
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # drives the mask stream
+        self._host_step = 0  # host mirror of ``step`` (reading a CUDA buffer would sync every step)
+        # run-wide counters (all ranks), saved in checkpoints so a resumed run keeps counting
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("corrupt_skipped", torch.zeros((), dtype=torch.long))
+        self._batch_corrupt = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._host_step = int(self.step)
 
     @property
     def teachers(self) -> list[nn.Module]:
@@ -171,11 +204,11 @@ class CoMADDistiller(BaseModel):
         """
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
-        step = int(self.step) if step is None else step
+        step = self._host_step if step is None else step
         g = torch.Generator(device="cpu").manual_seed(_mask_seed(self.mask_seed, step))
         m = self.mask_generator(batch_size * world, generator=g, device="cpu", progress=self.progress)
         sl = slice(rank, None, world)
-        return Masks(m.student[sl], [t[sl] for t in m.teachers], m.num_positions).to(device)
+        return Masks(m.student[sl], [t[sl] for t in m.teachers], m.num_positions).to(device, non_blocking=True)
 
     # ------------------------------------------------------------------ forward
     def teacher_targets(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor]:
@@ -223,26 +256,61 @@ class CoMADDistiller(BaseModel):
 
     def forward(self, inputs: Tensor, data_samples: Any = None, mode: str = "loss", **kwargs: Any) -> Any:
         if mode == "loss":
+            bad = kwargs.get("corrupt_skipped")  # corrupt files the dataset skipped for this batch
+            self._batch_corrupt = int(bad.sum()) if isinstance(bad, Tensor) else int(sum(bad or ()))
             masks = self.make_masks(inputs.shape[0], inputs.device)
             out = self.compute_losses(inputs, masks)
             self.step += 1
+            self._host_step += 1
             return out
         if mode == "tensor":
             return forward_kept_tokens(self.student, inputs)[0]
         raise ValueError(f"CoMADDistiller.forward: mode must be 'loss' or 'tensor', got {mode!r}")
 
     def parse_losses(self, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """mmengine's sum of the ``loss*`` terms, refusing non-finite values (naming the term)."""
+        """mmengine's sum of the ``loss*`` terms, refusing non-finite values (naming the term).
+
+        One all-reduce per step makes every rank agree on whether any rank saw a non-finite
+        term and sums the corrupt files skipped for the step's global batch (logged as
+        ``corrupt_skipped``, the run's total). See ``nan_policy``.
+        """
         terms = {k: v for k, v in losses.items() if "loss" in k}
-        finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).all().float()
+        ref = next(iter(terms.values()))
+        nonfinite = torch.stack([~torch.isfinite(v.detach()).all() for v in terms.values()]).any()
+        stats = torch.stack([nonfinite.float(), torch.tensor(float(self._batch_corrupt), device=ref.device)])
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if not bool(finite):
-            bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v).all()}
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+        self._batch_corrupt = 0
+        self.corrupt_skipped += int(stats[1])
+        counters: dict[str, Tensor] = {}
+        if int(self.corrupt_skipped):
+            counters["corrupt_skipped"] = self.corrupt_skipped.float()
+        if self.nan_policy == "skip":
+            counters["skipped_steps"] = self.skipped_steps.float()
+        if not bool(stats[0] > 0):
+            loss, log_vars = super().parse_losses(losses)
+            log_vars.update(counters)
+            return loss, log_vars
+        bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v).all()}
+        what = (f"non-finite loss at distillation step {int(self.step)}: "
+                + (", ".join(f"{k} = {v}" for k, v in bad.items()) or "none on this rank")
+                + " (terms on this rank; another rank may have produced it; the step is the iteration number "
+            "of the log)")
+        if self.nan_policy == "raise":
             raise FloatingPointError(
-                f"non-finite loss at distillation step {int(self.step)}: "
-                + ", ".join(f"{k} = {v}" for k, v in bad.items())
-                + " (terms on this rank; another rank may have produced it). Training stopped before the "
-                "update; the last checkpoint in the work dir is the last good one."
+                what + ". Training stopped before the update; the last checkpoint in the work dir is the last "
+                "good one (or set model.nan_policy='skip')."
             )
-        return super().parse_losses(losses)
+        self.skipped_steps += 1
+        n = int(self.skipped_steps)
+        if n > self.max_skipped:
+            raise FloatingPointError(
+                f"{what}. That is {n} skipped step(s), more than model.max_skipped = {self.max_skipped}: "
+                "training stopped before the update; the last checkpoint in the work dir is the last good one."
+            )
+        print_log(f"{what}: update skipped on every rank ({n} of at most {self.max_skipped} skipped steps)",
+                  logger="current", level=30)
+        loss = torch.zeros((), device=ref.device)
+        setattr(loss, SKIP_UPDATE_ATTR, True)
+        counters["skipped_steps"] = self.skipped_steps.float()
+        return loss, OrderedDict(counters)

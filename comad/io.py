@@ -104,7 +104,9 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
     On any error (including a full disk) the temporary file is removed and ``path`` keeps its
-    previous content. Raises ``PermissionError`` naming the folder when it is not writable.
+    previous content. Raises ``PermissionError`` naming the folder when it is not writable; any
+    other ``OSError`` (a full disk, a path component that is a file) keeps its type and errno and
+    names the file.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -113,15 +115,21 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except PermissionError as e:
         raise PermissionError(f"cannot write {path}: the folder {folder} is not writable ({e.strerror})") from None
+    except OSError as e:  # e.g. a path component is a file, a read-only file system, a full disk
+        raise type(e)(e.errno, f"cannot write {path}: cannot create a file in the folder {folder} ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and str(path) not in str(e):
+            # a full disk (ENOSPC), a quota, an I/O error: say which file, and that the old one is intact
+            raise type(e)(e.errno, f"cannot write {path} ({e.strerror or e}); its previous content, if any, "
+                                   "is unchanged") from e
         raise
 
 

@@ -30,8 +30,16 @@ class Masks:
     teachers: list[Tensor]  # one (B, n_k) int64 per teacher
     num_positions: int
 
-    def to(self, device: torch.device | str) -> "Masks":
-        return Masks(self.student.to(device), [t.to(device) for t in self.teachers], self.num_positions)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Masks":
+        """Move to ``device``; with ``non_blocking`` CPU indices go through pinned memory (no host wait)."""
+        dev = torch.device(device)
+
+        def move(t: Tensor) -> Tensor:
+            if non_blocking and t.device.type == "cpu" and dev.type == "cuda":
+                t = t.pin_memory()
+            return t.to(dev, non_blocking=non_blocking)
+
+        return Masks(move(self.student), [move(t) for t in self.teachers], self.num_positions)
 
     def student_mask(self) -> Tensor:
         return indices_to_mask(self.student, self.num_positions)

@@ -4,7 +4,8 @@
 
 Every distillation run already does this at its end (comad.engine.ComadRunHook); use this tool
 for an intermediate checkpoint or a run that was stopped. The student's architecture is read
-from the config saved in the checkpoint.
+recorded in the checkpoint as plain data (``meta.student_arch``); the config text mmengine also
+stores there is never executed.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ def main() -> None:
     p.add_argument("--latest", action="store_true", help=f"also point work_dirs/{LATEST_POINTER} at it")
     a = p.parse_args()
 
-    from mmengine.config import Config
-
     from comad.engine.launch import latest_checkpoint
     from comad.mm_compat import load_local_checkpoint
     from comad.models.student import build_vit
@@ -39,15 +38,16 @@ def main() -> None:
         sys.exit(f"export_student: error: no checkpoint (iter_*.pth) in {src}")
     try:
         ckpt = load_local_checkpoint(str(ckpt_path))
-        cfg_text = ckpt["meta"]["cfg"]
+        arch = dict(ckpt["meta"]["student_arch"])
         sd = ckpt["state_dict"]
     except (CheckpointError, FileNotFoundError, KeyError) as e:
-        sys.exit(f"export_student: error: {ckpt_path}: not a CoMAD distillation checkpoint ({e})")
-    cfg = Config.fromstring(cfg_text, ".py")
+        sys.exit(f"export_student: error: {ckpt_path}: not a CoMAD distillation checkpoint (it needs "
+                 f"'state_dict' and 'meta.student_arch'; {type(e).__name__}: {e})")
+    img_size = arch.pop("img_size")
     student_sd = {k[len("student."):]: v for k, v in sd.items() if k.startswith("student.")}
     if not student_sd:
         sys.exit(f"export_student: error: {ckpt_path} holds no 'student.*' weights")
-    vit = build_vit(cfg.model.student.get("arch", "vit_tiny_patch16_224"), img_size=cfg.model.get("img_size", 224))
+    vit = build_vit(arch, img_size=img_size)
     result = vit.load_state_dict(student_sd, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(("head.", "fc_norm."))]
     if missing or result.unexpected_keys:
@@ -55,7 +55,7 @@ def main() -> None:
                  f"(missing {missing[:8]}, unexpected {result.unexpected_keys[:8]})")
     step = ckpt.get("meta", {}).get("iter", "x")
     out = Path(a.out) if a.out else ckpt_path.parent / f"student_iter{step}"
-    meta = dict(checkpoint=str(ckpt_path), iterations=step, config=cfg.filename or "<from checkpoint>")
+    meta = dict(checkpoint=str(ckpt_path), iterations=step)
     path = export_student(vit, out, meta, latest_pointer=f"work_dirs/{LATEST_POINTER}" if a.latest else None,
                           img_size=a.img_size)
     print(f"exported {path}")

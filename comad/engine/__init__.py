@@ -1,17 +1,19 @@
 """The mmengine edge of comad: registrations for configs (``custom_imports``).
 
 Importing this package registers the distiller, the run hook, the resumable loop and sampler,
-the per-sample-seeded dataset wrapper and the atomic file backend, and makes mmengine's own
+the per-sample-seeded dataset wrapper, the optimizer wrappers that skip marked steps and
+the atomic file backend, and makes mmengine's own
 checkpoints load with ``weights_only=True`` (see comad.mm_compat).
 """
 from mmengine.fileio import register_backend
-from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, MODELS
+from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, MODELS, OPTIM_WRAPPERS
 
 from ..distiller import CoMADDistiller
 from ..mm_compat import enable_safe_resume
 from .fileio import AtomicLocalBackend
 from .hooks import ComadRunHook
 from .loops import ResumableIterBasedTrainLoop
+from .optim import ComadAmpOptimWrapper, ComadOptimWrapper
 from .samplers import PerSampleSeeded, ResumableInfiniteSampler
 
 MODELS.register_module(module=CoMADDistiller, force=True)
@@ -19,6 +21,8 @@ HOOKS.register_module(module=ComadRunHook, force=True)
 LOOPS.register_module(module=ResumableIterBasedTrainLoop, force=True)
 DATA_SAMPLERS.register_module(module=ResumableInfiniteSampler, force=True)
 DATASETS.register_module(module=PerSampleSeeded, force=True)
+OPTIM_WRAPPERS.register_module(module=ComadOptimWrapper, force=True)
+OPTIM_WRAPPERS.register_module(module=ComadAmpOptimWrapper, force=True)
 register_backend("atomic_local", AtomicLocalBackend, force=True)
 enable_safe_resume()
 
@@ -29,4 +33,4 @@ except ModuleNotFoundError as e:  # pragma: no cover - only while comad.data is 
         raise
 
 __all__ = ["CoMADDistiller", "ComadRunHook", "ResumableIterBasedTrainLoop", "ResumableInfiniteSampler",
-           "PerSampleSeeded", "AtomicLocalBackend"]
+           "PerSampleSeeded", "AtomicLocalBackend", "ComadOptimWrapper", "ComadAmpOptimWrapper"]

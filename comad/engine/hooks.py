@@ -10,7 +10,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..export import LATEST_POINTER, export_student
+from ..export import LATEST_POINTER, export_student, vit_arch
 from ..io import atomic_write_json
 
 
@@ -55,6 +55,17 @@ class ComadRunHook(Hook):
             info = dict(self.run_info, git_rev=git_revision(), seed=runner.seed, config=runner.cfg.filename,
                         work_dir=runner.work_dir, experiment=runner.experiment_name, date=time.strftime("%Y-%m-%d %H:%M:%S"))
             atomic_write_json(info, Path(runner.work_dir) / "run_info.json")
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        """Record the student's architecture in the checkpoint's meta as plain data.
+
+        Tools that rebuild the student from a checkpoint (re-export) can then read it without
+        executing the config text mmengine stores (``Config.fromstring`` runs Python).
+        """
+        student = self._model(runner).student
+        arch = vit_arch(student)
+        arch["mlp_ratio"] = student.blocks[0].mlp.fc1.out_features / arch["embed_dim"]
+        checkpoint.setdefault("meta", {})["student_arch"] = arch
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         self._model(runner).progress = runner.iter / max(runner.max_iters, 1)

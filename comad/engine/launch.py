@@ -16,9 +16,76 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from ..io import CheckpointError
 from .schedule import resolve_schedule
 
-__all__ = ["build_runner", "latest_checkpoint", "prepare_demo_teachers"]
+__all__ = ["ComadRunner", "archive_previous_run", "build_runner", "check_work_dir", "latest_checkpoint",
+           "prepare_demo_teachers"]
+
+
+class ComadRunner(Runner):
+    """mmengine's Runner, loading checkpoints (resume or ``load_from``) strictly and as data only.
+
+    - mmengine loads them with ``strict=False``: a checkpoint of another model (another width
+      or depth) or one with missing keys only logs a warning and training goes on from partly
+      random weights. Here any missing, unexpected or mis-shaped key is an error that names the
+      file.
+    - mmengine's ``resume`` parses the config text stored in the checkpoint's ``meta`` with
+      ``Config.fromstring``, which executes it as Python: a data-only (``weights_only``-safe)
+      file could still run code. That text is dropped unread (it served a GPU-count check only;
+      this project rescales the schedule from the world size itself).
+    """
+
+    def load_checkpoint(self, filename: str, map_location: Any = "cpu", strict: bool = False,
+                        revise_keys: list = [(r"^module.", "")]) -> dict:  # noqa: B006 - mmengine's signature
+        try:
+            ckpt = super().load_checkpoint(filename, map_location=map_location, strict=True, revise_keys=revise_keys)
+        except RuntimeError as e:
+            if "loaded state dict do not match" not in str(e):  # mmengine's load_state_dict(strict=True)
+                raise
+            raise CheckpointError(f"checkpoint {filename} does not fit this model: {str(e).strip()}") from None
+        meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+        if isinstance(meta, dict):
+            meta.pop("config", None)
+        return ckpt
+
+    def train(self) -> Any:
+        """Train; a fresh run first moves an earlier run's outputs aside (see :func:`archive_previous_run`)."""
+        if not self._resume and self.rank == 0:
+            moved = archive_previous_run(self.work_dir)
+            if moved is not None:
+                self.logger.warning(f"the work dir held an earlier run's checkpoints; they were moved to {moved} "
+                                    "(use --resume to continue a run)")
+        return super().train()
+
+
+#: What a run writes at the top of its work dir (the per-run log folders are unique already).
+RUN_OUTPUTS = ("iter_*.pth", "last_checkpoint", "run_info.json", "student")
+
+
+def archive_previous_run(work_dir: str | Path) -> Path | None:
+    """Move an earlier run's checkpoints and export into ``<work_dir>/superseded_<time>/``.
+
+    A fresh run (no ``--resume``) in a used work dir would otherwise overwrite the earlier
+    run's ``iter_N.pth`` one by one and leave the others mixed with its own, so that a later
+    ``--resume`` could continue the wrong run. Nothing is deleted. Returns the folder, or None
+    when there was nothing to move.
+    """
+    import time
+
+    work_dir = Path(work_dir)
+    found = [p for pattern in RUN_OUTPUTS for p in sorted(work_dir.glob(pattern))]
+    if not any(p.name.startswith("iter_") for p in found):
+        return None
+    dest = work_dir / f"superseded_{time.strftime('%Y%m%d_%H%M%S')}"
+    n = 0
+    while dest.exists():
+        n += 1
+        dest = work_dir / f"superseded_{time.strftime('%Y%m%d_%H%M%S')}_{n}"
+    dest.mkdir()
+    for p in found:
+        os.replace(p, dest / p.name)
+    return dest
 
 
 def latest_checkpoint(work_dir: str | Path) -> Path | None:
@@ -46,6 +113,21 @@ def prepare_demo_teachers(demo: dict[str, Any]) -> None:
         os.replace(tmp, dst)
 
 
+def check_work_dir(work_dir: str | Path) -> None:
+    """Create the work dir and check that it takes files, or say clearly why not (names it)."""
+    import tempfile
+
+    work_dir = Path(work_dir)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=work_dir):
+            pass
+    except OSError as e:
+        blocker = next((p for p in (work_dir, *work_dir.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (e.strerror or str(e))
+        raise type(e)(e.errno, f"work dir {work_dir} (--work-dir or the config's work_dir) cannot be used: {why}") from None
+
+
 def _world_size(launcher: str) -> int:
     if launcher == "slurm":
         return int(os.environ.get("SLURM_NTASKS", "1"))
@@ -58,6 +140,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
     """Finish ``cfg`` for this process and build the Runner (see the module docstring)."""
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(cfg.filename).stem)
+    check_work_dir(cfg.work_dir)
     demo = cfg.get("demo")
     if demo:
         print_log("=" * 64 + "\nDEMO RUN: small random teachers in the official MAE / iBOT / MoCo v3 layouts, real photos "
@@ -72,13 +155,21 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
     if amp == "on" and not cuda:
         raise ValueError("amp='on' needs a CUDA device; none is available (use amp='auto' or 'off')")
     use_amp = cuda and amp != "off"
-    cfg.optim_wrapper.type = "AmpOptimWrapper" if use_amp else "OptimWrapper"
+    # mmengine's wrappers, plus skipping the steps the distiller marks (model.nan_policy='skip')
+    cfg.optim_wrapper.type = "ComadAmpOptimWrapper" if use_amp else "ComadOptimWrapper"
     if use_amp:
         cfg.optim_wrapper.dtype = "bfloat16"
     accum = int(cfg.get("accumulation", 1))
     cfg.optim_wrapper.accumulative_counts = accum
     if not cuda and launcher != "none":
         cfg.env_cfg.dist_cfg = dict(backend="gloo")
+        # mmengine's init_dist calls torch.cuda.set_device and its DDP wrapper passes
+        # device_ids=[LOCAL_RANK]: both fail without CUDA. Start gloo here (env:// from torchrun's
+        # variables) and wrap with DDP on the CPU.
+        if launcher == "pytorch" and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="gloo")
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get("find_unused_parameters", False))
 
     world = _world_size(launcher)
     sched = resolve_schedule(dict(cfg.schedule), cfg.train_dataloader.batch_size, world, accum)
@@ -106,4 +197,4 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
         cfg.resume = True
         cfg.load_from = str(ckpt)
         print_log(f"resuming from {ckpt}", logger="current")
-    return Runner.from_cfg(cfg)
+    return ComadRunner.from_cfg(cfg)
