@@ -1,0 +1,347 @@
+"""The distillation throughput benchmark: FLOP count, naive reference pieces, GPU-decode crops
+(on the CPU) and a tiny CPU run of the tool (columns and files; no timing is asserted)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from comad.fast import (
+    EncodedImageDataset,
+    GpuRandomResizedCrop,
+    collate_encoded,
+    crop_resize_batch,
+    pad_images,
+    sample_crop_boxes,
+    split_encoded,
+)
+from comad.gating import consensus_gating
+from comad.models.student import build_vit
+from comad.models.vit import forward_kept_tokens
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_distill", ROOT / "tools" / "benchmark_distill.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bd = _load_tool()
+
+
+def _tiny_vit(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_vit(dict(embed_dim=32, depth=2, num_heads=2), img_size=64).eval()
+
+
+def _idx(b: int, n: int, k: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, n, generator=g).argsort(1)[:, :k].sort(1).values
+
+
+# ------------------------------------------------------------------------------------ FLOPs
+def test_block_flops_match_a_hand_count():
+    # dim 8, 1 block, 5 tokens, MLP 32: qkv 2*5*8*24 = 1920, proj 2*5*8*8 = 640,
+    # fc1 + fc2 2*(2*5*8*32) = 5120, scores + weighted sum 2*(2*5*5*8) = 800
+    assert bd.vit_blocks_flops(8, 1, 5, 4.0) == 1920 + 640 + 5120 + 800
+    # 4 patches of 16x16x3 -> 8 channels
+    assert bd.patch_embed_flops(4, 8, 16, 3) == 2 * 4 * 768 * 8
+    # ViT-B/16 forward on 197 tokens: the issue's ~35 GFLOP
+    vit_b = bd.patch_embed_flops(196, 768, 16) + bd.vit_blocks_flops(768, 12, 197)
+    assert vit_b == pytest.approx(35.13e9, rel=1e-3)
+
+
+def test_step_flops_hand_computation_for_a_tiny_config():
+    t = bd.VitDims(embed_dim=8, depth=1)
+    s = bd.VitDims(embed_dim=4, depth=1)
+    # N = 4 positions; teacher keeps 2, student 1; decoder width 4, 1 block, MLP ratio 4
+    f = bd.step_flops([t], [2], s, 1, decoder_dim=4, decoder_depth=1, decoder_mlp_ratio=4.0, num_positions=4, naive=False)
+    pe_t = 2 * 4 * 768 * 8
+    blk_t = 2 * 3 * 8 * 24 + 2 * 3 * 8 * 8 + 2 * 2 * 3 * 8 * 32 + 2 * 2 * 9 * 8  # 3 tokens (CLS + 2)
+    assert f["teachers"] == pe_t + blk_t
+    assert f["adapters"] == 2 * 2 * 8 * 4
+    pe_s = 2 * 4 * 768 * 4
+    blk_s = 2 * 2 * 4 * 12 + 2 * 2 * 4 * 4 + 2 * 2 * 2 * 4 * 16 + 2 * 2 * 4 * 4  # 2 tokens (CLS + 1)
+    assert f["student"] == 2 * pe_s + 3 * blk_s
+    dec = 2 * 1 * 4 * 4 + (2 * 4 * 4 * 12 + 2 * 4 * 4 * 4 + 2 * 2 * 4 * 4 * 16 + 2 * 2 * 16 * 4) + 2 * 4 * 4 * 4
+    assert f["decoder"] == 3 * dec
+    assert f["total"] == f["teachers"] + f["adapters"] + f["student"] + f["decoder"]
+    naive = bd.step_flops([t], [2], s, 1, 4, 1, 4.0, 4, naive=True)
+    assert naive["teachers"] == pe_t + bd.vit_blocks_flops(8, 1, 5)  # all 4 patches + CLS
+    assert naive["adapters"] == f["adapters"] and naive["decoder"] == f["decoder"]
+
+
+def test_flop_count_agrees_with_torch_flop_counter():
+    """The un-fused naive forward is all matmuls, so torch's FlopCounterMode sees every term."""
+    vit = _tiny_vit()
+    x = torch.randn(3, 3, 64, 64)
+    idx = torch.arange(16).expand(3, 16)  # keep all: the full-sequence cost
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        bd.masked_full_forward(vit, x, idx)
+    dims = bd.VitDims.of(vit)
+    assert fc.get_total_flops() == 3 * (bd.patch_embed_flops(16, 32, 16) + bd.vit_blocks_flops(32, 2, 17))
+    assert (dims.embed_dim, dims.depth, dims.mlp_ratio, dims.patch_size, dims.prefix) == (32, 2, 4.0, 16, 1)
+
+
+# ------------------------------------------------------------------------ naive reference
+def test_masked_full_forward_equals_token_dropping():
+    vit = _tiny_vit(1)
+    x = torch.randn(4, 3, 64, 64)
+    idx = _idx(4, 16, 5, seed=2)
+    with torch.no_grad():
+        ref = forward_kept_tokens(vit, x, idx)[0]
+        got = bd.masked_full_forward(vit, x, idx)
+    assert got.shape == ref.shape == (4, 5, 32)
+    assert ((got - ref).norm() / ref.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("mode,combine", [("joint", "sum"), ("joint", "product"), ("affinity", "sum"),
+                                          ("agreement", "sum"), ("mean", "sum")])
+def test_naive_gating_matches_consensus_gating(mode, combine):
+    g = torch.Generator().manual_seed(3)
+    k, b, n, d = 3, 2, 10, 6
+    student = torch.randn(b, n, d, generator=g)
+    maps = torch.randn(k, b, n, d, generator=g)
+    seen = torch.rand(k, b, n, generator=g) < 0.5
+    seen[:, 0, 0] = False  # a position no teacher saw
+    ref = consensus_gating(student, maps, seen, mode=mode, combine=combine, temperature=0.1)
+    target, has_target, weights = bd.naive_gating(student, list(maps), list(seen), mode=mode, combine=combine,
+                                                  temperature=0.1)
+    assert torch.equal(has_target, ref.has_target)
+    torch.testing.assert_close(torch.stack(weights), ref.weights, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(target, ref.target, rtol=1e-5, atol=1e-6)
+    assert target[0, 0].abs().sum() == 0
+
+
+# ------------------------------------------------------------------------- GPU decode (CPU)
+def _check_boxes(boxes, h, w, scale, ratio):
+    x0, y0, x1, y1 = boxes.unbind(1)
+    cw, ch = x1 - x0, y1 - y0
+    assert torch.equal(boxes, boxes.round())
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= w).all() and (y1 <= h).all()
+    assert (cw >= 1).all() and (ch >= 1).all()
+    return cw, ch
+
+
+def test_sample_crop_boxes_follow_random_resized_crop_rules():
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    h = torch.randint(100, 600, (n,), generator=g)
+    w = torch.randint(100, 600, (n,), generator=g)
+    boxes = sample_crop_boxes(h, w, (0.2, 1.0), (3 / 4, 4 / 3), generator=torch.Generator().manual_seed(1))
+    assert boxes.shape == (n, 4) and boxes.dtype == torch.float32
+    cw, ch = _check_boxes(boxes, h, w, (0.2, 1.0), (3 / 4, 4 / 3))
+    frac = cw * ch / (h * w)
+    aspect = cw / ch
+    # rounding of the sides moves area and aspect by at most ~1 pixel per side
+    assert (frac > 0.2 * 0.97).all() and (frac <= 1.0).all()
+    assert (aspect > 0.75 * 0.97).all() and (aspect < 4 / 3 * 1.03).all()
+    # offsets are spread over the whole free range
+    free_x = (w - cw).clamp(min=1)
+    rel = boxes[:, 0] / free_x
+    assert rel.min() == 0 and rel.max() > 0.95
+    # same generator state -> same boxes
+    again = sample_crop_boxes(h, w, (0.2, 1.0), (3 / 4, 4 / 3), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(boxes, again)
+
+
+@pytest.mark.parametrize("h,w", [(375, 500), (100, 600), (300, 300)])
+def test_sample_crop_boxes_distribution_matches_torchvision(h, w):
+    from torchvision.transforms import v2
+
+    n = 1500
+    torch.manual_seed(0)
+    rrc = v2.RandomResizedCrop(32, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
+    ref = [rrc.make_params([torch.empty(3, h, w)]) for _ in range(n)]
+    ref = torch.tensor([[p["left"], p["top"], p["width"], p["height"]] for p in ref], dtype=torch.float64)
+    got = sample_crop_boxes(torch.full((n,), h), torch.full((n,), w), generator=torch.Generator().manual_seed(1)).double()
+    got = torch.stack([got[:, 0], got[:, 1], got[:, 2] - got[:, 0], got[:, 3] - got[:, 1]], 1)
+    for name, f in [("area", lambda b: b[:, 2] * b[:, 3] / (h * w)), ("aspect", lambda b: b[:, 2] / b[:, 3]),
+                    ("left", lambda b: b[:, 0] / w), ("top", lambda b: b[:, 1] / h)]:
+        a, b = f(got), f(ref)
+        se = math.sqrt(a.var() / n + b.var() / n)  # two-sample standard error of the means
+        assert abs(a.mean() - b.mean()) < 4 * se + 1e-3, (name, a.mean().item(), b.mean().item())
+
+
+def test_sample_crop_boxes_fallback_is_the_central_crop():
+    # 10 x 1000 px: no crop of >= 20 % of the area with aspect <= 4/3 fits -> central crop,
+    # height 10, width round(10 * 4/3) = 13, at ((1000 - 13) // 2, 0)
+    boxes = sample_crop_boxes(torch.tensor([10, 1000]), torch.tensor([1000, 10]), generator=torch.Generator().manual_seed(0))
+    assert boxes[0].tolist() == [493.0, 0.0, 506.0, 10.0]
+    # tall: width 10, height round(10 / (3/4)) = 13, at (0, (1000 - 13) // 2)
+    assert boxes[1].tolist() == [0.0, 493.0, 10.0, 506.0]
+
+
+def test_sample_crop_boxes_bad_input_is_named():
+    with pytest.raises(ValueError, match="scale"):
+        sample_crop_boxes(torch.tensor([10]), torch.tensor([10]), scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="heights .* widths"):
+        sample_crop_boxes(torch.tensor([10, 10]), torch.tensor([10]))
+
+
+def test_crop_resize_batch_exact_crop_pooling_and_flip():
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.rand(3, 40, 50, generator=g) * 255, torch.rand(3, 30, 20, generator=g) * 255]
+    batch = pad_images(imgs)
+    assert batch.shape == (2, 3, 40, 50) and batch[1, :, 30:].abs().sum() == 0 and torch.equal(batch[1, :, :30, :20], imgs[1])
+    # box of the output size: the crop itself; box twice the output size: 2x2 average pooling
+    boxes = torch.tensor([[5.0, 7.0, 21.0, 23.0], [2.0, 4.0, 18.0, 20.0]])
+    out = crop_resize_batch(batch, boxes, 16)
+    torch.testing.assert_close(out[0], imgs[0][:, 7:23, 5:21])
+    torch.testing.assert_close(out[1], imgs[1][:, 4:20, 2:18])
+    out = crop_resize_batch(batch, torch.tensor([[4.0, 2.0, 36.0, 34.0], [0.0, 0.0, 16.0, 16.0]]), 16,
+                            flip=torch.tensor([True, False]))
+    torch.testing.assert_close(out[0], F.avg_pool2d(imgs[0][None, :, 2:34, 4:36], 2)[0].flip(-1))
+    torch.testing.assert_close(out[1], imgs[1][:, :16, :16])
+
+
+def _write_jpegs(folder: Path, sizes, seed=0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        # smooth content (JPEG-friendly): a gradient plus noise, per class folder
+        yy, xx = np.mgrid[0:h, 0:w]
+        arr = np.stack([(xx * 255 / w), (yy * 255 / h), np.full((h, w), 128.0)], -1) + rng.normal(0, 5, (h, w, 3))
+        p = folder / "train" / f"c{i % 2}" / f"im{i}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(p, quality=95)
+        paths.append(p)
+    return paths
+
+
+def test_gpu_random_resized_crop_on_cpu_matches_a_plain_resize(tmp_path):
+    from comad.data import ImageFolderDataset
+
+    _write_jpegs(tmp_path, [(48, 64), (60, 80), (48, 64)])
+    ds = EncodedImageDataset(ImageFolderDataset(tmp_path, split="train"))
+    samples = [ds[i] for i in range(len(ds))]
+    batch = collate_encoded(samples)
+    assert batch["label"].tolist() == [0, 0, 1] and batch["data"].dtype == torch.uint8 and batch["data"].ndim == 1
+    encoded = split_encoded(batch)
+    assert all(torch.equal(e, s["data"]) for e, s in zip(encoded, samples))
+    assert encoded[0][:2].tolist() == [0xFF, 0xD8]  # JPEG start-of-image marker
+    # scale 1 and the images' own aspect ratio: the box is the whole image, so the output is a resize
+    crop = GpuRandomResizedCrop(32, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), hflip=0.0, device="cpu", normalize=False)
+    out = crop(encoded, batch["path"])
+    assert out.shape == (3, 3, 32, 32) and out.dtype == torch.float32
+    for i, p in enumerate(batch["path"]):
+        ref = torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()
+        ref = F.interpolate(ref[None], size=(32, 32), mode="bilinear", antialias=True, align_corners=False)[0]
+        assert (out[i] - ref).abs().mean() < 2.0  # 0-255 scale: only the resampling filters differ
+    norm = GpuRandomResizedCrop(32, device="cpu", seed=0)(encoded)
+    assert norm.shape == (3, 3, 32, 32) and torch.isfinite(norm).all() and norm.abs().max() < 3
+
+
+def test_encoded_dataset_refuses_non_jpeg_naming_the_file(tmp_path):
+    from comad.data import CorruptImageError, ImageFolderDataset
+
+    p = tmp_path / "train" / "a" / "x.jpg"
+    p.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(p, format="PNG")  # a PNG behind a .jpg name
+    ds = EncodedImageDataset(ImageFolderDataset(tmp_path, split="train"))
+    with pytest.raises(CorruptImageError, match="x.jpg.*not a JPEG"):
+        ds[0]
+
+
+# ------------------------------------------------------------------------------ tool, tiny
+@pytest.fixture(scope="module")
+def tiny_photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    _write_jpegs(root, [(80, 96), (96, 80), (90, 90), (72, 100)] * 2, seed=1)
+    return root
+
+
+@pytest.mark.heavy
+def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, capsys):
+    out = tmp_path / "out"
+    rc = bd.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "1", "--workers", "0",
+                  "--rounds", "2", "--e2e-steps", "1",
+                  "--variants", "naive,shipped", "--data", str(tiny_photos), "--out", str(out),
+                  "--teachers-dir", str(tmp_path / "teachers")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "img/s" in text and "MFU" in text and "b/a" in text
+    rows = list(csv.DictReader(io.StringIO((out / "benchmark_distill.csv").read_text())))
+    assert list(rows[0]) == bd.COLUMNS
+    assert [(r["variant"], r["data"]) for r in rows] == [("naive", "model"), ("shipped", "model"), ("naive", "e2e"),
+                                                          ("shipped", "e2e")]
+    js = json.loads((out / "benchmark_distill.json").read_text())
+    meta = js["meta"]
+    assert meta["matmul_peak"]["fp32"]["tflops"] > 0 and "fp32" in meta["mfu_denominator"]
+    assert meta["fused_attention"] == {"teacher_mae": True, "teacher_ibot": True, "teacher_mocov3": True,
+                                       "student": True, "decoder": True}
+    assert meta["teacher_params_trainable_or_with_grad"] == 0
+    by = {(r["variant"], r["data"]): r for r in js["rows"]}
+    for r in js["rows"]:
+        assert r["status"] == "ok" and r["steps"] == 2 and len(r["per_step_ms"]) == 2  # 2 rounds of 1 step
+        assert r["img_per_s"] > 0 and math.isclose(r["ms_per_step"], 1e3 * 2 / r["img_per_s"], rel_tol=1e-9)
+        assert math.isclose(r["tflops"], r["gflop_per_img"] * r["img_per_s"] / 1e3, rel_tol=1e-9)
+        assert math.isclose(r["mfu"], r["tflops"] / meta["matmul_peak"]["fp32"]["tflops"], rel_tol=1e-9)
+    # FLOPs per image of the tiny config, from the same formula the tests above check by hand
+    f = meta["flops_per_image"]
+    assert by[("naive", "model")]["gflop_per_img"] == pytest.approx(f["naive"]["total"] / 1e9)
+    assert f["naive"]["total"] > f["shipped"]["total"]
+    assert by[("shipped", "model")]["b_over_a"] == pytest.approx(by[("shipped", "model")]["img_per_s"] / by[("naive", "model")]["img_per_s"])
+    assert by[("shipped", "e2e")]["e2e_over_model"] == pytest.approx(by[("shipped", "e2e")]["img_per_s"] / by[("shipped", "model")]["img_per_s"])
+    assert by[("naive", "model")]["b_over_a"] is None
+
+
+def test_tool_without_the_distiller_runs_naive_and_names_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(bd, "_load_distiller", lambda: (None, "comad.distiller is not importable (No module named 'mmengine')"))
+    out = tmp_path / "out"
+    rc = bd.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "0", "--no-e2e", "--rounds", "1",
+                  "--variants", "naive,shipped", "--out", str(out), "--teachers-dir", str(tmp_path / "t")])
+    assert rc == 3
+    js = json.loads((out / "benchmark_distill.json").read_text())
+    status = {r["variant"]: r["status"] for r in js["rows"]}
+    assert status["naive"] == "ok"
+    assert "mmengine" in status["shipped"] and status["shipped"].startswith("failed")
+
+
+def test_tool_bad_options_are_named(tmp_path):
+    with pytest.raises(SystemExit, match="--batches"):
+        bd.main(["--device", "cpu", "--tiny", "--batches", "a,b", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--data .*train/"):
+        bd.main(["--device", "cpu", "--tiny", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="--variants"):
+        bd.main(["--device", "cpu", "--tiny", "--variants", "naive,fast", "--out", str(tmp_path / "o")])
+
+
+def test_tool_loaders_yield_normalised_device_batches(tiny_photos):
+    """Both end-to-end pipelines of the tool (the GPU-decode one run on the CPU here)."""
+    for kind in ("cpu", "gpu"):
+        batches = list(bd.build_loader(kind, tiny_photos, 32, batch=3, num_batches=2, workers=0,
+                                       device=torch.device("cpu"), prefetch=2))
+        assert len(batches) == 2
+        for x in batches:
+            assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 and torch.isfinite(x).all()
+            assert -3 < x.mean() < 3 and x.std() > 0.05  # normalised photo values, not zeros
+    with pytest.raises(ValueError, match="loader kind"):
+        next(bd.build_loader("disk", tiny_photos, 32, 3, 1, 0, torch.device("cpu"), 2))
+
+
+def test_gpu_crop_names_the_file_that_does_not_decode(tmp_path):
+    from comad.data import CorruptImageError
+
+    good = _write_jpegs(tmp_path, [(40, 40)])[0]
+    encoded = [torch.frombuffer(bytearray(good.read_bytes()), dtype=torch.uint8),
+               torch.tensor([0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4], dtype=torch.uint8)]  # JPEG marker, then junk
+    crop = GpuRandomResizedCrop(16, device="cpu")
+    with pytest.raises(CorruptImageError, match="bad.jpg") as err:
+        crop(encoded, [str(good), "/data/bad.jpg"])
+    assert str(good) not in str(err.value)
