@@ -1,0 +1,25 @@
+# ImageNet-1K linear probe, MAE protocol (He et al. 2022, main_linprobe.py): frozen student,
+# CLS token of the final norm, BatchNorm1d(affine=False, eps=1e-6) + Linear, LARS (momentum
+# 0.9, trust 0.001, wd 0), blr 0.1 (lr = 0.1 * 16384 / 256 = 6.4), 10 warm-up epochs + cosine,
+# 90 epochs, online on RandomResizedCrop + flip; eval resize 256 / centre crop 224.
+_base_ = ['./_base_/default_runtime.py']
+task = 'imagenet-linear'
+protocol_name = 'linear probe, MAE protocol (online, LARS, 90 epochs)'
+num_gpus = 8
+batch_size = 2048          # per GPU
+epochs = 90
+warmup_epochs = 10
+blr = 0.1
+min_lr = 0.0
+weight_decay = 0.0
+momentum = 0.9
+trust_coeff = 0.001
+bn = True                  # BatchNorm1d(affine=False, eps=1e-6) before the linear layer
+pooling = 'cls'
+img_size = 224
+crop_pct = 0.875
+train_aug = dict(scale=(0.08, 1.0), hflip=0.5)   # None: train on centre crops
+# Demo form: 32 px digits, a 500-image class-balanced subset, 6 epochs (~40 steps), so a larger LARS lr
+# (blr 100 x 64 / 256 = 25) than the recipe (6.4).
+demo = dict(img_size=32, batch_size=64, epochs=6, warmup_epochs=1, blr=100.0, train_subset=500, num_workers=0, amp=None,
+            log_interval=5)

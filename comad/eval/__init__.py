@@ -1,0 +1,17 @@
+"""Evaluation of exported students: ImageNet-1K fine-tune, linear probes, k-NN, result tables.
+
+Modules (each imports only what it needs; nothing here imports mmcv, mmseg or mmdet):
+
+- :mod:`comad.eval.metrics_io` — the one schema of a task's ``metrics.json`` (shared with the
+  ADE20K / COCO transfer runner), atomic writer, validating reader, student naming.
+- :mod:`comad.eval.student` — load an exported student (or any timm ViT state dict) into a
+  timm ``VisionTransformer``; arch from metadata or from shapes; pos-embed resampling.
+- :mod:`comad.eval.data` / :mod:`comad.eval.demo_data` — ImageNet ImageFolder layout checks;
+  the real-image demo set (sklearn digits) in the same layout.
+- :mod:`comad.eval.features` — pooling, feature extraction, the on-disk feature cache, the
+  unchanged-backbone check.
+- :mod:`comad.eval.knn`, :mod:`comad.eval.linear_probe`, :mod:`comad.eval.finetune` — the
+  protocols.
+- :mod:`comad.eval.tasks` — ``IMAGENET_TASKS`` for ``tools/run_transfer.sh``.
+- :mod:`comad.eval.tables` — ``tools/make_tables.py``.
+"""

@@ -1,0 +1,223 @@
+"""Shared plumbing of the evaluation loops: configs, torchrun env, RNG, checkpoints, logs."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from torch.utils.data import Sampler
+
+from ..io import atomic_torch_save, safe_torch_load
+
+__all__ = [
+    "REPO_ROOT", "CONFIG_DIR", "DistEnv", "init_distributed", "load_task_config", "effective_batch",
+    "seed_everything", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
+    "SkipSampler", "RunLog",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "benchmark_configs" / "imagenet"
+
+
+@dataclass
+class DistEnv:
+    """Process-group facts from the torchrun environment variables."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None = None) -> DistEnv:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK (torchrun) and init the process group when needed.
+
+    ``device``: 'cuda' / 'cpu' / None (cuda when available). NCCL on GPUs, gloo on CPUs.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def _check_keys(cfg: Config, options: dict[str, Any], source: str) -> None:
+    tree = cfg.to_dict()
+    for dotted in options:
+        node: Any = tree
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"{source}: unknown config key '{dotted}' (not in the config; known top-level keys: "
+                               f"{sorted(k for k in cfg.keys() if not k.startswith('_'))})")
+            node = node[part]
+
+
+def load_task_config(path: str | Path, cfg_options: Sequence[str] = (), demo: bool = False) -> Config:
+    """Load a benchmark config; apply ``demo`` overrides (the config's ``demo`` dict), then ``cfg_options``.
+
+    ``cfg_options`` are ``key=value`` strings as mmengine's ``--cfg-options`` takes them
+    (dotted keys, lists ``[a,b]``). Unknown keys raise ``KeyError`` naming the key and file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path}: no such file (configs live in {CONFIG_DIR})")
+    cfg = Config.fromfile(str(path))
+    if demo:
+        if "demo" not in cfg:
+            raise KeyError(f"config {path}: has no 'demo' dict of overrides, so it has no demo form")
+        overrides = dict(cfg.demo)
+        _check_keys(cfg, overrides, f"config {path} (demo overrides)")
+        cfg.merge_from_dict(overrides)
+    opts = list(cfg_options or ())
+    for opt in opts:
+        if "=" not in opt:
+            raise ValueError(f"cfg option {opt!r}: expected key=value (config {path})")
+    if opts:
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+        parsed = parser.parse_args(["--cfg-options", *opts]).cfg_options
+        _check_keys(cfg, parsed, f"cfg_options for config {path}")
+        cfg.merge_from_dict(parsed)
+    cfg.config_path = str(path)
+    return cfg
+
+
+def effective_batch(cfg: Config, env: DistEnv, demo: bool, log: logging.Logger | None = None) -> int:
+    """GPUs x per-GPU batch x accumulation; warns when the GPU count is not the config's."""
+    accum = int(cfg.get("accum_iter", 1))
+    eff = env.world_size * int(cfg.batch_size) * accum
+    wanted = int(cfg.get("num_gpus", env.world_size))
+    if not demo and wanted != env.world_size:
+        msg = (f"config {cfg.get('config_path')} is written for {wanted} GPUs x {cfg.batch_size} x {accum}; running on "
+               f"{env.world_size}: effective batch {eff}, lr rescaled by the rule lr = blr * batch / 256")
+        warnings.warn(msg, stacklevel=2)
+        if log is not None:
+            log.warning(msg)
+    return eff
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and primitive types (loadable with ``weights_only=True``)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = dict(
+        python=[version, list(mt), gauss],
+        numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                   has_gauss=int(has_gauss), cached=float(cached)),
+        torch=torch.get_rng_state(),
+    )
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically save a training state (tensors and primitive types only)."""
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training state with :func:`comad.io.safe_torch_load` (``weights_only=True``)."""
+    return safe_torch_load(path)
+
+
+class SkipSampler(Sampler):
+    """Wraps a sampler with ``set_epoch``; skips the first ``skip`` indices of the current epoch."""
+
+    def __init__(self, base: Sampler, skip: int = 0) -> None:
+        self.base, self.skip = base, skip
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+class RunLog:
+    """Text log and mmengine-style scalars for one run.
+
+    Writes ``<work_dir>/<timestamp>/<timestamp>.log`` and
+    ``<work_dir>/<timestamp>/vis_data/scalars.json`` (JSON lines, mmengine's
+    ``LocalVisBackend``), the layout ``tools/make_tables.py`` reads. Only rank 0 writes.
+    """
+
+    def __init__(self, work_dir: str | Path, name: str, enabled: bool = True) -> None:
+        self.enabled = enabled
+        stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.dir = Path(work_dir) / stamp
+        self.logger = logging.getLogger(f"comad.eval.{name}.{stamp}.{id(self)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self._backend = None
+        if enabled:
+            from mmengine.visualization import LocalVisBackend
+
+            (self.dir / "vis_data").mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(self.dir / f"{stamp}.log")
+            fh.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+            sh = logging.StreamHandler()
+            sh.setFormatter(logging.Formatter(f"[{name}] %(message)s"))
+            self.logger.addHandler(fh)
+            self.logger.addHandler(sh)
+            self._backend = LocalVisBackend(save_dir=str(self.dir / "vis_data"))
+        else:
+            self.logger.addHandler(logging.NullHandler())
+
+    def info(self, msg: str) -> None:
+        self.logger.info(msg)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Append one JSON line ``{..., 'step': step}`` to ``scalars.json``."""
+        if self._backend is not None:
+            self._backend.add_scalars({k: float(v) for k, v in values.items()}, step=int(step))
+
+    def close(self) -> None:
+        for h in list(self.logger.handlers):
+            h.close()
+            self.logger.removeHandler(h)

@@ -1,0 +1,133 @@
+"""IMAGENET_TASKS: the runner interface, data layout errors, configs, demo runs end to end."""
+import inspect
+import json
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from comad.eval.data import imagenet_split_dirs
+from comad.eval.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
+from comad.eval.metrics_io import read_metrics
+from comad.eval.runtime import load_task_config
+from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+from comad.export import export_student
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0)
+    return export_student(vit, tmp_path_factory.mktemp("s") / "tiny-student" / "student")
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo") / "imagenet-demo"
+
+
+def test_task_table_interface():
+    assert {"imagenet-ft", "imagenet-linear", "imagenet-knn"} <= set(IMAGENET_TASKS)
+    for fn in IMAGENET_TASKS.values():
+        params = list(inspect.signature(fn).parameters)
+        assert params[:6] == ["student", "data_root", "work_dir", "max_iters", "demo", "cfg_options"]
+    for task, path in DEFAULT_CONFIGS.items():
+        cfg = load_task_config(path)
+        assert cfg.task == task and path.is_file()
+        load_task_config(path, demo=True)  # every config has a demo form
+
+
+def test_missing_or_empty_imagenet_names_the_layout(student, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"imagenet/train: no such folder; expected layout .*/imagenet/train/<class>/\*\.JPEG"):
+        IMAGENET_TASKS["imagenet-knn"](student, tmp_path, tmp_path / "w", None, False, [])
+    (tmp_path / "imagenet" / "train" / "n01440764").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="n01440764 holds no images"):
+        imagenet_split_dirs(tmp_path / "imagenet")
+    (tmp_path / "imagenet" / "train" / "n01440764" / "a.JPEG").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="imagenet/val: no class folders"):
+        imagenet_split_dirs(tmp_path / "imagenet")
+    (tmp_path / "imagenet" / "val" / "n99999999").mkdir()
+    (tmp_path / "imagenet" / "val" / "n99999999" / "b.JPEG").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"only in train: \['n01440764'\]"):
+        imagenet_split_dirs(tmp_path / "imagenet")
+
+
+def test_bad_cfg_options_and_student(student, tmp_path):
+    knn = IMAGENET_TASKS["imagenet-knn"]
+    with pytest.raises(KeyError, match="unknown config key 'kk'"):
+        knn(student, tmp_path, tmp_path / "w", None, True, ["kk=3"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        knn(student, tmp_path, tmp_path / "w", None, True, ["k"])
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        knn(tmp_path / "nope.safetensors", tmp_path, tmp_path / "w", None, True, [])
+    with pytest.raises(ValueError, match="is for task 'imagenet-knn', not 'imagenet-ft'"):
+        IMAGENET_TASKS["imagenet-ft"](student, tmp_path, tmp_path / "w", None, True, [], config=DEFAULT_CONFIGS["imagenet-knn"])
+
+
+def test_demo_data_made_once_and_checked(demo_dir, tmp_path):
+    root = ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=5)
+    train, val = imagenet_split_dirs(root)
+    assert len(list(train.glob("*/*.JPEG"))) == 40 and len(list(val.glob("*/*.JPEG"))) == 10
+    assert sorted(p.name for p in train.iterdir()) == [f"digit_{i}" for i in range(10)]
+    mtime = (root / ".complete").stat().st_mtime_ns
+    assert ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=5) == root
+    assert (root / ".complete").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="was made with"):
+        ensure_demo_imagenet(tmp_path / "d", img_size=32, per_class=5)
+    if not FASHION_MNIST_DIR.is_dir():
+        with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+            ensure_demo_imagenet(tmp_path / "f", source="fashion-mnist")
+
+
+@pytest.mark.heavy
+def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
+    """k-NN, cached and online probes on the real digits demo: metrics.json, logs, shared cache."""
+    opts = [f"demo_data.data_dir={demo_dir}", "demo_data.per_class=40"]
+    run = tmp_path / "tiny-student"
+    knn = IMAGENET_TASKS["imagenet-knn"](student, tmp_path, run / "imagenet-knn", None, True, opts)
+    cached = IMAGENET_TASKS["imagenet-linear-cached"](student, tmp_path, run / "imagenet-linear-cached", None, True,
+                                                      opts + ["pooling=mean"])
+    online = IMAGENET_TASKS["imagenet-linear"](student, tmp_path, run / "imagenet-linear", 20, True, opts)
+    for m in (knn, cached, online):
+        assert set(m) == {"top1", "top5"} and 0 <= m["top1"] <= m["top5"] <= 100
+    assert knn["top1"] > 30  # 10 classes: chance is 10 %
+    rk = read_metrics(run / "imagenet-knn")
+    assert rk["protocol"]["k"] == 20 and rk["protocol"]["temperature"] == 0.07 and rk["protocol"]["voting"] == "dino"
+    assert rk["protocol"]["pooling"] == "cls" and rk["demo"] is True and rk["seed"] == 0
+    assert rk["config"].endswith("knn_vit-tiny_k20-t0.07_in1k-224.py") and rk["student"].endswith("student.safetensors")
+    assert rk["protocol"]["pos_embed"].startswith("resampled") and rk["protocol"]["missing_keys"] == []
+    rc = read_metrics(run / "imagenet-linear-cached")
+    assert rc["protocol"]["pooling"] == "mean" and rc["protocol"]["bn"] == "BatchNorm1d(affine=False, eps=1e-6)"
+    assert rc["effective_batch"] == 64
+    ro = read_metrics(run / "imagenet-linear")
+    assert ro["protocol"]["protocol"] == "mae-online" and ro["protocol"]["iters_run"] == 20
+    assert ro["protocol"]["train_samples"] == 320  # demo train_subset 500 > the 320 images here
+    assert ro["protocol"]["train_aug"] == {"scale": [0.08, 1.0], "hflip": 0.5}
+    # one cache per (student, pooling, transform): cls (k-NN) and mean (cached probe); a cls probe reuses k-NN's
+    caches = sorted((run / "feature_cache").iterdir())
+    assert len(caches) == 2
+    IMAGENET_TASKS["imagenet-linear-cached"](student, tmp_path, run / "cached-cls", 5, True, opts)
+    assert sorted((run / "feature_cache").iterdir()) == caches
+    assert "reusing 320 samples" in next((run / "cached-cls").glob("*/*.log")).read_text()
+    manifest = json.loads((caches[0] / "train" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["num_samples"] == 320
+    for task in ("imagenet-knn", "imagenet-linear-cached", "imagenet-linear"):
+        logs = list((run / task).glob("*/vis_data/scalars.json"))
+        assert len(logs) == 1 and all(json.loads(line) for line in logs[0].read_text().splitlines())
+
+
+def test_train_subset_is_class_balanced_and_refused_by_cached(student, demo_dir, tmp_path):
+    from comad.eval.data import build_split
+    from comad.eval.tasks import _subset
+
+    root = ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=10)
+    full = build_split(root / "train", None)
+    cfg = load_task_config(DEFAULT_CONFIGS["imagenet-linear"], cfg_options=["train_subset=40"])
+    sub = _subset(cfg, full, seed=0)
+    labels = [full.targets[i] for i in sub.indices]
+    assert len(sub) == 40 and sorted(labels.count(c) for c in range(10)) == [4] * 10
+    assert _subset(cfg, full, seed=0).indices == sub.indices
+    with pytest.raises(ValueError, match="train_subset applies to the online protocols"):
+        IMAGENET_TASKS["imagenet-knn"](student, tmp_path, tmp_path / "w", None, True,
+                                       [f"demo_data.data_dir={demo_dir}", "demo_data.per_class=40", "train_subset=10"])
