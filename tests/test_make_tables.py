@@ -1,5 +1,5 @@
-import re
 """tools/make_tables.py on crafted runs: exact numbers, mean ± std, deltas, flagged logs."""
+import re
 import csv
 import json
 import math
