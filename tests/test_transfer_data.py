@@ -1,0 +1,111 @@
+"""Dataset checks (clear errors naming the layout / the file) and the demo sets' content."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from transfer.datasets import DatasetError, check_ade20k, check_coco
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    pytest.importorskip("mmdet")
+    from transfer.demo_data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer")
+
+
+@pytest.mark.mm
+def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
+    import cv2
+    from pycocotools.coco import COCO
+
+    from transfer.demo_data import make_demo_data
+
+    ade, coco = check_ade20k(demo_root), check_coco(demo_root)
+    assert (ade.train_images, ade.val_images) == (32, 8)
+    assert coco.val_images == 8 and coco.train_images >= 30
+    api = COCO(str(demo_root / "coco/annotations/instances_val2017.json"))
+    assert len(api.getCatIds()) == 80 and api.loadCats(1)[0]["name"] == "person"
+    person = api.getAnnIds(catIds=[1])
+    assert len(person) == 7  # the 7 people of the real VOC photo (full image in val)
+    ann = api.loadAnns(person[:1])[0]
+    m = api.annToMask(ann)
+    assert m.sum() == pytest.approx(ann["area"])  # RLE masks are exact
+    ys, xs = np.nonzero(m)
+    assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    sem = cv2.imread(str(next((demo_root / "ade/ADEChallengeData2016/annotations/validation").glob("*.png"))), 0)
+    assert sem.dtype == np.uint8 and sem.max() <= 150
+    # made once, reused: a second call does not rebuild
+    stamp = (demo_root / "DEMO_DATA.json").stat().st_mtime_ns
+    assert make_demo_data(demo_root) == demo_root and (demo_root / "DEMO_DATA.json").stat().st_mtime_ns == stamp
+
+
+def test_ade_missing_names_layout_and_howto(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        check_ade20k(tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path / "ade/ADEChallengeData2016/images/training") in msg
+    assert "ADEChallengeData2016/annotations/{training,validation}" in msg and "ADEChallengeData2016.zip" in msg
+    assert "--demo" in msg
+
+
+def test_ade_image_without_annotation(tmp_path):
+    base = tmp_path / "ade/ADEChallengeData2016"
+    for kind in ("images", "annotations"):
+        for split in ("training", "validation"):
+            (base / kind / split).mkdir(parents=True)
+    (base / "images/training/ADE_train_1.jpg").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"no annotation in .*annotations/training, e\.g\. .*ADE_train_1\.png"):
+        check_ade20k(tmp_path)
+
+
+def test_coco_missing_names_layout(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        check_coco(tmp_path)
+    assert str(tmp_path / "coco/train2017") in str(e.value)
+    assert "annotations/instances_train2017.json" in str(e.value) and "cocodataset.org" in str(e.value)
+
+
+def _coco(tmp_path, names):
+    for split in ("train", "val"):
+        (tmp_path / f"coco/{split}2017").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "coco/annotations").mkdir(exist_ok=True)
+        images = [dict(id=i, file_name=n, width=4, height=4) for i, n in enumerate(names, 1)]
+        anns = [dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 2, 2], area=4, iscrowd=0)]
+        (tmp_path / f"coco/annotations/instances_{split}2017.json").write_text(
+            json.dumps(dict(images=images, annotations=anns, categories=[dict(id=1, name="person")])))
+
+
+def test_coco_json_naming_a_missing_image(tmp_path):
+    _coco(tmp_path, ["a.jpg", "b.jpg"])
+    for split in ("train", "val"):
+        (tmp_path / f"coco/{split}2017/a.jpg").write_bytes(b"x")
+    with pytest.raises(DatasetError) as e:
+        check_coco(tmp_path)
+    msg = str(e.value)
+    assert "instances_train2017.json names image 'b.jpg'" in msg and str(tmp_path / "coco/train2017/b.jpg") in msg
+    (tmp_path / "coco/train2017/b.jpg").write_bytes(b"x")
+    (tmp_path / "coco/val2017/b.jpg").write_bytes(b"x")
+    assert check_coco(tmp_path).train_images == 1
+
+
+def test_coco_malformed_json(tmp_path):
+    _coco(tmp_path, [])
+    (tmp_path / "coco/annotations/instances_train2017.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"instances_train2017.json is not valid JSON"):
+        check_coco(tmp_path)
+
+
+@pytest.mark.mm
+def test_demo_refuses_foreign_folder(tmp_path):
+    from transfer.demo_data import make_demo_data
+
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="holds no DEMO_DATA.json"):
+        make_demo_data(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+    shutil.rmtree(tmp_path)

@@ -1,0 +1,153 @@
+"""The task runner: student resolution, the task table's ImageNet plug-in, and end-to-end
+demo runs (2 iterations + evaluation per task on CPU), resume, and the work-dir guard."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+import timm
+import torch
+
+from comad.eval.metrics_io import read_metrics
+from comad.export import export_student
+from transfer import tasks as task_table
+from transfer.run import main, resolve_student
+from transfer.tasks import REPO_ROOT, MM_TASKS, get_tasks
+
+
+def _student(folder, dim=48, depth=6, seed=0):
+    torch.manual_seed(seed)
+    vit = timm.models.vision_transformer.VisionTransformer(img_size=64, patch_size=16, embed_dim=dim, depth=depth,
+                                                           num_heads=3, num_classes=0)
+    return export_student(vit, folder / "student")
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    return _student(tmp_path_factory.mktemp("run0"))
+
+
+def test_resolve_student(tmp_path, tiny_student):
+    pointer = tmp_path / "LATEST_STUDENT"
+    with pytest.raises(SystemExit, match=r"LATEST_STUDENT does not exist; run tools/distill.sh .*--student"):
+        resolve_student(None, pointer)
+    pointer.write_text(str(tmp_path / "gone.safetensors") + "\n")
+    with pytest.raises(SystemExit, match=r"names '.*gone.safetensors', which is not a file"):
+        resolve_student(None, pointer)
+    pointer.write_text(str(tiny_student) + "\n")
+    assert resolve_student(None, pointer) == tiny_student
+    with pytest.raises(SystemExit, match=r"--student nope.pth: no such file"):
+        resolve_student("nope.pth", pointer)
+
+
+def _fake_module(monkeypatch, name, **attrs):
+    mod = types.ModuleType(name)
+    mod.__dict__.update(attrs)
+    monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", name)
+    return mod
+
+
+def test_imagenet_tasks_plug_in(monkeypatch, tmp_path, tiny_student):
+    calls = []
+
+    def knn(student, data_root, work_dir, max_iters, demo, cfg_options):
+        calls.append((student, data_root, work_dir, max_iters, demo, cfg_options))
+        return {"top1": 12.5, "top5": 40.0}
+
+    _fake_module(monkeypatch, "fake_imagenet_tasks", IMAGENET_TASKS={"imagenet-knn": knn})
+    assert list(get_tasks()) == [*MM_TASKS, "imagenet-knn"]
+    out = main(["--student", str(tiny_student), "--work-dir", str(tmp_path), "--data-root", str(tmp_path / "d"),
+                "--max-iters", "3", "imagenet-knn", "--", "--cfg-options", "k=10"])
+    assert calls == [(tiny_student, tmp_path / "d", tmp_path / "imagenet-knn", 3, False, ["k=10"])]
+    rec = read_metrics(tmp_path / "imagenet-knn")  # the runner wrote a schema-valid record
+    assert rec["metrics"] == {"top1": 12.5, "top5": 40.0} and rec["task"] == "imagenet-knn" and not rec["demo"]
+    assert out["imagenet-knn"]["metrics"]["top1"] == 12.5
+
+
+def test_imagenet_module_absent_or_broken(monkeypatch, tmp_path):
+    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
+    assert list(get_tasks()) == list(MM_TASKS)  # absent module: no ImageNet tasks
+    (tmp_path / "broken_tasks_mod.py").write_text("import no_such_dependency_xyz\nIMAGENET_TASKS = {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "broken_tasks_mod")
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):  # other import errors propagate
+        get_tasks()
+    _fake_module(monkeypatch, "fake_tasks_bad", IMAGENET_TASKS={"ade20k": print})
+    with pytest.raises(ValueError, match="redefines task 'ade20k'"):
+        get_tasks()
+
+
+@pytest.mark.mm
+def test_launcher_script_missing_dataset(tmp_path, tiny_student):
+    r = subprocess.run([str(REPO_ROOT / "tools/run_transfer.sh"), "--student", str(tiny_student), "--data-root",
+                        str(tmp_path), "--work-dir", str(tmp_path / "w"), "coco"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0
+    assert f"COCO: folder {tmp_path}/coco/train2017 not found" in r.stderr
+    assert "coco/annotations/instances_train2017.json" in r.stderr and "cocodataset.org" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from transfer.demo_data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer")
+
+
+@pytest.mark.heavy
+@pytest.mark.mm
+def test_demo_end_to_end_resume_and_guard(tmp_path, tiny_student, demo_root, monkeypatch):
+    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
+    args = ["--demo", "--student", str(tiny_student), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
+            "--max-iters", "2"]
+    out = main([*args, "ade20k", "coco"])
+    for task in ("ade20k", "coco"):
+        rec = read_metrics(tmp_path / task)
+        assert set(MM_TASKS[task].metric_keys) <= set(rec["metrics"]) and rec["demo"] is True
+        assert rec["protocol"]["missing_keys"] == [] and rec["protocol"]["unexpected_keys"] == []
+        assert rec["protocol"]["effective_batch"] == MM_TASKS[task].demo.batch_per_gpu  # as run, 1 process
+        assert rec["protocol_declared"]["effective_batch"] == 16
+        assert rec["student"] == str(tiny_student) and len(rec["student_sha256"]) == 64
+        assert rec["config"].startswith("benchmark_configs/") and rec["git_rev"]
+        assert any("IterBasedTrainLoop(max_iters=2)" in c for c in rec["config_changes"])
+        assert (tmp_path / task / "iter_2.pth").is_file()
+    assert 0.0 <= out["ade20k"]["metrics"]["mIoU"] <= 100.0
+    assert out["coco"]["units"] == "fraction" and all(0.0 <= v <= 1.0 for v in out["coco"]["metrics"].values())
+    assert "(demo" in out["coco"]["protocol"]["name"] or "[demo override]" in out["coco"]["protocol"]["name"]
+    assert "cut to 2 iterations" in out["coco"]["protocol"]["schedule"]
+
+    # a second run with the same settings resumes from iter_2.pth (no training left) and evaluates the
+    # same weights again: identical metrics
+    first = json.loads((tmp_path / "ade20k/metrics.json").read_text())["metrics"]
+    again = main([*args, "ade20k"])["ade20k"]
+    assert again["metrics"] == first
+    log = (tmp_path / "ade20k" / again["log_dir"].rsplit("/", 1)[-1] / (again["log_dir"].rsplit("/", 1)[-1] + ".log"))
+    text = log.read_text()
+    assert "resumed" in text.lower() and "Iter(train)" not in text
+
+    # another student into the same work dir is refused, naming the differing setting
+    other = _student(tmp_path / "other", seed=1)
+    with pytest.raises(RuntimeError, match=r"holds a run with other settings .*student"):
+        main(["--demo", "--student", str(other), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
+              "--max-iters", "2", "ade20k"])
+
+
+def test_multi_gpu_reexecs_under_torchrun(monkeypatch, tmp_path, tiny_student):
+    seen = []
+
+    def fake_execv(path, argv):
+        seen.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("os.execv", fake_execv)
+    with pytest.raises(SystemExit):
+        main(["--gpus", "8", "--student", str(tiny_student), "--data-root", str(tmp_path), "ade20k", "--", "--cfg-options",
+              "model.backbone.drop_path_rate=0.05"])
+    argv = seen[0]
+    assert argv[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "-m"]
+    assert argv[6:] == ["transfer.run", "--gpus", "8", "--student", str(tiny_student), "--data-root", str(tmp_path),
+                        "ade20k", "--launcher", "pytorch", "--", "--cfg-options", "model.backbone.drop_path_rate=0.05"]
