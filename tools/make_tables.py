@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from comad.eval.tables import make_tables  # noqa: E402
+from comad.eval.tables import make_tables, summary_markdown  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     published = None if str(a.published).lower() == "none" else a.published
     df, warnings, files = make_tables(a.work_dirs, a.out, published=published, baseline=a.baseline, plots=not a.no_plots)
     n_students = int((df["kind"] == "student").sum()) if len(df) else 0
+    print(summary_markdown(df))
     print(f"{n_students} student row(s), {len(df) - n_students} published row(s); wrote:")
     for f in files:
         print(f"  {f}")

@@ -167,6 +167,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         if record is None:
             record = json.loads(path.read_text()) if path.is_file() else dict(task=name, metrics=result.metrics)
         results[name] = record
+    if _rank() == 0:
+        from comad.eval.tables import make_tables, summary_markdown
+
+        published = REPO_ROOT / "results" / "published.csv"
+        df, problems, _files = make_tables([work_root], work_root / "tables", published=published, plots=False)
+        print("\n" + "=" * 78 + f"\nResults{' (DEMO rows are not benchmark numbers)' if args.demo else ''}: "
+              f"{work_root / 'tables' / 'results.md'}\n", flush=True)
+        print(summary_markdown(df), flush=True)
+        for w in problems:
+            print(f"warning: {w}", flush=True)
     return results
 
 

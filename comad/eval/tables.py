@@ -258,6 +258,12 @@ def _markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False) + "\n"
 
 
+def summary_markdown(df: pd.DataFrame) -> str:
+    """The table for a terminal: rows and metric cells, demo flag, seeds and status (no provenance)."""
+    shown = format_table(df)
+    return _markdown(shown.drop(columns=[c for c in ("config", "git_rev", "date") if c in shown]))
+
+
 def _savefig(fig: Any, path: Path) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
