@@ -190,6 +190,10 @@ class RunLog:
     def __init__(self, work_dir: str | Path, name: str, enabled: bool = True) -> None:
         self.enabled = enabled
         stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+        if enabled:  # one folder per launch, also for two launches within the same second
+            base, n = stamp, 1
+            while (Path(work_dir) / stamp).exists():
+                stamp, n = f"{base}_{n}", n + 1
         self.dir = Path(work_dir) / stamp
         self.logger = logging.getLogger(f"comad.eval.{name}.{stamp}.{id(self)}")
         self.logger.setLevel(logging.INFO)
