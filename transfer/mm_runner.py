@@ -2,8 +2,9 @@
 
 :func:`prepare_config` turns a benchmark config into the run's config (data root, student,
 demo override, ``--max-iters``, ``--cfg-options``, fit to the student's arch) and lists every
-change; :func:`run_mm_task` builds the Runner, resumes from ``work_dir/last_checkpoint`` when an
-earlier run of the same settings was interrupted, trains, tests and returns the metrics.
+change; :func:`run_mm_task` builds the Runner, resumes from the newest ``work_dir/iter_N.pth`` when
+an earlier run of the same settings was interrupted (exactly: see :mod:`transfer.resume`), trains,
+tests and returns the metrics.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from comad.io import atomic_write_json
 
 from .cfg import (cut_schedule, fit_to_student, resolved_protocol, scale_sizes, set_data_root, single_process_norm,
                   train_dataset_repeats)
+from .resume import resume_file, safe_checkpointing
 from .student import read_student_arch
 from .tasks import REPO_ROOT, MMTask, TaskResult
 
@@ -62,7 +64,8 @@ def prepare_config(task: MMTask, student: Path, data_root: Path, work_dir: Path,
 
     Order: demo override (sizes x factor, batch, workers, lr scale) -> data root -> student
     -> ``--cfg-options`` -> fit to the student's arch (fields set by --cfg-options win) ->
-    ``--max-iters`` (or the demo's iterations) -> one-process norm.
+    ``--max-iters`` (or the demo's iterations; checkpoint / logger hooks given with --cfg-options
+    kept) -> one-process norm -> kill-safe checkpoints (:func:`transfer.resume.safe_checkpointing`).
     """
     cfg = Config.fromfile(str(task.config_path))
     changes: list[str] = []
@@ -99,12 +102,18 @@ def prepare_config(task: MMTask, student: Path, data_root: Path, work_dir: Path,
             per_step = int(protocol.get("effective_batch") or int(cfg.train_dataloader.batch_size) * world_size)
             ipe = max(1, -(-int(n_images) * train_dataset_repeats(cfg) // per_step))
         changes += cut_schedule(cfg, iters, ipe, log_interval=5 if demo else None)
+        # cut_schedule sets the checkpoint / logger hooks and the log processor anew; --cfg-options win
+        hooks = {k: v for k, v in options.items() if k.split(".", 1)[0] in ("default_hooks", "log_processor")}
+        if hooks:
+            cfg.merge_from_dict(hooks)
+            changes.append(f"--cfg-options {hooks} kept over the cut schedule's hooks")
         if demo and task.demo.warmup_iters and max_iters is None:
             warm = cfg.param_scheduler[0]
             warm.end = warm.get("begin", 0) + task.demo.warmup_iters
             changes.append(f"demo: warm-up {warm.type} until iteration {warm.end}")
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
+    changes += safe_checkpointing(cfg)
     cfg.work_dir = str(work_dir)
     cfg.resume = True
     cfg.load_from = None
@@ -144,8 +153,8 @@ def run_mm_task(task: MMTask, student: Path, data_root: Path, work_dir: Path, ma
                 cfg_options: list[str], seed: int = 0, launcher: str | None = None) -> TaskResult:
     """Check the data, prepare the config, train (resuming), test; returns metrics + provenance."""
     from mmengine.logging import print_log
-    from mmengine.runner import Runner
 
+    from comad.engine.launch import ComadRunner
     from comad.mm_compat import enable_safe_resume
 
     summary = task.check(Path(data_root))
@@ -162,8 +171,12 @@ def run_mm_task(task: MMTask, student: Path, data_root: Path, work_dir: Path, ma
                   seed=seed, world_size=world)
     _guard_work_dir(work_dir, record)
 
+    latest = resume_file(work_dir)
+    if latest is not None:  # resume from the newest complete checkpoint, not from what last_checkpoint names
+        cfg.load_from = str(latest)
+        changes.append(f"resume from {latest}")
     enable_safe_resume()
-    runner = Runner.from_cfg(cfg)
+    runner = ComadRunner.from_cfg(cfg)  # strict, data-only resume: the config text in a checkpoint is never run
     for c in changes:
         print_log(f"[transfer] config change: {c}", logger="current")
     protocol = dict(cfg.get("protocol", {}))

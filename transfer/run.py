@@ -7,7 +7,7 @@
 ``--gpus N > 1`` the command re-runs itself under ``torchrun --standalone``; under SLURM
 (``tools/run_transfer_slurm.sh``) every rank runs it with ``--launcher slurm``. Each task gets
 ``<work-dir>/<task>/`` (mm logs, checkpoints, ``metrics.json``); an interrupted task resumes
-from its ``last_checkpoint`` when run again with the same settings.
+from its newest ``iter_N.pth`` when run again with the same settings.
 """
 from __future__ import annotations
 

@@ -1,0 +1,121 @@
+"""Kill-safe checkpoints and an exact resume for the transfer tasks (mmengine ``Runner``).
+
+mmengine's ``IterBasedTrainLoop`` resumes by re-loading (and dropping) the batches already
+trained on, which replays the sampler and, with DataLoader workers, each worker's random
+stream; but the random state of the main process (dropout, drop path, RPN / RoI sampling,
+and with ``num_workers=0`` the data augmentation too) restarts from the seed. Here
+:class:`ExactResumeHook` stores the Python, NumPy and torch (CPU and CUDA) random states in
+every checkpoint, and a resumed run restores them after that replay, just before it loads its
+first new batch: a one-process run killed and resumed trains what the uninterrupted run trains.
+
+:func:`safe_checkpointing` makes the checkpoint hook write through ``comad``'s atomic backend
+and keep at least two checkpoints (mmengine deletes the oldest kept checkpoint *before* it
+writes the next one), and :func:`resume_file` picks the newest complete ``iter_N.pth`` instead
+of trusting ``last_checkpoint`` (mmengine writes that file after the checkpoint, with a plain
+``open``: a kill in between leaves it naming a deleted file).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
+from comad.engine.launch import latest_checkpoint
+
+__all__ = ["ExactResumeHook", "RNG_KEY", "get_rng_state", "set_rng_state", "safe_checkpointing", "resume_file"]
+
+#: Where a checkpoint keeps the random states.
+RNG_KEY = "rng_state"
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The process's random states as data a ``weights_only`` load accepts (no numpy uint32 arrays)."""
+    _name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state = dict(python=random.getstate(), numpy_keys=torch.from_numpy(keys.astype(np.int64)), numpy_pos=int(pos),
+                 numpy_has_gauss=int(has_gauss), numpy_gauss=float(gauss), torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _RestoreAfter:
+    """Iterator proxy: after ``skip`` items (the loop's replay), restore ``state``, then pass through."""
+
+    def __init__(self, it: Iterator[Any], skip: int, state: dict[str, Any]) -> None:
+        self._it, self._skip, self._state = it, skip, state
+
+    def __iter__(self) -> "_RestoreAfter":
+        return self
+
+    def __next__(self) -> Any:
+        if self._state is not None:
+            if self._skip == 0:
+                set_rng_state(self._state)
+                self._state = None
+            else:
+                self._skip -= 1
+        return next(self._it)
+
+
+@HOOKS.register_module(force=True)
+class ExactResumeHook(Hook):
+    """Random states into every checkpoint; restored by a resumed run before its first new batch."""
+
+    priority = "VERY_LOW"
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:  # noqa: D102
+        checkpoint[RNG_KEY] = get_rng_state()
+
+    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:  # noqa: D102
+        state = checkpoint.get(RNG_KEY)
+        loop = getattr(runner, "_train_loop", None)
+        if state is None or loop is None or not hasattr(loop, "dataloader_iterator"):
+            return  # not a resume of a training loop (or a checkpoint from before this hook)
+        skip = int(checkpoint["meta"]["iter"])  # the batches IterBasedTrainLoop replays before training
+        loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, skip, state)
+        runner.logger.info(f"resume: random states of iteration {skip} restored before its next batch")
+
+
+def safe_checkpointing(cfg: Config) -> list[str]:
+    """Atomic checkpoint writes, >= 2 kept checkpoints, and :class:`ExactResumeHook`; returns the changes."""
+    changes = []
+    hooks = cfg.setdefault("default_hooks", ConfigDict())
+    ck = hooks.get("checkpoint")
+    if ck is None:
+        raise KeyError(f"config {cfg.filename}: default_hooks.checkpoint is missing; the task could not resume")
+    if not ck.get("backend_args"):
+        ck.backend_args = ConfigDict(backend="atomic_local")
+        changes.append("default_hooks.checkpoint.backend_args: atomic writes (temp file + rename)")
+    keep = int(ck.get("max_keep_ckpts", -1))
+    if 0 < keep < 2:
+        ck.max_keep_ckpts = 2
+        changes.append(f"default_hooks.checkpoint.max_keep_ckpts: {keep} -> 2 (mmengine removes the oldest kept "
+                       f"checkpoint before writing the next; with 1 a kill during that write would leave none)")
+    custom = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") in ("ExactResumeHook", ExactResumeHook) for h in custom):
+        custom.append(ConfigDict(type="ExactResumeHook"))
+        changes.append("custom_hooks: ExactResumeHook (random states in checkpoints, restored on resume)")
+    cfg.custom_hooks = custom
+    return changes
+
+
+def resume_file(work_dir: str | Path) -> Path | None:
+    """The newest ``iter_N.pth`` in ``work_dir`` (written atomically, so complete), or None."""
+    return latest_checkpoint(work_dir)
