@@ -23,25 +23,51 @@ def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
     import cv2
     from pycocotools.coco import COCO
 
-    from transfer.demo_data import make_demo_data
+    from transfer.demo_data import DET_SCENE, make_demo_data
 
     ade, coco = check_ade20k(demo_root), check_coco(demo_root)
     assert (ade.train_images, ade.val_images) == (32, 8)
-    assert coco.val_images == 8 and coco.train_images >= 30
+    assert (coco.train_images, coco.val_images) == (96, 16)
+    # ADE20K: the real VOC photo (full image in val) keeps its people (ADE20K 'person' = 13)
+    sems = [cv2.imread(str(p), 0) for p in sorted((demo_root / "ade/ADEChallengeData2016/annotations/validation")
+                                                   .glob("*.png"))]
+    assert all(s.dtype == np.uint8 and s.max() <= 150 for s in sems) and any((s == 13).any() for s in sems)
+    # COCO: the three shape classes under their official ids, exact RLE masks and boxes
     api = COCO(str(demo_root / "coco/annotations/instances_val2017.json"))
     assert len(api.getCatIds()) == 80 and api.loadCats(1)[0]["name"] == "person"
-    person = api.getAnnIds(catIds=[1])
-    assert len(person) == 7  # the 7 people of the real VOC photo (full image in val)
-    ann = api.loadAnns(person[:1])[0]
-    m = api.annToMask(ann)
-    assert m.sum() == pytest.approx(ann["area"])  # RLE masks are exact
-    ys, xs = np.nonzero(m)
-    assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
-    sem = cv2.imread(str(next((demo_root / "ade/ADEChallengeData2016/annotations/validation").glob("*.png"))), 0)
-    assert sem.dtype == np.uint8 and sem.max() <= 150
+    used = {a["category_id"] for a in api.loadAnns(api.getAnnIds())}
+    assert {api.loadCats(c)[0]["name"] for c in used} == {"sports ball", "book", "kite"}
+    lo, hi = DET_SCENE["count"]
+    for img_id in api.getImgIds():
+        anns = api.loadAnns(api.getAnnIds(imgIds=[img_id]))
+        assert 1 <= len(anns) <= hi
+        masks = np.stack([api.annToMask(a) for a in anns]).astype(bool)
+        assert masks.sum(0).max() == 1  # visible parts: one owner per pixel
+        for a, m in zip(anns, masks):
+            assert m.sum() == pytest.approx(a["area"])  # RLE masks are exact
+            ys, xs = np.nonzero(m)
+            assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    # val is drawn with another seed than train: no image repeats
+    train_dir, val_dir = demo_root / "coco/train2017", demo_root / "coco/val2017"
+    assert not {p.read_bytes() for p in val_dir.glob("*.jpg")} & {p.read_bytes() for p in train_dir.glob("*.jpg")}
     # made once, reused: a second call does not rebuild
     stamp = (demo_root / "DEMO_DATA.json").stat().st_mtime_ns
     assert make_demo_data(demo_root) == demo_root and (demo_root / "DEMO_DATA.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.mm
+def test_demo_scene_overlap_limit():
+    from transfer.demo_data import SCENE_SIZE, _backgrounds, _scene
+
+    rng, bgs = np.random.default_rng(3), _backgrounds()
+    for _ in range(10):
+        img, objs = _scene(rng, bgs, count=(3, 3), size_range=(60, 60), max_overlap=0.0)
+        assert img.shape == (*SCENE_SIZE, 3) and len(objs) <= 3
+        # no overlap allowed and shapes lie inside the scene: every kept shape is whole, its area that
+        # of a 60 px disk, a 60 px square's area-preserving rectangle, an equilateral triangle of radius 30
+        whole = {"circle": np.pi * 30 ** 2, "rectangle": 60.0 ** 2, "triangle": 3 * np.sqrt(3) / 4 * 30 ** 2}
+        for kind, m in objs:
+            assert m.sum() == pytest.approx(whole[kind], rel=0.06), kind
 
 
 def test_ade_missing_names_layout_and_howto(tmp_path):

