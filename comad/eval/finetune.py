@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .features import _autocast
 from .linear_probe import _accuracy_counts, _finish_counts, build_scheduler
-from .runtime import (DistEnv, RunLog, SkipSampler, load_checkpoint, rng_state, save_checkpoint, seed_everything,
+from .runtime import (DistEnv, RunLog, SkipSampler, resume_state, rng_state, save_checkpoint, seed_everything,
                       set_rng_state)
 from .student import load_student
 
@@ -150,11 +150,8 @@ def finetune(student: str | Path, train_set: Dataset, val_set: Dataset, num_clas
     ema = ModelEmaV3(model, decay=cfg.model_ema.decay) if cfg.model_ema.enable else None
     start_epoch, skip, step = 0, 0, 0
     ckpt_path = work_dir / CHECKPOINT
-    if cfg.get("resume", True) and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if resume_key is not None and state.get("key") != resume_key:
-            raise ValueError(f"checkpoint {ckpt_path}: made for {state.get('key')}, this run is {resume_key}; "
-                             f"use another work dir or delete the checkpoint")
+    state = resume_state(ckpt_path, cfg, resume_key)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .features import _autocast, assert_backbone_unchanged, backbone_snapshot, embed
-from .runtime import (DistEnv, RunLog, SkipSampler, load_checkpoint, rng_state, save_checkpoint, seed_everything,
+from .runtime import (DistEnv, RunLog, SkipSampler, resume_state, rng_state, save_checkpoint, seed_everything,
                       set_rng_state)
 
 __all__ = ["LinearProbeHead", "build_lars", "build_scheduler", "eval_transform", "probe_transforms", "train_head_on_features",
@@ -194,11 +194,8 @@ def online_probe(vit: nn.Module, train_set: Dataset, val_set: Dataset, num_class
     sched = build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
     start_epoch, skip, step = 0, 0, 0
     ckpt_path = work_dir / CHECKPOINT
-    if cfg.get("resume", True) and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if resume_key is not None and state.get("key") != resume_key:
-            raise ValueError(f"checkpoint {ckpt_path}: made for {state.get('key')}, this run is {resume_key}; "
-                             f"use another work dir or delete the checkpoint")
+    state = resume_state(ckpt_path, cfg, resume_key)
+    if state is not None:
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -162,6 +162,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return safe_torch_load(path)
 
 
+def resume_state(ckpt_path: Path, cfg: Config, resume_key: Any = None) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``cfg.resume``, default on), or None for a fresh start.
+
+    Raises ``ValueError`` naming the file when it was made for another run (``resume_key``).
+    """
+    if not (cfg.get("resume", True) and ckpt_path.is_file()):
+        return None
+    state = load_checkpoint(ckpt_path)
+    if resume_key is not None and state.get("key") != resume_key:
+        raise ValueError(f"checkpoint {ckpt_path}: made for {state.get('key')}, this run is {resume_key}; "
+                         f"use another work dir or delete the checkpoint")
+    return state
+
+
 class SkipSampler(Sampler):
     """Wraps a sampler with ``set_epoch``; skips the first ``skip`` indices of the current epoch."""
 
