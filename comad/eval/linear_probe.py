@@ -122,6 +122,20 @@ def evaluate_head(head: nn.Module, batches, env: DistEnv | None = None) -> dict[
     return _finish_counts(counts, env)
 
 
+
+def _probe_step(head: nn.Module, feats: Tensor, labels: Tensor, opt: torch.optim.Optimizer, sched: Any, step: int,
+                epoch: int, cfg: Any, log: Any) -> int:
+    """One probe update (cross-entropy, optimizer step, per-iteration lr), logged; returns the new step count."""
+    loss = F.cross_entropy(head(feats), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    step += 1
+    sched.step_update(step)
+    if log is not None and (step % cfg.log_interval == 0 or step == 1):
+        log.scalars(dict(loss=loss.item(), lr=opt.param_groups[0]["lr"], epoch=epoch, iter=step), step)
+    return step
+
 def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tensor, num_classes: int,
                            cfg: Any, seed: int, max_iters: int | None = None, log: RunLog | None = None,
                            device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, float], dict[str, Any]]:
@@ -145,14 +159,7 @@ def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_
         for i in range(steps_per_epoch):
             idx = perm[i * bs:(i + 1) * bs]
             f, y = train_f[idx].to(device), train_y[idx].to(device)
-            loss = F.cross_entropy(head(f), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            sched.step_update(step)
-            if log is not None and (step % cfg.log_interval == 0 or step == 1):
-                log.scalars(dict(loss=loss.item(), lr=opt.param_groups[0]["lr"], epoch=epoch, iter=step), step)
+            step = _probe_step(head, f, y, opt, sched, step, epoch, cfg, log)
             if max_iters is not None and step >= max_iters:
                 stop = True
                 break
@@ -221,15 +228,8 @@ def online_probe(vit: nn.Module, train_set: Dataset, val_set: Dataset, num_class
         for images, target in loader:
             with torch.no_grad(), _autocast(device, cfg.get("amp")):
                 f = embed(vit, images.to(device, non_blocking=True), cfg.pooling)
-            loss = F.cross_entropy(train_head(f.float()), target.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+            step = _probe_step(train_head, f.float(), target.to(device), opt, sched, step, epoch, cfg, log)
             i += 1
-            sched.step_update(step)
-            if log is not None and (step % cfg.log_interval == 0 or step == 1):
-                log.scalars(dict(loss=loss.item(), lr=opt.param_groups[0]["lr"], epoch=epoch, iter=step), step)
             if max_iters is not None and step >= max_iters:
                 stop = True
                 break
