@@ -22,7 +22,7 @@ import numpy as np
 
 from .io import safe_torch_load
 
-__all__ = ["MMENGINE_SAFE_GLOBALS", "enable_safe_resume", "load_local_checkpoint"]
+__all__ = ["mmengine_safe_globals", "enable_safe_resume", "load_local_checkpoint"]
 
 _enabled = False
 
@@ -43,8 +43,6 @@ def mmengine_safe_globals() -> list[Any]:
 
     return [HistoryBuffer, *_numpy_globals()]
 
-
-MMENGINE_SAFE_GLOBALS = mmengine_safe_globals
 
 
 def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:

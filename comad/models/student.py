@@ -5,7 +5,6 @@ from typing import Any
 
 import timm
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
 
 __all__ = ["build_vit"]
 
@@ -37,7 +36,3 @@ def build_vit(arch: str | dict[str, Any] = "vit_tiny_patch16_224", img_size: int
         raise ValueError(f"student arch {arch!r} is not a timm VisionTransformer")
     return model
 
-
-def num_patches(vit: nn.Module) -> int:
-    """Patches per image of a timm ViT."""
-    return int(vit.patch_embed.num_patches)
