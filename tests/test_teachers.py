@@ -227,6 +227,59 @@ def test_forward_input_errors(files):
         t(images(size=32))
 
 
+@pytest.mark.parametrize("patch, size", [(16, 64), (8, 32)])
+def test_embed_patches_is_timm_patch_embed_as_one_matmul(patch, size):
+    from timm.layers import PatchEmbed
+
+    from comad.models.vit import embed_patches
+
+    torch.manual_seed(patch)
+    pe = PatchEmbed(img_size=size, patch_size=patch, embed_dim=24)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    ref, got = pe(x), embed_patches(pe, x)
+    assert got.shape == ref.shape == (2, (size // patch) ** 2, 24)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, pe.proj.weight, pe.proj.bias])
+    g_got = torch.autograd.grad(embed_patches(pe, x).square().sum(), [x, pe.proj.weight, pe.proj.bias])
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # other input sizes and padded embeddings go through timm's module (and its own checks)
+    with pytest.raises(AssertionError, match="doesn't match model"):
+        embed_patches(pe, torch.randn(1, 3, size + patch, size + patch))
+    padded = PatchEmbed(img_size=size, patch_size=patch, embed_dim=24, dynamic_img_pad=True, strict_img_size=False)
+    odd = torch.randn(1, 3, size - 3, size - 3)
+    assert torch.equal(embed_patches(padded, odd), padded(odd))
+
+
+def test_precision_bf16_fp32_and_outer_autocast(files):
+    path, sd = files["ibot"]
+    x = images()
+    keep = torch.tensor([[0, 3, 7, 9], [15, 1, 2, 4], [5, 6, 8, 10]])
+    exact = manual_kept_forward(reference(sd), x, keep)
+    t = load_teacher(path, precision="bf16")
+    assert t.precision == "bf16" and not t.amp and {p.dtype for p in t.parameters()} == {torch.bfloat16}
+    out = t(x, keep)
+    assert out.dtype == torch.float32 and not out.requires_grad
+    rel = ((out - exact).norm() / exact.norm()).item()
+    assert 1e-4 < rel < 3e-2  # bf16 all the way (not exact), and close
+    # back to fp32 weights (keeping their bf16 rounding): fp32 arithmetic on the rounded weights
+    t.set_precision("fp32")
+    assert {p.dtype for p in t.parameters()} == {torch.float32}
+    rounded = reference({k: v.bfloat16().float() for k, v in sd.items()})
+    assert (t(x, keep) - manual_kept_forward(rounded, x, keep)).abs().max().item() < TOL
+    # an fp32 teacher ignores the caller's autocast; an amp teacher off CUDA follows it
+    f32 = load_teacher(path, precision="fp32")
+    amp = load_teacher(path)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (f32(x, keep) - exact).abs().max().item() < TOL
+        assert (amp(x, keep) - exact).abs().max().item() > 1e-4
+    assert (amp(x, keep) - exact).abs().max().item() < TOL
+    amp.amp = False
+    assert amp.precision == "fp32"
+    with pytest.raises(ValueError, match=r"precision must be one of \('amp', 'bf16', 'fp32'\), got 'fp16'"):
+        load_teacher(path, precision="fp16")
+
+
 def test_img_size_resamples_pos_embed(files):
     path, sd = files["mae"]
     t = load_teacher(path, img_size=32)

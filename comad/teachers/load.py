@@ -250,7 +250,7 @@ def load_teacher(
     num_heads: int | None = None,
     img_size: int | None = None,
     patch_size: int | None = 16,
-    amp: bool = True,
+    precision: str = "amp",
 ) -> "Teacher":
     """Load a frozen teacher from an official MAE / MoCo v3 / iBOT / timm checkpoint.
 
@@ -264,7 +264,8 @@ def load_teacher(
         img_size: input size; when it differs from the file's position grid, the position
             embeddings are resampled (timm's bicubic ``resample_abs_pos_embed``).
         patch_size: expected patch size (16; ``None`` accepts any); ``arch`` may override it.
-        amp: bf16 autocast in the forward when the images are on CUDA.
+        precision: ``amp`` (bf16 autocast on CUDA), ``bf16`` (bf16 weights and forward) or
+            ``fp32``; see :class:`comad.teachers.teacher.Teacher`.
 
     Raises:
         FileNotFoundError, CheckpointError (naming the file), ValueError (a bad option).
@@ -282,4 +283,4 @@ def load_teacher(
     info = dict(format=fmt, encoder=enc, source=source, file_arch=found, **report)
     logger.info("teacher %s (%s, encoder %s) from %s: %s; missing keys %s, unexpected keys %s",
                 fmt, Path(source).name, enc, source, _describe(found), report["missing_keys"], report["unexpected_keys"])
-    return Teacher(vit, name=fmt, source=source, encoder=enc, amp=amp, load_info=info)
+    return Teacher(vit, name=fmt, source=source, encoder=enc, precision=precision, load_info=info)
