@@ -26,6 +26,7 @@ from .masking import MaskGenerator, Masks
 from .models.decoder import MaskedDecoder
 from .models.student import build_vit
 from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
+from .teachers.teacher import PRECISIONS
 
 __all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR"]
 
@@ -39,6 +40,22 @@ def _check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> No
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise ValueError(f"model.{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+COMPILE_KEYS = ("backend", "mode", "dynamic", "fullgraph", "options")
+
+
+def _compile_options(compile: bool | str | dict[str, Any]) -> dict[str, Any] | None:
+    """``model.compile`` as keyword arguments of ``torch.compile`` (None: eager)."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, dict):
+        _check_keys("compile", compile, COMPILE_KEYS)
+        return dict(compile)
+    raise ValueError(f"model.compile must be True, False, 'auto' or a dict of torch.compile options {COMPILE_KEYS}, "
+                     f"got {compile!r}")
 
 
 def _mask_seed(seed: int, step: int) -> int:
@@ -69,7 +86,19 @@ class CoMADDistiller(BaseModel):
             ``max_skipped`` steps were skipped. Needs comad.engine's optimizer wrappers
             (``ComadOptimWrapper`` / ``ComadAmpOptimWrapper``; tools/train.py sets them).
         max_skipped: the most skipped steps tolerated with ``nan_policy='skip'``.
-        teacher_amp: bf16 autocast for teachers on CUDA.
+        teacher_precision: how the teachers compute: ``amp`` (fp32 weights, bf16 autocast on
+            CUDA), ``bf16`` (bf16 weights, the whole forward in bf16: faster, the residual
+            stream rounded to bf16) or ``fp32`` (see :class:`comad.teachers.teacher.Teacher`).
+        teacher_amp: the older switch: ``False`` is ``teacher_precision='fp32'``.
+        compile: ``torch.compile`` the loss computation (teachers, adapters, student, decoder,
+            gating, losses: one graph, forward and backward): ``False`` (default), ``True``,
+            ``'auto'`` (compile when the images are on CUDA, eager on the CPU, where inductor's
+            C++ build takes long and gains little), or the options of ``torch.compile`` as a
+            dict (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``). Masks are
+            drawn outside the graph; the step that runs an adapter's PCA init runs eagerly.
+            Token counts are fixed per teacher, so one graph serves the run (a
+            ``teacher_keep_end`` schedule changes them: the first new count recompiles with
+            dynamic shapes, PyTorch's default for ``dynamic=None``).
     """
 
     def __init__(
@@ -85,7 +114,9 @@ class CoMADDistiller(BaseModel):
         mask_seed: int = 0,
         nan_policy: str = "raise",
         max_skipped: int = 10,
-        teacher_amp: bool = True,
+        teacher_precision: str = "amp",
+        teacher_amp: bool | None = None,
+        compile: bool | str | dict[str, Any] = False,
         data_preprocessor: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
     ) -> None:
@@ -114,6 +145,15 @@ class CoMADDistiller(BaseModel):
         self.max_skipped = max_skipped
         if not teachers:
             raise ValueError("model.teachers: at least one teacher is needed")
+        if teacher_amp is not None:
+            if teacher_precision != "amp":
+                raise ValueError("model.teacher_amp and model.teacher_precision are both set; keep teacher_precision")
+            teacher_precision = "amp" if teacher_amp else "fp32"
+        if teacher_precision not in PRECISIONS:
+            raise ValueError(f"model.teacher_precision must be one of {PRECISIONS}, got {teacher_precision!r}")
+        self.compile_auto = compile == "auto"
+        self.compile_cfg = {} if self.compile_auto else _compile_options(compile)
+        self._compiled: Any = None
 
         self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,
                                  drop_path_rate=student.get("drop_path_rate", 0.0))
@@ -144,7 +184,7 @@ class CoMADDistiller(BaseModel):
             name = t.get("name", f"teacher{i}")
             kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "patch_size") if k in t}
             teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size,
-                                   amp=bool(teacher_amp), **kw)
+                                   precision=teacher_precision, **kw)
             if teacher.patch_size != patch:
                 raise ValueError(
                     f"teacher {name} ({t['checkpoint']}): patch size {teacher.patch_size}, the student's is {patch}; "
@@ -228,8 +268,44 @@ class CoMADDistiller(BaseModel):
         return torch.stack(maps), torch.stack(seen)
 
     def compute_losses(self, images: Tensor, masks: Masks) -> dict[str, Tensor]:
-        """Named losses and gating statistics for one batch with the given masks."""
+        """Named losses and gating statistics for one batch with the given masks.
+
+        Runs the ``torch.compile``d graph when ``model.compile`` is set (built on first use),
+        except for a step that must first initialise an adapter by PCA.
+        """
+        args = (images, masks.student, tuple(masks.teachers), masks.num_positions)
+        if (self.compile_cfg is None or (self.compile_auto and not images.is_cuda)
+                or any(a.needs_pca for a in self.adapters)):
+            return self._losses(*args)
+        if self._compiled is None:
+            import torch._dynamo
+
+            cfg = torch._dynamo.config
+            # one graph per token-count signature; a keep-ratio schedule brings a few more
+            for name in ("recompile_limit", "cache_size_limit"):
+                if hasattr(cfg, name):
+                    setattr(cfg, name, max(int(getattr(cfg, name)), 64))
+            print_log(f"model.compile: compiling the loss computation with torch.compile({self.compile_cfg}) on "
+                      f"{images.device} (about a minute for three ViT-B teachers; model.compile=False trains eagerly)",
+                      logger="current")
+            self._compiled = torch.compile(self._losses, **self.compile_cfg)
+            try:
+                return self._compiled(*args)
+            except torch._dynamo.exc.TorchDynamoException as e:
+                raise RuntimeError(f"model.compile: torch.compile failed on {images.device} ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''}); set model.compile=False to train "
+                                   "eagerly") from e
+        return self._compiled(*args)
+
+    def _losses(self, images: Tensor, student_idx: Tensor, teacher_idx: tuple[Tensor, ...],
+                num_positions: int) -> dict[str, Tensor]:
+        masks = Masks(student_idx, list(teacher_idx), num_positions)
         t_maps, seen = self.teacher_targets(images, masks)
+        return self.student_losses(images, masks, t_maps, seen)
+
+    def student_losses(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> dict[str, Tensor]:
+        """The student's side of the step: student and decoder forward, gating, losses and gate
+        statistics against the adapted teacher maps ``t_maps`` (K, B, N, D) seen at ``seen`` (K, B, N)."""
         h = forward_kept_tokens(self.student, images, masks.student)[0]  # (B, n_s, D)
         recon = self.decoder(h, masks.student)  # (B, N, D)
         s_mask = torch.zeros_like(seen[0]).scatter(1, masks.student, True).unsqueeze(-1)

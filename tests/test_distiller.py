@@ -97,6 +97,89 @@ def test_nonfinite_loss_is_refused_with_term_and_step(teacher_files):
         m.parse_losses({"loss_token": torch.tensor(1.0), "loss_map": torch.tensor(float("nan"))})
 
 
+def _grads(m):
+    return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("adapter", [dict(), dict(init="pca", trainable=True)], ids=["orthogonal", "pca-trainable"])
+def test_compiled_losses_and_grads_equal_eager(teacher_files, adapter):
+    """``model.compile``: one graph (fullgraph=True), the same losses and gradients as eager; the
+    PCA-init step runs eagerly, later steps compiled."""
+    torch.manual_seed(0)
+    eager = make(teacher_files, adapter=adapter)
+    torch.manual_seed(0)
+    comp = make(teacher_files, adapter=adapter, compile=dict(backend="aot_eager", fullgraph=True))
+    x = torch.randn(3, 3, 64, 64)
+    for step in range(3):
+        masks = eager.make_masks(3, x.device, step=step)
+        oe, oc = eager.compute_losses(x, masks), comp.compute_losses(x, masks)
+        assert (comp._compiled is None) == (step == 0 and adapter.get("init") == "pca")
+        assert oe.keys() == oc.keys()
+        for k in oe:
+            torch.testing.assert_close(oc[k], oe[k], rtol=1e-6, atol=1e-7)
+        (oe["loss_token"] + oe["loss_map"]).backward()
+        (oc["loss_token"] + oc["loss_map"]).backward()
+        ge, gc = _grads(eager), _grads(comp)
+        assert ge.keys() == gc.keys() and len(ge) > 10
+        for k in ge:
+            torch.testing.assert_close(gc[k], ge[k], rtol=1e-5, atol=1e-7)
+        eager.zero_grad(set_to_none=True)
+        comp.zero_grad(set_to_none=True)
+
+
+def test_compiled_with_inductor_on_the_cpu(teacher_files):
+    """The default backend (inductor; on the CPU it builds C++ kernels) agrees with eager."""
+    torch.manual_seed(0)
+    eager = make(teacher_files)
+    torch.manual_seed(0)
+    comp = make(teacher_files, compile=True)
+    x = torch.randn(2, 3, 64, 64)
+    masks = eager.make_masks(2, x.device, step=0)
+    oe, oc = eager.compute_losses(x, masks), comp.compute_losses(x, masks)
+    assert comp._compiled is not None
+    for k in oe:
+        torch.testing.assert_close(oc[k], oe[k], rtol=1e-4, atol=1e-5)
+    (oe["loss_token"] + oe["loss_map"]).backward()
+    (oc["loss_token"] + oc["loss_map"]).backward()
+    ge, gc = _grads(eager), _grads(comp)
+    for k in ge:
+        torch.testing.assert_close(gc[k], ge[k], rtol=1e-3, atol=1e-5)
+
+
+def test_compile_auto_stays_eager_off_cuda_and_a_failed_compile_is_named(teacher_files):
+    m = make(teacher_files, compile="auto")
+    out = m(torch.randn(2, 3, 64, 64))
+    assert m._compiled is None and all(torch.isfinite(v) for v in out.values())  # CPU images: eager
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    m = make(teacher_files, compile=dict(backend=broken_backend))
+    with pytest.raises(RuntimeError, match=r"model.compile: torch.compile failed on cpu .*set model.compile=False"):
+        m(torch.randn(2, 3, 64, 64))
+
+
+def test_teacher_precision_option(teacher_files):
+    m = make(teacher_files, teacher_precision="bf16")
+    assert all(t.precision == "bf16" for t in m.teachers)
+    assert not any(k.startswith("_teachers") for k in m.state_dict())
+    out = m(torch.randn(2, 3, 64, 64))
+    assert all(torch.isfinite(v) for v in out.values())
+    assert all(t.precision == "fp32" for t in make(teacher_files, teacher_amp=False).teachers)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(compile="yes"), "model.compile must be True, False, 'auto' or a dict"),
+    (dict(compile=dict(mode="max-autotune", backnd="eager")), "model.compile: unknown key(s) ['backnd']"),
+    (dict(teacher_precision="fp16"), "model.teacher_precision must be one of ('amp', 'bf16', 'fp32')"),
+    (dict(teacher_precision="bf16", teacher_amp=True), "teacher_amp and model.teacher_precision are both set"),
+])
+def test_bad_speed_options(teacher_files, kw, msg):
+    with pytest.raises(ValueError) as e:
+        make(teacher_files, **kw)
+    assert msg in str(e.value)
+
+
 @pytest.mark.parametrize("kw, msg", [
     (dict(masking=dict(teacher_keep=[0.5, 0.6])), "teacher_keep has 2 ratio"),
     (dict(masking=dict(student_keep=-0.2)), "student_keep must be in (0, 1]"),
