@@ -246,9 +246,9 @@ class CoMADDistiller(BaseModel):
         rank = dist.get_rank() if world > 1 else 0
         step = self._host_step if step is None else step
         g = torch.Generator(device="cpu").manual_seed(_mask_seed(self.mask_seed, step))
-        m = self.mask_generator(batch_size * world, generator=g, device="cpu", progress=self.progress)
-        sl = slice(rank, None, world)
-        return Masks(m.student[sl], [t[sl] for t in m.teachers], m.num_positions).to(device, non_blocking=True)
+        m = self.mask_generator(batch_size * world, generator=g, device="cpu", progress=self.progress,
+                                rows=slice(rank, None, world))
+        return m.to(device, non_blocking=True)
 
     # ------------------------------------------------------------------ forward
     def teacher_targets(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor]:

@@ -123,10 +123,22 @@ class MaskGenerator:
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
         progress: float = 0.0,
+        rows: slice | None = None,
     ) -> Masks:
-        """Masks for ``batch_size`` images, drawn from ``generator`` (on ``device``)."""
+        """Masks for ``batch_size`` images, drawn from ``generator`` (on ``device``).
+
+        ``rows`` keeps only those images' masks (e.g. one rank's rows of a global batch): the
+        random numbers of all ``batch_size`` images are drawn, so the result equals the same
+        rows of the full call, but only those rows are sorted (the costly part: 66 ms for
+        4096 images on one CPU core, 9 ms for 512).
+        """
         n, b = self.num_positions, batch_size
-        perm = torch.rand(b, n, generator=generator, device=device).argsort(dim=1)
+        sel = slice(None) if rows is None else rows
+
+        def draw(width: int) -> Tensor:
+            return torch.rand(b, width, generator=generator, device=device)[sel]
+
+        perm = draw(n).argsort(dim=1)
         n_s = self.count(self.student_keep)
         student = perm[:, :n_s]
         rest = perm[:, n_s:]
@@ -134,10 +146,10 @@ class MaskGenerator:
         for ratio in self.teacher_ratios(progress):
             n_k = self.count(ratio)
             if self.nested:
-                order = torch.rand(b, n - n_s, generator=generator, device=device).argsort(dim=1)
+                order = draw(n - n_s).argsort(dim=1)
                 extra = rest.gather(1, order[:, : n_k - n_s])
                 idx = torch.cat([student, extra], dim=1)
             else:
-                idx = torch.rand(b, n, generator=generator, device=device).argsort(dim=1)[:, :n_k]
+                idx = draw(n).argsort(dim=1)[:, :n_k]
             teachers.append(idx.sort(dim=1).values)
         return Masks(student.sort(dim=1).values, teachers, n)

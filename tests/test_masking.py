@@ -43,6 +43,16 @@ def test_per_sample_randomness_and_seed_reproducibility():
     assert len({tuple(r.tolist()) for r in a.student}) == 6  # rows differ
 
 
+@pytest.mark.parametrize("nested", [True, False])
+def test_rows_are_the_same_rows_of_the_full_draw(nested):
+    """One rank's rows (rows=slice(r, None, W)) equal those rows of the whole global batch's masks."""
+    full = gen(nested=nested)(12, torch.Generator().manual_seed(7))
+    for rows in (slice(0, None, 4), slice(3, None, 4), slice(2, 9)):
+        part = gen(nested=nested)(12, torch.Generator().manual_seed(7), rows=rows)
+        assert torch.equal(part.student, full.student[rows])
+        assert all(torch.equal(p, f[rows]) for p, f in zip(part.teachers, full.teachers))
+
+
 def test_independent_masks_need_not_contain_student():
     m = gen(nested=False)(32, torch.Generator().manual_seed(5))
     s, t = m.student_mask(), m.teacher_masks()
