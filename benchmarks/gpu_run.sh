@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Distillation throughput on a lent H100 / H200 (see benchmarks/README.md), one call, < ~5 min.
+# Distillation throughput on a lent H100 / H200 (see benchmarks/README.md), one call, < ~8 min.
 #
 # Carry with the call (both are git-ignored):
 #   .whl                       mmengine + its pure-Python deps (the GPU image has no mmengine)
@@ -36,11 +36,16 @@ fi
     python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
 } > "$OUT_DIR/env.txt" 2>&1
 
-# 3. eager rows at 64 / 128 / 256, then the torch.compile rows at 256 (results are written after
-#    every row, so a cut run keeps what it measured)
-timeout "${BENCH_TIMEOUT:-400}" python3 tools/benchmark_distill.py --device cuda --batches 64,128,256 \
+# 3. eager rows at 256 / 512 (512 is the configs' per-GPU batch), then the rows with +compile at 512
+#    (the bf16-teacher one first: a time limit cuts the last), then a profile of every shipped
+#    variant. Results are written after every row, so a cut run keeps what it measured.
+#    BENCH_ROWS replaces the row options (e.g. a shorter rerun).
+ROWS=${BENCH_ROWS:-"--batches 256,512 --variants naive,shipped,shipped+bf16t,shipped+bf16t+compile,shipped+compile
+    --e2e-variants shipped,shipped+bf16t+compile --compile-batches 512"}
+# shellcheck disable=SC2086
+timeout "${BENCH_TIMEOUT:-450}" python3 tools/benchmark_distill.py --device cuda $ROWS --profile \
     --steps 10 --e2e-steps 20 --warmup 3 --data "$DATA" --out "$OUT_DIR" \
-    --teachers-dir /tmp/comad_bench_teachers --compile --compile-batches 256 2>&1 | tee "$OUT_DIR/log.txt"
+    --teachers-dir /tmp/comad_bench_teachers 2>&1 | grep -v "^USDT:" | tee "$OUT_DIR/log.txt"
 rc=${PIPESTATUS[0]}
 echo "benchmark exit code $rc"
 exit "$rc"

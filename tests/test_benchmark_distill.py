@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -313,6 +314,42 @@ def test_tool_without_the_distiller_runs_naive_and_names_the_reason(tmp_path, mo
     assert "mmengine" in status["shipped"] and status["shipped"].startswith("failed")
 
 
+@pytest.mark.heavy
+def test_tool_option_rows_profile_and_the_model_restored(tmp_path, capsys):
+    """+bf16t and +compile rows run through the distiller's own switches (compile last), the
+    profile records every phase, and the model is left as it was configured."""
+    out = tmp_path / "out"
+    rc = bd.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "1", "--no-e2e",
+                  "--rounds", "1", "--variants", "naive,shipped+compile,shipped+bf16t,shipped+bf16", "--profile",
+                  "--out", str(out), "--teachers-dir", str(tmp_path / "teachers")])
+    assert rc == 0
+    js = json.loads((out / "benchmark_distill.json").read_text())
+    assert [r["variant"] for r in js["rows"]] == ["naive", "shipped+bf16t", "shipped+bf16", "shipped+compile"]
+    by = {r["variant"]: r for r in js["rows"]}
+    assert by["shipped+bf16t"]["note"] == "bf16 teachers; MFU vs the bf16 matmul peak"
+    assert by["shipped+compile"]["note"].startswith("warm-up incl. compile")
+    peaks = js["meta"]["matmul_peak"]
+    assert math.isclose(by["shipped+bf16t"]["mfu"], by["shipped+bf16t"]["tflops"] / peaks["bf16"]["tflops"], rel_tol=1e-9)
+    prof = js["meta"]["profile"]
+    assert set(prof) == {"shipped+bf16t", "shipped+bf16", "shipped+compile"}
+    assert set(prof["shipped+bf16t"]["phases"]["host_ms"]) == {"masks", "teachers", "student+losses", "backward", "optimizer"}
+    assert "phases" not in prof["shipped+compile"] and prof["shipped+compile"]["wall_ms"] > 0
+    assert "profile shipped+bf16t (B=2)" in capsys.readouterr().out
+
+
+def test_variant_names_and_the_configured_model(tmp_path):
+    assert bd.parse_variant("naive") == ("naive", frozenset())
+    assert bd.parse_variant("shipped+compile+bf16t") == ("shipped", frozenset({"compile", "bf16t"}))
+    for bad in ("fast", "naive+compile", "shipped+fp8", "shipped+bf16t+bf16t"):
+        with pytest.raises(ValueError, match=f"variant '{re.escape(bad)}': expected 'naive' or 'shipped'"):
+            bd.parse_variant(bad)
+    model, _ = bd.build_parts(bd.PRESETS["tiny"], bd.write_teachers(bd.PRESETS["tiny"], tmp_path), torch.device("cpu"))
+    assert model.compile_cfg is None and {t.precision for t in model.teachers} == {"amp"}
+    with bd.configured(model, frozenset({"bf16t", "compile"})):
+        assert model.compile_cfg == {} and {t.vit.pos_embed.dtype for t in model.teachers} == {torch.bfloat16}
+    assert model.compile_cfg is None and {t.vit.pos_embed.dtype for t in model.teachers} == {torch.float32}
+
+
 def test_tool_bad_options_are_named(tmp_path):
     with pytest.raises(SystemExit, match="--batches"):
         bd.main(["--device", "cpu", "--tiny", "--batches", "a,b", "--out", str(tmp_path)])
@@ -320,6 +357,9 @@ def test_tool_bad_options_are_named(tmp_path):
         bd.main(["--device", "cpu", "--tiny", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="--variants"):
         bd.main(["--device", "cpu", "--tiny", "--variants", "naive,fast", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match=r"--e2e-variants: \['shipped\+bf16t'\] not among"):
+        bd.main(["--device", "cpu", "--tiny", "--variants", "naive,shipped", "--e2e-variants", "shipped+bf16t",
+                 "--out", str(tmp_path / "o")])
 
 
 def test_tool_loaders_yield_normalised_device_batches(tiny_photos):

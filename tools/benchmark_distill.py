@@ -10,11 +10,11 @@ One process, one run, one device. Rows (per batch size):
 * ``shipped`` (b): ``CoMADDistiller.make_masks`` + ``compute_losses`` + backward + AdamW, under
   ``torch.autocast(<device>, bfloat16)`` on CUDA as the runner uses it (on the CPU the runner
   uses no autocast: fp32).
-* ``shipped+bf16`` (CPU only): (b) under CPU bf16 autocast (AMX / AVX512-BF16), which the
-  runner does not enable on the CPU.
-* ``shipped+compile`` (``--compile``): (b) with every transformer block of the teachers, the
-  student and the decoder wrapped in ``torch.compile(dynamic=False)`` (token counts are fixed
-  per teacher, so each block shape compiles once; compile time is in the warm-up).
+* options added to (b) with ``+``, each a switch a user can set (any combination):
+  ``+bf16`` (CPU only) bf16 autocast on the CPU (AMX / AVX512-BF16; the runner's ``amp='on'``);
+  ``+bf16t`` the teachers held and run in bf16 (``model.teacher_precision='bf16'``);
+  ``+compile`` the loss computation ``torch.compile``d as one graph (``model.compile=True``;
+  token counts are fixed per teacher, so it compiles once; compile time is in the warm-up).
 
 Each in ``model`` mode (synthetic images already on the device) and end-to-end: ``e2e`` reads
 the JPEGs through the training data pipeline (``ImageFolderDataset`` + the train transform in
@@ -32,7 +32,8 @@ CPU), and the ratios (b)/(a) and end-to-end / model-only. Written to ``<out>/ben
 Examples::
 
     python tools/benchmark_distill.py --device cpu --small --batch 16 --steps 3
-    python tools/benchmark_distill.py --device cuda --batches 64,128,256 --data DIR --compile
+    python tools/benchmark_distill.py --device cuda --batches 256,512 --data DIR \
+        --variants naive,shipped,shipped+compile,shipped+bf16t+compile --profile
 """
 from __future__ import annotations
 
@@ -325,31 +326,35 @@ class ShippedStep:
         return loss.detach()
 
 
+VARIANT_FLAGS = ("bf16", "bf16t", "compile")
+
+
+def parse_variant(name: str) -> tuple[str, frozenset[str]]:
+    """``'shipped+bf16t+compile'`` -> ``('shipped', {'bf16t', 'compile'})``; the naive step takes none."""
+    base, *flags = name.split("+")
+    bad = set(flags) - set(VARIANT_FLAGS)
+    if base not in ("naive", "shipped") or bad or (base == "naive" and flags) or len(set(flags)) != len(flags):
+        raise ValueError(f"variant {name!r}: expected 'naive' or 'shipped' with options among "
+                         f"{', '.join('+' + f for f in VARIANT_FLAGS)} (e.g. shipped+bf16t+compile)")
+    return base, frozenset(flags)
+
+
 @contextlib.contextmanager
-def compiled_blocks(holders: Sequence[nn.Module], cache: dict[int, nn.Module]) -> Iterator[None]:
-    """Swap every ``holder.blocks`` for ``torch.compile(block, dynamic=False)`` wrappers (kept in
-    ``cache`` so compiled code is reused), restoring the eager blocks on exit."""
-    saved = []
-    for h in holders:
-        saved.append(h.blocks)
-        wrapped = []
-        for blk in h.blocks:
-            if id(blk) not in cache:
-                cache[id(blk)] = torch.compile(blk, dynamic=False)
-            wrapped.append(cache[id(blk)])
-        h.blocks = nn.Sequential(*wrapped) if isinstance(h.blocks, nn.Sequential) else nn.ModuleList(wrapped)
+def configured(model: nn.Module, flags: frozenset[str]) -> Iterator[None]:
+    """The distiller set up as a variant asks: ``bf16t`` -> every teacher in ``bf16`` precision,
+    ``compile`` -> ``model.compile_cfg = {}`` (the compiled graph is kept on the model across
+    rows); restored on exit."""
+    precisions = [t.precision for t in model.teachers]
+    compile_cfg = model.compile_cfg
     try:
+        for t in model.teachers:
+            t.set_precision("bf16" if "bf16t" in flags else "amp")
+        model.compile_cfg = {} if "compile" in flags else None
         yield
     finally:
-        for h, b in zip(holders, saved):
-            h.blocks = b
-
-
-def _raise_recompile_limit(limit: int = 64) -> None:
-    cfg = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(int(getattr(cfg, name)), limit if "accumulated" not in name else 4 * limit))
+        for t, prec in zip(model.teachers, precisions):
+            t.set_precision(prec)
+        model.compile_cfg = compile_cfg
 
 
 # --------------------------------------------------------------------------------------- data
@@ -372,7 +377,8 @@ def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: 
 
     ``kind='cpu'``: decode + RandomResizedCrop + flip in DataLoader workers (the training
     pipeline), uint8 through pinned memory, normalised on the device.
-    ``kind='gpu'``: the workers read bytes; nvJPEG decode + batched crops on the device.
+    ``kind='gpu'``: the workers read bytes; nvJPEG decode + batched crops on the device (on a side
+    stream, one batch ahead of the step).
     """
     from torch.utils.data import DataLoader, RandomSampler
 
@@ -398,8 +404,21 @@ def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: 
         sampler = RandomSampler(ds, num_samples=batch * num_batches, generator=g)
         crop = GpuRandomResizedCrop(img_size, device=device, seed=seed)
         loader = DataLoader(ds, sampler=sampler, collate_fn=collate_encoded, **common)
+        # On CUDA, batch i + 1 is decoded and cropped on a side stream while the step of batch i runs.
+        side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        pending = None
         for b in loader:
-            yield crop(split_encoded(b), b["path"])
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                x = crop(split_encoded(b), b["path"])
+            if pending is not None:
+                yield pending
+            if side is not None:
+                main = torch.cuda.current_stream(device)
+                main.wait_stream(side)
+                x.record_stream(main)
+            pending = x
+        if pending is not None:
+            yield pending
     else:
         raise ValueError(f"loader kind must be 'cpu' or 'gpu', got {kind!r}")
 
@@ -480,6 +499,119 @@ def synthetic_batches(batch: int, img_size: int, device: torch.device, seed: int
     while True:
         yield bufs[i % 2]
         i += 1
+
+
+KERNEL_CLASSES = (  # (class, substrings of a lower-cased CUDA kernel name); the first match wins
+    ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas")),
+    ("attention", ("flash", "fmha", "attention", "attn")),
+    ("inductor (triton)", ("triton",)),
+    ("copy / memset", ("memcpy", "memset", "copy_", "copykernel")),
+)
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    for cls, keys in KERNEL_CLASSES:
+        if any(k in low for k in keys):
+            return cls
+    return "elementwise / norm / other"
+
+
+def phase_times(shipped: "ShippedStep", model: nn.Module, images: Tensor, start: int, n: int = 3) -> dict[str, dict[str, float]]:
+    """Mean device (CUDA events; on the CPU, None) and host (issue) ms of each phase of an eager
+    shipped step: masks, teachers (+ adapters), student + decoder + gating + losses, backward,
+    optimizer."""
+    names = ("masks", "teachers", "student+losses", "backward", "optimizer")
+    gpu = {k: 0.0 for k in names}
+    host = {k: 0.0 for k in names}
+    b, device = images.shape[0], images.device
+    cuda = device.type == "cuda"
+
+    class _NoEvent:
+        def record(self) -> None: ...
+
+    for i in range(n):
+        ev = [torch.cuda.Event(enable_timing=True) if cuda else _NoEvent() for _ in range(len(names) + 1)]
+        t = [time.perf_counter()]
+        ev[0].record()
+        masks = model.make_masks(b, device, step=start + i)
+        ev[1].record()
+        t.append(time.perf_counter())
+        with torch.autocast(device.type, dtype=shipped.amp_dtype or torch.bfloat16, enabled=shipped.amp_dtype is not None):
+            t_maps, seen = model.teacher_targets(images, masks)
+            ev[2].record()
+            t.append(time.perf_counter())
+            out = model.student_losses(images, masks, t_maps, seen)
+            loss = sum(v for k, v in out.items() if "loss" in k)
+        ev[3].record()
+        t.append(time.perf_counter())
+        loss.backward()
+        ev[4].record()
+        t.append(time.perf_counter())
+        shipped.opt.step()
+        shipped.opt.zero_grad(set_to_none=True)
+        ev[5].record()
+        t.append(time.perf_counter())
+        if cuda:
+            ev[-1].synchronize()
+        for j, k in enumerate(names):
+            gpu[k] += ev[j].elapsed_time(ev[j + 1]) / n if cuda else 0.0
+            host[k] += (t[j + 1] - t[j]) * 1e3 / n
+    return dict(gpu_ms=gpu if cuda else None, host_ms=host)
+
+
+def profile_step(step: Callable[[Tensor, int], Tensor], model: nn.Module, batch: int, img_size: int,
+                 device: torch.device, phases: bool = True, steps: int = 3) -> dict[str, Any]:
+    """One variant's step under ``torch.profiler``: wall and GPU-busy ms per step, the GPU time by
+    kernel class and the top kernels (CUDA; empty on the CPU); with ``phases``, :func:`phase_times`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    it = synthetic_batches(batch, img_size, device, seed=7)
+    for i in range(2):  # warm-up (and compilation)
+        step(next(it), 20_000 + i)
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(next(it), 20_010 + i)
+        _sync(device)
+        wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    per_kernel: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[e.name] = per_kernel.get(e.name, 0.0) + e.time_range.elapsed_us() / 1e3 / steps
+    by_class: dict[str, float] = {}
+    for name, ms in per_kernel.items():
+        by_class[kernel_class(name)] = by_class.get(kernel_class(name), 0.0) + ms
+    busy = sum(per_kernel.values())
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:12]
+    out: dict[str, Any] = dict(batch=batch, wall_ms=wall_ms, gpu_busy_ms=busy, kernels_per_step=len(per_kernel),
+                               by_class_ms=by_class, top_kernels_ms=[[n[:140], ms] for n, ms in top])
+    if phases:
+        out["phases"] = phase_times(step, model, next(it), 20_100)  # type: ignore[arg-type]
+    return out
+
+
+def render_profile(profiles: dict[str, dict[str, Any]]) -> str:
+    """A few lines per profiled variant (the full numbers are in the JSON meta)."""
+    lines = []
+    for v, p in profiles.items():
+        if "error" in p:
+            lines.append(f"profile {v}: failed: {p['error'].strip().splitlines()[-1]}")
+            continue
+        lines.append(f"profile {v} (B={p['batch']}): wall {p['wall_ms']:.1f} ms/step (under the profiler), GPU busy "
+                     f"{p['gpu_busy_ms']:.1f} ms ({100 * p['gpu_busy_ms'] / p['wall_ms']:.0f} %), "
+                     f"{p['kernels_per_step']} distinct kernels")
+        lines.append("  by class: " + ", ".join(f"{k} {ms:.1f}" for k, ms in sorted(p["by_class_ms"].items(), key=lambda kv: -kv[1])))
+        if "phases" in p:
+            ph = p["phases"]
+            if ph["gpu_ms"] is not None:
+                lines.append("  phases GPU ms: " + ", ".join(f"{k} {ms:.1f}" for k, ms in ph["gpu_ms"].items()))
+            lines.append("  phases host ms: " + ", ".join(f"{k} {ms:.1f}" for k, ms in ph["host_ms"].items()))
+        for name, ms in p["top_kernels_ms"][:6]:
+            lines.append(f"    {ms:7.2f} ms  {name[:110]}")
+    return "\n".join(lines)
 
 
 def sync_audit(step: Callable[[Tensor, int], Tensor], images: Tensor, step_index: int) -> list[str]:
@@ -690,14 +822,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--small", action="store_true", help="the CPU config: ViT-S-sized teachers, 112 px")
     size.add_argument("--tiny", action="store_true", help="tiny dims for the test suite")
-    ap.add_argument("--compile", action="store_true", help="add shipped+compile rows (torch.compile of every block)")
-    ap.add_argument("--compile-batches", default=None, help="batch sizes of the compile rows (default: all)")
+    ap.add_argument("--compile", action="store_true", help="add shipped+compile rows (model.compile: one torch.compile graph)")
+    ap.add_argument("--compile-batches", default=None, help="batch sizes of the rows with +compile (default: all)")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs - 1)")
     ap.add_argument("--prefetch", type=int, default=2, help="DataLoader prefetch_factor")
     ap.add_argument("--no-e2e", action="store_true", help="model-only rows only")
     ap.add_argument("--no-gpu-decode", action="store_true", help="skip the e2e-gpudecode rows (CUDA)")
     ap.add_argument("--no-cpu-bf16", action="store_true", help="skip the shipped+bf16 rows (CPU)")
-    ap.add_argument("--variants", default=None, help="comma list among naive,shipped,shipped+bf16,shipped+compile")
+    ap.add_argument("--variants", default=None,
+                    help="comma list: naive, shipped, or shipped with options +bf16 (CPU autocast), +bf16t (bf16 "
+                         "teachers), +compile, e.g. naive,shipped,shipped+bf16t+compile")
+    ap.add_argument("--e2e-variants", default=None, help="the variants that also get end-to-end rows (default: all)")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile every shipped variant at the largest batch (GPU busy time and kernel classes on "
+                         "CUDA; per-phase times of the eager ones) into the JSON meta")
     return ap.parse_args(argv)
 
 
@@ -719,7 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cuda = device.type == "cuda"
     preset_name = "tiny" if args.tiny else "small" if args.small else "full"
     preset = PRESETS[preset_name]
-    batches = _ints(args.batches, "--batches") if args.batches else [args.batch] if args.batch else ([64, 128, 256] if cuda else [16])
+    batches = _ints(args.batches, "--batches") if args.batches else [args.batch] if args.batch else ([128, 256, 512] if cuda else [16])
     compile_batches = _ints(args.compile_batches, "--compile-batches") if args.compile_batches else batches
     steps = args.steps or (10 if cuda else 3)
     e2e_steps = args.e2e_steps or 2 * steps
@@ -728,12 +866,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 1)
     variants = ["naive", "shipped"] + (["shipped+bf16"] if not cuda and not args.no_cpu_bf16 else [])
     if args.variants:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-        bad = set(variants) - {"naive", "shipped", "shipped+bf16", "shipped+compile"}
-        if bad:
-            raise SystemExit(f"--variants: unknown {sorted(bad)}; choose among naive, shipped, shipped+bf16, shipped+compile")
+        variants = list(dict.fromkeys(v.strip() for v in args.variants.split(",") if v.strip()))
     if args.compile and "shipped+compile" not in variants:
         variants.append("shipped+compile")
+    flags_of: dict[str, frozenset[str]] = {}
+    for v in variants:
+        try:
+            flags_of[v] = parse_variant(v)[1]
+        except ValueError as e:
+            raise SystemExit(f"--variants: {e}") from None
+        if cuda and "bf16" in flags_of[v]:
+            raise SystemExit(f"--variants: {v}: +bf16 is the CPU's autocast; on CUDA every shipped row runs under "
+                             "bf16 autocast already (use +bf16t for bf16 teachers)")
+    e2e_variants = variants
+    if args.e2e_variants:
+        e2e_variants = [v.strip() for v in args.e2e_variants.split(",") if v.strip()]
+        if set(e2e_variants) - set(variants):
+            raise SystemExit(f"--e2e-variants: {sorted(set(e2e_variants) - set(variants))} not among --variants {variants}")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.teachers_dir is None:
@@ -765,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak_dtype = torch.bfloat16 if cuda else torch.float32
     peak = measure_matmul_peak(device, peak_dtype, preset["matmul_n"])
     peaks = {"bf16" if cuda else "fp32": peak}
-    if not cuda and "shipped+bf16" in variants:
+    if not cuda and any(f & {"bf16", "bf16t"} for f in flags_of.values()):
         peaks["bf16"] = measure_matmul_peak(device, torch.bfloat16, preset["matmul_n"])
     f_naive, f_fast = flops_for(parts, naive=True), flops_for(parts, naive=False)
     meta: dict[str, Any] = dict(
@@ -794,14 +943,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     naive = NaiveStep(parts)
     shipped = ShippedStep(model, torch.bfloat16 if cuda else None) if model is not None else None
     shipped_bf16 = ShippedStep(model, torch.bfloat16) if model is not None and not cuda else None
-    compile_cache: dict[int, nn.Module] = {}
-    if "shipped+compile" in variants:
-        _raise_recompile_limit()
     rows: list[dict[str, Any]] = []
     datas = ["model"] + ([] if args.no_e2e else ["e2e"] + (["e2e-gpudecode"] if cuda and not args.no_gpu_decode else []))
-
-    def holders() -> list[nn.Module]:
-        return [t.vit for t in model.teachers] + [model.student, model.decoder]
 
     def finish(row: dict[str, Any], flops: dict[str, float], n_total: int, res: dict[str, Any]) -> None:
         batch = row["batch"]
@@ -812,14 +955,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["img_per_s_median"] = batch / (row["ms_per_step_median"] / 1e3)
         row["peak_mem_mib"] = res["peak_mem_mib"]
         row["tflops"] = flops["total"] * row["img_per_s"] / 1e12
-        denom = peaks["bf16"]["tflops"] if row["variant"] == "shipped+bf16" else peak["tflops"]
-        row["mfu"] = row["tflops"] / denom
+        flags = flags_of[row["variant"]]
+        cpu_bf16 = not cuda and bool(flags & {"bf16", "bf16t"})
+        row["mfu"] = row["tflops"] / (peaks["bf16"]["tflops"] if cpu_bf16 else peak["tflops"])
         row["per_step_ms"] = res["per_step_ms"]
         row["warmup_s"] = res["warmup_s"]
-        if row["variant"] == "shipped+bf16":
-            row["note"] = "CPU bf16 autocast; MFU vs the bf16 matmul peak"
-        if row["variant"] == "shipped+compile":
-            row["note"] = f"warm-up incl. compile {res['warmup_s']:.1f} s"
+        notes = (["CPU bf16 autocast"] if "bf16" in flags else []) + (["bf16 teachers"] if "bf16t" in flags else [])
+        notes += ["MFU vs the bf16 matmul peak"] if cpu_bf16 else []
+        notes += [f"warm-up incl. compile {res['warmup_s']:.1f} s"] if "compile" in flags else []
+        row["note"] = "; ".join(notes)
 
     def run_group(specs: list[tuple[str, str, int]]) -> None:
         """Time the rows of ``specs`` in ``rounds`` interleaved rounds (each round: every row in
@@ -846,8 +990,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     if variant != "naive" and model is None:
                         raise RuntimeError(why_missing)
-                    step = {"naive": naive, "shipped": shipped, "shipped+compile": shipped,
-                            "shipped+bf16": shipped_bf16}[variant]
+                    flags = flags_of[variant]
+                    step = naive if variant == "naive" else shipped_bf16 if "bf16" in flags else shipped
                     if st["it"] is None:
                         if data_kind == "model":
                             st["it"] = synthetic_batches(batch, preset["img_size"], device, seed=batch)
@@ -855,8 +999,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             st["it"] = build_loader("gpu" if data_kind == "e2e-gpudecode" else "cpu", Path(data),
                                                     preset["img_size"], batch, st["warm"] + st["n"] * rounds, workers,
                                                     device, args.prefetch)
-                    scope = (compiled_blocks(holders(), compile_cache) if variant == "shipped+compile"
-                             else contextlib.nullcontext())
+                    scope = configured(model, flags) if variant != "naive" else contextlib.nullcontext()
                     with scope:
                         res = time_steps(step, st["it"], st["warm"] if r == 0 else 0, st["n"], device,
                                          start=st["done"] + (0 if r == 0 else st["warm"]))
@@ -895,9 +1038,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if final:
             print(table)
 
-    eager = [v for v in variants if v != "shipped+compile"]
+    def specs(vs: list[str], batch: int) -> list[tuple[str, str, int]]:
+        return [(v, d, batch) for d in datas for v in vs
+                if d == "model" or (v in e2e_variants and not (v == "naive" and d == "e2e-gpudecode"))]
+
+    eager = [v for v in variants if "compile" not in flags_of[v]]
+    compiled = [v for v in variants if "compile" in flags_of[v]]
     for batch in batches:
-        run_group([(v, d, batch) for d in datas for v in eager if not (v == "naive" and d == "e2e-gpudecode")])
+        run_group(specs(eager, batch))
         publish(False)
     # diagnostics of the shipped step (before the compile rows, which may be cut by a time limit):
     # host syncs (CUDA) and that the teachers hold no trainable parameter and no gradient
@@ -912,10 +1060,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             meta["diagnostics_error"] = traceback.format_exc()
             print(meta["diagnostics_error"], file=sys.stderr, flush=True)
     publish(False)
-    if "shipped+compile" in variants:
-        for batch in compile_batches:
-            run_group([("shipped+compile", d, batch) for d in datas if d != "e2e"])
+
+    def profile(vs: list[str]) -> None:
+        if not args.profile or model is None:
+            return
+        prof = meta.setdefault("profile", {})
+        for v in vs:
+            with configured(model, flags_of[v]):
+                try:
+                    prof[v] = profile_step(shipped_bf16 if "bf16" in flags_of[v] else shipped, model, max(batches),
+                                           preset["img_size"], device, phases="compile" not in flags_of[v])
+                except Exception:
+                    prof[v] = dict(error=traceback.format_exc())
             publish(False)
+        print(render_profile({v: prof[v] for v in vs}), flush=True)
+
+    profile([v for v in eager if v != "naive"])
+    for batch in compile_batches if compiled else []:
+        run_group(specs(compiled, batch))
+        publish(False)
+    profile(compiled)
     publish(True)
     if meta.get("host_syncs_in_shipped_step"):
         print("host syncs in one shipped step:\n  " + "\n  ".join(meta["host_syncs_in_shipped_step"]))
