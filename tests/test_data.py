@@ -297,6 +297,31 @@ def test_train_transform_normalisation_by_hand() -> None:
         assert torch.equal(down, ref) is same
 
 
+def test_device_normalisation_of_uint8_batches_equals_the_cpu_transform() -> None:
+    """ComadDataPreprocessor (the configs' default): uint8 crops normalised on the device equal
+    the CPU transform's normalised crops; other batch keys are kept; floats pass unchanged."""
+    from comad.engine.preprocess import ComadDataPreprocessor
+
+    img = Image.fromarray(load_demo_photo("chelsea"))
+    batch = {}
+    for normalize in (True, False):
+        t = build_train_transform(img_size=32, normalize=normalize)
+        torch.manual_seed(3)
+        batch[normalize] = torch.stack([t(img) for _ in range(4)])
+    assert batch[False].dtype == torch.uint8
+    pre = ComadDataPreprocessor()
+    out = pre(dict(inputs=batch[False], corrupt_skipped=torch.tensor([0, 1, 0, 0])))
+    torch.testing.assert_close(out["inputs"], batch[True], atol=1e-5, rtol=0)
+    assert out["corrupt_skipped"].tolist() == [0, 1, 0, 0]
+    assert torch.equal(pre(dict(inputs=batch[True]))["inputs"], batch[True])
+    with pytest.raises(ValueError, match="inputs must be uint8 .* or float .*, got torch.int64"):
+        pre(dict(inputs=batch[False].long()))
+    with pytest.raises(ValueError, match=r"uint8 inputs must be \(B, 3, H, W\), got \(3, 32, 32\)"):
+        pre(dict(inputs=batch[False][0]))
+    with pytest.raises(ValueError, match="mean and std need 3 values"):
+        ComadDataPreprocessor(mean=(0.5, 0.5))
+
+
 def test_eval_transform_centre_crop() -> None:
     img = Image.fromarray(load_demo_photo("coffee"))  # 600 x 400
     t = build_eval_transform(img_size=32, crop_pct=0.5)

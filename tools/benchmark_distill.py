@@ -359,7 +359,8 @@ def configured(model: nn.Module, flags: frozenset[str]) -> Iterator[None]:
 
 # --------------------------------------------------------------------------------------- data
 class DeviceNormalize:
-    """uint8 (B, 3, H, W) on the device -> normalised float32 (the CPU transform's last step)."""
+    """uint8 (B, 3, H, W) on the device -> normalised float32: the configs' ComadDataPreprocessor
+    (comad/engine/preprocess.py), kept here without mmengine so the naive rows run without it."""
 
     def __init__(self, device: torch.device) -> None:
         from comad.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

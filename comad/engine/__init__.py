@@ -1,6 +1,6 @@
 """The mmengine edge of comad: registrations for configs (``custom_imports``).
 
-Importing this package registers the distiller, the run hook, the resumable loop and sampler,
+Importing this package registers the distiller and its data preprocessor, the run hook, the resumable loop and sampler,
 the per-sample-seeded dataset wrapper, the optimizer wrappers that skip marked steps and
 the atomic file backend, and makes mmengine's own
 checkpoints load with ``weights_only=True`` (see comad.mm_compat).
@@ -14,9 +14,11 @@ from .fileio import AtomicLocalBackend
 from .hooks import ComadRunHook
 from .loops import ResumableIterBasedTrainLoop
 from .optim import ComadAmpOptimWrapper, ComadOptimWrapper
+from .preprocess import ComadDataPreprocessor
 from .samplers import PerSampleSeeded, ResumableInfiniteSampler
 
 MODELS.register_module(module=CoMADDistiller, force=True)
+MODELS.register_module(module=ComadDataPreprocessor, force=True)
 HOOKS.register_module(module=ComadRunHook, force=True)
 LOOPS.register_module(module=ResumableIterBasedTrainLoop, force=True)
 DATA_SAMPLERS.register_module(module=ResumableInfiniteSampler, force=True)

@@ -11,6 +11,7 @@ train_dataloader = dict(
     dataset=dict(
         type='PerSampleSeeded',  # augmentation seeded per draw: exact resume
         dataset=dict(type='ComadImageFolder', root=data_root, split='train', on_corrupt='skip',
-                     transform=dict(kind='train', img_size=224, scale=(0.2, 1.0), hflip=0.5)),
+                     # uint8 crops: the model's ComadDataPreprocessor normalises them on the GPU
+                     transform=dict(kind='train', img_size=224, scale=(0.2, 1.0), hflip=0.5, normalize=False)),
     ),
 )
