@@ -273,3 +273,55 @@ def test_kill_during_the_metrics_write_keeps_the_old_file(tmp_path, student):
     assert read_metrics(tmp_path / "t")["metrics"] == {"top1": 1.0}
     tmp = list((tmp_path / "t").glob(".metrics.json.*.tmp"))
     assert len(tmp) == 1 and json.loads(tmp[0].read_text())["metrics"] == {"top1": 99.0}  # killed mid-write
+
+
+def test_exact_resume_hook_keeps_every_ranks_random_states(monkeypatch, tmp_path):
+    """Under torch.distributed (faked: 2 ranks) the states of both ranks are gathered in the
+    iteration the CheckpointHook saves, and each rank restores its own after the replay."""
+    import logging
+    from types import SimpleNamespace
+
+    from mmengine.hooks import CheckpointHook
+
+    from transfer import resume as rs
+
+    torch.manual_seed(11)
+    own = rs.get_rng_state()
+    torch.manual_seed(22)
+    other = rs.get_rng_state()
+    monkeypatch.setattr(rs, "get_world_size", lambda: 2)
+    monkeypatch.setattr(rs, "all_gather_object", lambda obj: [obj, other])  # this process is rank 0
+    ck = CheckpointHook(interval=4, by_epoch=False)
+    runner = SimpleNamespace(hooks=[ck], iter=2, max_iters=100, logger=logging.getLogger("test"))
+    hook = rs.ExactResumeHook()
+    torch.manual_seed(11)
+    hook.after_train_iter(runner, 2)  # iteration 3 of 100: no checkpoint, nothing gathered
+    assert hook._gathered is None
+    runner.iter = 3  # iteration 4: the CheckpointHook saves
+    hook.after_train_iter(runner, 3)
+    checkpoint = {"meta": {"iter": 4}}
+    hook.before_save_checkpoint(runner, checkpoint)
+    states = checkpoint[rs.RNG_KEY]["per_rank"]
+    assert len(states) == 2 and torch.equal(states[0]["torch"], own["torch"]) and states[1] is other
+    # resume on rank 1: after replaying the 4 trained batches, rank 1's own stream goes on
+    for rank, seed in ((1, 22), (0, 11)):
+        monkeypatch.setattr(rs, "get_rank", lambda r=rank: r)
+        runner._train_loop = SimpleNamespace(dataloader_iterator=iter(range(10)))
+        torch.manual_seed(99)
+        hook.after_load_checkpoint(runner, checkpoint)
+        assert [next(runner._train_loop.dataloader_iterator) for _ in range(5)] == [0, 1, 2, 3, 4]
+        torch.manual_seed(seed)
+        expected = torch.rand(3)
+        torch.manual_seed(99)  # whatever the state was, the restore replaces it
+        hook.after_load_checkpoint(runner, checkpoint)
+        for _ in range(5):
+            next(runner._train_loop.dataloader_iterator)
+        assert torch.equal(torch.rand(3), expected)
+    # a run with another process count takes rank % saved and says the resume is not exact
+    monkeypatch.setattr(rs, "get_world_size", lambda: 3)
+    monkeypatch.setattr(rs, "get_rank", lambda: 2)
+    runner._train_loop = SimpleNamespace(dataloader_iterator=iter(range(10)))
+    warnings = []
+    runner.logger = SimpleNamespace(warning=warnings.append, info=lambda msg: None)
+    hook.after_load_checkpoint(runner, checkpoint)
+    assert "holds the random states of 2 process(es), this run has 3: rank 2 takes those of rank 0" in warnings[0]

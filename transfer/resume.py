@@ -7,6 +7,9 @@ and with ``num_workers=0`` the data augmentation too) restarts from the seed. He
 :class:`ExactResumeHook` stores the Python, NumPy and torch (CPU and CUDA) random states in
 every checkpoint, and a resumed run restores them after that replay, just before it loads its
 first new batch: a one-process run killed and resumed trains what the uninterrupted run trains.
+Under torch.distributed every rank's states are gathered in the iteration a checkpoint is saved
+(mmengine saves on rank 0 only) and each rank restores its own, so a multi-GPU run resumes with
+the random streams each rank had (drop path, RoI sampling), not rank 0's on every rank.
 
 :func:`safe_checkpointing` makes the checkpoint hook write through ``comad``'s atomic backend
 and keep at least two checkpoints (mmengine deletes the oldest kept checkpoint *before* it
@@ -23,7 +26,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.hooks import Hook
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
 import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
@@ -76,21 +80,51 @@ class _RestoreAfter:
 
 @HOOKS.register_module(force=True)
 class ExactResumeHook(Hook):
-    """Random states into every checkpoint; restored by a resumed run before its first new batch."""
+    """Random states into every checkpoint (every rank's); restored by a resumed run before its first new batch."""
 
-    priority = "VERY_LOW"
+    # Before the CheckpointHook (VERY_LOW) in after_train_iter: the states are gathered there, on
+    # every rank, in the iterations whose end the CheckpointHook saves (it saves on rank 0 only).
+    priority = "LOW"
+
+    def __init__(self) -> None:
+        self._gathered: list[dict[str, Any]] | None = None
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:  # noqa: D102
+        if get_world_size() < 2:
+            return
+        ck = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+        if ck is None or ck.by_epoch:
+            return
+        if ck.every_n_train_iters(runner, ck.interval, ck.save_begin) or (ck.save_last and ck.is_last_train_iter(runner)):
+            self._gathered = all_gather_object(get_rng_state())
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:  # noqa: D102
-        checkpoint[RNG_KEY] = get_rng_state()
+        if self._gathered is not None:
+            checkpoint[RNG_KEY] = dict(per_rank=self._gathered)
+            self._gathered = None
+        else:
+            checkpoint[RNG_KEY] = get_rng_state()
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:  # noqa: D102
         state = checkpoint.get(RNG_KEY)
         loop = getattr(runner, "_train_loop", None)
         if state is None or loop is None or not hasattr(loop, "dataloader_iterator"):
             return  # not a resume of a training loop (or a checkpoint from before this hook)
+        rank, world = get_rank(), get_world_size()
+        if "per_rank" in state:
+            states = state["per_rank"]
+            if len(states) != world:
+                runner.logger.warning(f"resume: the checkpoint holds the random states of {len(states)} process(es), "
+                                      f"this run has {world}: rank {rank} takes those of rank {rank % len(states)} "
+                                      "(the resumed run cannot be exact)")
+            state = states[rank % len(states)]
+        elif world > 1:
+            runner.logger.warning("resume: the checkpoint holds one process's random states; every rank restores "
+                                  "them (the resumed run cannot be exact)")
         skip = int(checkpoint["meta"]["iter"])  # the batches IterBasedTrainLoop replays before training
         loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, skip, state)
-        runner.logger.info(f"resume: random states of iteration {skip} restored before its next batch")
+        runner.logger.info(f"resume: random states of iteration {skip} restored before its next batch"
+                           + (f" (rank {rank}'s own)" if world > 1 else ""))
 
 
 def safe_checkpointing(cfg: Config) -> list[str]:
