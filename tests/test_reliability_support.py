@@ -28,6 +28,7 @@ HOOKS_MODULE = '''
 import os
 import signal
 
+import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -60,7 +61,12 @@ class PoisonAtIter(Hook):
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         if runner.iter + 1 in self.iterations and (self.ranks is None or get_rank() in self.ranks):
-            data_batch["inputs"][0].fill_(float("nan"))
+            x = data_batch["inputs"]
+            if x.dtype == torch.uint8:  # uint8 crops: normalise them here (as the model would) to hold a NaN
+                from comad.engine.preprocess import ComadDataPreprocessor
+
+                x = data_batch["inputs"] = ComadDataPreprocessor()(dict(inputs=x))["inputs"]
+            x[0].fill_(float("nan"))
 '''
 
 
