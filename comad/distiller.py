@@ -331,6 +331,12 @@ class CoMADDistiller(BaseModel):
         return out
 
     def forward(self, inputs: Tensor, data_samples: Any = None, mode: str = "loss", **kwargs: Any) -> Any:
+        if not inputs.is_floating_point():
+            raise ValueError(
+                f"CoMADDistiller: the images reached the model as {inputs.dtype}, not normalised floats; with a "
+                "uint8 transform (transform=dict(..., normalize=False)) set "
+                "model.data_preprocessor=dict(type='ComadDataPreprocessor'), which normalises them on the device"
+            )
         if mode == "loss":
             bad = kwargs.get("corrupt_skipped")  # corrupt files the dataset skipped for this batch
             self._batch_corrupt = int(bad.sum()) if isinstance(bad, Tensor) else int(sum(bad or ()))

@@ -159,6 +159,18 @@ def test_compile_auto_stays_eager_off_cuda_and_a_failed_compile_is_named(teacher
         m(torch.randn(2, 3, 64, 64))
 
 
+def test_uint8_images_without_the_preprocessor_are_refused(teacher_files):
+    m = make(teacher_files)
+    with pytest.raises(ValueError, match=r"torch.uint8, not normalised floats; .*type='ComadDataPreprocessor'"):
+        m(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+    from comad.engine.preprocess import ComadDataPreprocessor
+
+    m = make(teacher_files, data_preprocessor=ComadDataPreprocessor())
+    batch = m.data_preprocessor(dict(inputs=torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)), True)
+    out = m(**batch, mode="loss")
+    assert all(torch.isfinite(v) for v in out.values())
+
+
 def test_teacher_precision_option(teacher_files):
     m = make(teacher_files, teacher_precision="bf16")
     assert all(t.precision == "bf16" for t in m.teachers)
