@@ -93,12 +93,16 @@ class CoMADDistiller(BaseModel):
         compile: ``torch.compile`` the loss computation (teachers, adapters, student, decoder,
             gating, losses: one graph, forward and backward): ``False`` (default), ``True``,
             ``'auto'`` (compile when the images are on CUDA, eager on the CPU, where inductor's
-            C++ build takes long and gains little), or the options of ``torch.compile`` as a
-            dict (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``). Masks are
+            C++ build takes long and gains little), or a dict of options (as ``compile_options``).
+            Masks are
             drawn outside the graph; the step that runs an adapter's PCA init runs eagerly.
             Token counts are fixed per teacher, so one graph serves the run (a
             ``teacher_keep_end`` schedule changes them: the first new count recompiles with
             dynamic shapes, PyTorch's default for ``dynamic=None``).
+        compile_options: keyword arguments of ``torch.compile`` used when compiling
+            (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``), e.g.
+            ``dict(mode='max-autotune')``. A separate key so that a config can set them under a
+            base config's ``compile='auto'`` (mmengine does not merge a dict into a string).
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class CoMADDistiller(BaseModel):
         teacher_precision: str = "amp",
         teacher_amp: bool | None = None,
         compile: bool | str | dict[str, Any] = False,
+        compile_options: dict[str, Any] | None = None,
         data_preprocessor: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
     ) -> None:
@@ -153,6 +158,13 @@ class CoMADDistiller(BaseModel):
             raise ValueError(f"model.teacher_precision must be one of {PRECISIONS}, got {teacher_precision!r}")
         self.compile_auto = compile == "auto"
         self.compile_cfg = {} if self.compile_auto else _compile_options(compile)
+        if compile_options is not None:
+            if not isinstance(compile_options, dict):
+                raise ValueError(f"model.compile_options must be a dict of torch.compile options {COMPILE_KEYS}, "
+                                 f"got {compile_options!r}")
+            _check_keys("compile_options", compile_options, COMPILE_KEYS)
+            if self.compile_cfg is not None:
+                self.compile_cfg = {**compile_options, **self.compile_cfg}
         self._compiled: Any = None
 
         self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,

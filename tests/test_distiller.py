@@ -154,7 +154,9 @@ def test_compile_auto_stays_eager_off_cuda_and_a_failed_compile_is_named(teacher
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")
 
-    m = make(teacher_files, compile=dict(backend=broken_backend))
+    assert make(teacher_files, compile="auto", compile_options=dict(mode="max-autotune")).compile_cfg == dict(mode="max-autotune")
+    assert make(teacher_files, compile=False, compile_options=dict(mode="max-autotune")).compile_cfg is None
+    m = make(teacher_files, compile=True, compile_options=dict(backend=broken_backend))
     with pytest.raises(RuntimeError, match=r"model.compile: torch.compile failed on cpu .*set model.compile=False"):
         m(torch.randn(2, 3, 64, 64))
 
@@ -183,6 +185,8 @@ def test_teacher_precision_option(teacher_files):
 @pytest.mark.parametrize("kw, msg", [
     (dict(compile="yes"), "model.compile must be True, False, 'auto' or a dict"),
     (dict(compile=dict(mode="max-autotune", backnd="eager")), "model.compile: unknown key(s) ['backnd']"),
+    (dict(compile="auto", compile_options=dict(mod="max-autotune")), "model.compile_options: unknown key(s) ['mod']"),
+    (dict(compile_options="max-autotune"), "model.compile_options must be a dict"),
     (dict(teacher_precision="fp16"), "model.teacher_precision must be one of ('amp', 'bf16', 'fp32')"),
     (dict(teacher_precision="bf16", teacher_amp=True), "teacher_amp and model.teacher_precision are both set"),
 ])

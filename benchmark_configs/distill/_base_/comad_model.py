@@ -22,7 +22,8 @@ model = dict(
     nan_policy='raise',
     # Speed (benchmarks/README.md): 'auto' compiles the whole loss computation with torch.compile
     # when training on CUDA (+39 % img/s on an H100 at 512/GPU; about a minute to compile) and
-    # stays eager on the CPU. teacher_precision='amp' is bf16 autocast with an fp32 residual
+    # stays eager on the CPU (torch.compile kwargs go in compile_options=dict(...)).
+    # teacher_precision='amp' is bf16 autocast with an fp32 residual
     # stream; 'bf16' holds the teachers in bf16 (+4 % more on the H100, 2.4x the naive step on a
     # CPU with AMX) at the cost of bf16 rounding of the targets.
     compile='auto',
