@@ -286,9 +286,9 @@ def test_exact_resume_hook_keeps_every_ranks_random_states(monkeypatch, tmp_path
     from transfer import resume as rs
 
     torch.manual_seed(11)
-    own = rs.get_rng_state()
+    own = rs.rng_state()
     torch.manual_seed(22)
-    other = rs.get_rng_state()
+    other = rs.rng_state()
     monkeypatch.setattr(rs, "get_world_size", lambda: 2)
     monkeypatch.setattr(rs, "all_gather_object", lambda obj: [obj, other])  # this process is rank 0
     ck = CheckpointHook(interval=4, by_epoch=False)

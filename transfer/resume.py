@@ -19,12 +19,9 @@ of trusting ``last_checkpoint`` (mmengine writes that file after the checkpoint,
 """
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
@@ -32,31 +29,12 @@ from mmengine.registry import HOOKS
 
 import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
 from comad.engine.launch import latest_checkpoint
+from comad.eval.runtime import rng_state, set_rng_state
 
-__all__ = ["ExactResumeHook", "RNG_KEY", "get_rng_state", "set_rng_state", "safe_checkpointing", "resume_file"]
+__all__ = ["ExactResumeHook", "RNG_KEY", "safe_checkpointing", "resume_file"]
 
-#: Where a checkpoint keeps the random states.
+#: Where a checkpoint keeps the random states (:func:`comad.eval.runtime.rng_state`).
 RNG_KEY = "rng_state"
-
-
-def get_rng_state() -> dict[str, Any]:
-    """The process's random states as data a ``weights_only`` load accepts (no numpy uint32 arrays)."""
-    _name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    state = dict(python=random.getstate(), numpy_keys=torch.from_numpy(keys.astype(np.int64)), numpy_pos=int(pos),
-                 numpy_has_gauss=int(has_gauss), numpy_gauss=float(gauss), torch=torch.get_rng_state())
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`get_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
-                         state["numpy_has_gauss"], state["numpy_gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _RestoreAfter:
@@ -96,14 +74,14 @@ class ExactResumeHook(Hook):
         if ck is None or ck.by_epoch:
             return
         if ck.every_n_train_iters(runner, ck.interval, ck.save_begin) or (ck.save_last and ck.is_last_train_iter(runner)):
-            self._gathered = all_gather_object(get_rng_state())
+            self._gathered = all_gather_object(rng_state())
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:  # noqa: D102
         if self._gathered is not None:
             checkpoint[RNG_KEY] = dict(per_rank=self._gathered)
             self._gathered = None
         else:
-            checkpoint[RNG_KEY] = get_rng_state()
+            checkpoint[RNG_KEY] = rng_state()
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:  # noqa: D102
         state = checkpoint.get(RNG_KEY)

@@ -127,7 +127,8 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """All RNG states as tensors and primitive types (loadable with ``weights_only=True``)."""
+    """All RNG states as tensors and primitive types (loadable with ``weights_only=True``); the
+    CUDA ones once CUDA is in use (reading them would initialise it)."""
     version, mt, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = dict(
@@ -136,7 +137,7 @@ def rng_state() -> dict[str, Any]:
                    has_gauss=int(has_gauss), cached=float(cached)),
         torch=torch.get_rng_state(),
     )
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
