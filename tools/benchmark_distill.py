@@ -358,20 +358,6 @@ def configured(model: nn.Module, flags: frozenset[str]) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------- data
-class DeviceNormalize:
-    """uint8 (B, 3, H, W) on the device -> normalised float32: the configs' ComadDataPreprocessor
-    (comad/engine/preprocess.py), kept here without mmengine so the naive rows run without it."""
-
-    def __init__(self, device: torch.device) -> None:
-        from comad.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-        self.mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(IMAGENET_DEFAULT_STD, device=device).view(1, 3, 1, 1) * 255
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return (x.float() - self.mean) / self.std
-
-
 def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: int, workers: int,
                  device: torch.device, prefetch: int, seed: int = 0) -> Iterator[Tensor]:
     """An iterator of ``num_batches`` normalised (B, 3, S, S) device batches from JPEGs.
@@ -384,6 +370,7 @@ def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: 
     from torch.utils.data import DataLoader, RandomSampler
 
     from comad.data import ImageFolderDataset, build_train_transform
+    from comad.data.transforms import Normalize255
 
     g = torch.Generator().manual_seed(seed)
     pin = device.type == "cuda"
@@ -393,7 +380,7 @@ def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: 
         ds = ImageFolderDataset(data, split="train", transform=build_train_transform(img_size, normalize=False),
                                 on_corrupt="error")
         sampler = RandomSampler(ds, num_samples=batch * num_batches, generator=g)
-        norm = DeviceNormalize(device)
+        norm = Normalize255().to(device)  # what the configs' ComadDataPreprocessor does
         loader = DataLoader(ds, sampler=sampler, **common)
         for b in loader:
             yield norm(b["inputs"].to(device, non_blocking=True))

@@ -7,19 +7,21 @@ DataLoader worker) gives the same crops.
 
 ``normalize=False`` returns ``uint8`` (3, H, W) tensors instead of normalised ``float32``: a
 quarter of the bytes through the worker queues and pinned memory, for a model whose data
-preprocessor normalises on the GPU.
+preprocessor normalises on the GPU with :class:`Normalize255`.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import Tensor, nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2
 
 __all__ = [
     "IMAGENET_DEFAULT_MEAN",
     "IMAGENET_DEFAULT_STD",
+    "Normalize255",
     "build_train_transform",
     "build_eval_transform",
     "build_transform",
@@ -33,6 +35,27 @@ def _check_common(img_size: int, mean: Sequence[float], std: Sequence[float]) ->
         raise ValueError(f"mean/std: expected 3 values each (RGB), got mean={tuple(mean)} std={tuple(std)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std: expected positive values, got {tuple(std)}")
+
+
+class Normalize255(nn.Module):
+    """Pixels on the 0-255 scale (uint8 or float, (B, 3, H, W), on any device) -> float32
+    ``(x - 255·mean) / (255·std)``: the normalisation of ``normalize=True``, done where the batch is.
+
+    Args:
+        mean, std: per-channel statistics on the 0-1 scale (RGB).
+        owner: who uses it, named in the error for bad statistics.
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD,
+                 owner: str = "Normalize255") -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"{owner}: mean and std need 3 values each (std > 0), got {tuple(mean)}, {tuple(std)}")
+        self.register_buffer("mean", torch.tensor([255.0 * m for m in mean]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([255.0 * s for s in std]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.float() - self.mean) / self.std
 
 
 def _to_tensor(normalize: bool, mean: Sequence[float], std: Sequence[float]) -> list[Any]:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from mmengine.model import BaseDataPreprocessor
 
-from ..data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Normalize255
 
 __all__ = ["ComadDataPreprocessor"]
 
@@ -32,10 +32,7 @@ class ComadDataPreprocessor(BaseDataPreprocessor):
     def __init__(self, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD,
                  non_blocking: bool = True) -> None:
         super().__init__(non_blocking=non_blocking)
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"ComadDataPreprocessor: mean and std need 3 values each (std > 0), got {mean}, {std}")
-        self.register_buffer("mean", torch.tensor([255.0 * m for m in mean]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([255.0 * s for s in std]).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize255(mean, std, owner="ComadDataPreprocessor")  # moves with the model
 
     def forward(self, data: dict, training: bool = False) -> dict[str, Any]:
         data = self.cast_data(data)
@@ -43,7 +40,7 @@ class ComadDataPreprocessor(BaseDataPreprocessor):
         if x.dtype == torch.uint8:
             if x.ndim != 4 or x.shape[1] != 3:
                 raise ValueError(f"ComadDataPreprocessor: uint8 inputs must be (B, 3, H, W), got {tuple(x.shape)}")
-            data["inputs"] = (x.float() - self.mean) / self.std
+            data["inputs"] = self.normalize(x)
         elif not x.is_floating_point():
             raise ValueError(f"ComadDataPreprocessor: inputs must be uint8 (normalised here) or float (already "
                              f"normalised), got {x.dtype}")

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..data.transforms import Normalize255
+
 __all__ = [
     "sample_crop_boxes",
     "pad_images",
@@ -170,8 +172,6 @@ class GpuRandomResizedCrop:
             raise ValueError(f"GpuRandomResizedCrop: img_size must be a positive int, got {img_size!r}")
         if not 0 <= hflip <= 1:
             raise ValueError(f"GpuRandomResizedCrop: hflip must be a probability in [0, 1], got {hflip!r}")
-        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-            raise ValueError(f"GpuRandomResizedCrop: mean/std need 3 values each, std > 0; got {tuple(mean)}, {tuple(std)}")
         self.img_size = img_size
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
@@ -179,8 +179,7 @@ class GpuRandomResizedCrop:
         self.device = torch.device(device)
         self.normalize = normalize
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
+        self.norm = Normalize255(mean, std, owner="GpuRandomResizedCrop").to(self.device)
 
     def decode(self, encoded: list[Tensor], names: Sequence[str] | None = None) -> list[Tensor]:
         """Decode to RGB uint8 (3, h, w) tensors on ``self.device`` (one batched call).
@@ -216,7 +215,7 @@ class GpuRandomResizedCrop:
         batch = pad_images(imgs, torch.float32)
         out = crop_resize_batch(batch, boxes.to(self.device, non_blocking=True), self.img_size,
                                 flip.to(self.device, non_blocking=True))
-        return (out - self.mean) / self.std if self.normalize else out
+        return self.norm(out) if self.normalize else out
 
 
 class EncodedImageDataset(Dataset):
