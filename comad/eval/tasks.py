@@ -105,6 +105,14 @@ def _subset(cfg: Any, dataset: Any, seed: int) -> Any:
     return Subset(dataset, sorted(idx))
 
 
+def _train_val_sets(cfg: Any, transforms: Any, train_dir: Path, val_dir: Path, seed: int) -> tuple[Any, Any, int]:
+    """(training set (``cfg.train_subset`` of it), validation set, number of classes) built with
+    ``transforms(cfg) -> (train transform, eval transform)``."""
+    tr, ev = transforms(cfg)
+    full = build_split(train_dir, tr)
+    return _subset(cfg, full, seed), build_split(val_dir, ev), len(full.classes)
+
+
 def run_imagenet_task(task: str, student: Path, data_root: Path, work_dir: Path, max_iters: int | None, demo: bool,
                       cfg_options: Sequence[str], config: Path | None = None) -> dict[str, float]:
     """Run one ImageNet task; write ``<work_dir>/metrics.json``; return the metrics (percent)."""
@@ -134,11 +142,9 @@ def run_imagenet_task(task: str, student: Path, data_root: Path, work_dir: Path,
             from .finetune import finetune, finetune_transforms
 
             eff = effective_batch(cfg, env, demo, log.logger)
-            tr, ev = finetune_transforms(cfg)
-            full, val_set = build_split(train_dir, tr), build_split(val_dir, ev)
-            train_set = _subset(cfg, full, seed)
+            train_set, val_set, n_classes = _train_val_sets(cfg, finetune_transforms, train_dir, val_dir, seed)
             protocol["train_samples"] = len(train_set)
-            metrics, info = finetune(student, train_set, val_set, len(full.classes), cfg, env, work_dir, seed, eff,
+            metrics, info = finetune(student, train_set, val_set, n_classes, cfg, env, work_dir, seed, eff,
                                      max_iters, log, resume_key=_resume_key(cfg, student))
             protocol.update(optimizer="AdamW", blr=cfg.blr, lr=info["lr"], layer_decay=cfg.layer_decay, drop_path=cfg.drop_path,
                             epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay,
@@ -157,11 +163,9 @@ def run_imagenet_task(task: str, student: Path, data_root: Path, work_dir: Path,
                 from .linear_probe import online_probe, probe_transforms
 
                 eff = effective_batch(cfg, env, demo, log.logger)
-                tr, ev = probe_transforms(cfg)
-                full, val_set = build_split(train_dir, tr), build_split(val_dir, ev)
-                train_set = _subset(cfg, full, seed)
+                train_set, val_set, n_classes = _train_val_sets(cfg, probe_transforms, train_dir, val_dir, seed)
                 protocol["train_samples"] = len(train_set)
-                metrics, info = online_probe(vit, train_set, val_set, len(full.classes), cfg, env, work_dir, seed, eff,
+                metrics, info = online_probe(vit, train_set, val_set, n_classes, cfg, env, work_dir, seed, eff,
                                              max_iters, log, resume_key=_resume_key(cfg, student))
                 protocol.update(protocol="mae-online", bn=bn, optimizer="LARS", blr=cfg.blr, lr=info["lr"], epochs=cfg.epochs,
                                 warmup_epochs=cfg.warmup_epochs, train_aug=dict(cfg.train_aug) if cfg.train_aug else None,
