@@ -1,17 +1,10 @@
 # ImageNet-1K linear probe, fast cached protocol: features of centre crops extracted once
 # (see _base_/feature_cache_in1k-224.py), then the MAE head (BatchNorm1d(affine=False,
 # eps=1e-6) + Linear, LARS) trained on the cache, 100 epochs, batch 4096 on one process.
-_base_ = ['./_base_/feature_cache_in1k-224.py']
+_base_ = ['./_base_/feature_cache_in1k-224.py', './_base_/mae_linear_head.py']
 task = 'imagenet-linear-cached'
 protocol_name = 'linear probe, cached centre-crop features (LARS, 100 epochs)'
 batch_size = 4096
 epochs = 100
-warmup_epochs = 10
-blr = 0.1
-min_lr = 0.0
-weight_decay = 0.0
-momentum = 0.9
-trust_coeff = 0.001
-bn = True
 # Demo form: few steps, so a larger LARS lr (blr 100 x 64 / 256 = 25) than the recipe (1.6).
 demo = dict(batch_size=64, epochs=30, warmup_epochs=1, blr=100.0, log_interval=5)

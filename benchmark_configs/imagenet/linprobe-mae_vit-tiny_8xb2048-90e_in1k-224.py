@@ -2,19 +2,12 @@
 # CLS token of the final norm, BatchNorm1d(affine=False, eps=1e-6) + Linear, LARS (momentum
 # 0.9, trust 0.001, wd 0), blr 0.1 (lr = 0.1 * 16384 / 256 = 6.4), 10 warm-up epochs + cosine,
 # 90 epochs, online on RandomResizedCrop + flip; eval resize 256 / centre crop 224.
-_base_ = ['./_base_/default_runtime.py']
+_base_ = ['./_base_/default_runtime.py', './_base_/mae_linear_head.py']
 task = 'imagenet-linear'
 protocol_name = 'linear probe, MAE protocol (online, LARS, 90 epochs)'
 num_gpus = 8
 batch_size = 2048          # per GPU
 epochs = 90
-warmup_epochs = 10
-blr = 0.1
-min_lr = 0.0
-weight_decay = 0.0
-momentum = 0.9
-trust_coeff = 0.001
-bn = True                  # BatchNorm1d(affine=False, eps=1e-6) before the linear layer
 pooling = 'cls'
 img_size = 224
 crop_pct = 0.875
