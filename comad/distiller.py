@@ -94,9 +94,8 @@ class CoMADDistiller(BaseModel):
             gating, losses: one graph, forward and backward): ``False`` (default), ``True``,
             ``'auto'`` (compile when the images are on CUDA, eager on the CPU, where inductor's
             C++ build takes long and gains little), or a dict of options (as ``compile_options``).
-            Masks are
-            drawn outside the graph; the step that runs an adapter's PCA init runs eagerly.
-            Token counts are fixed per teacher, so one graph serves the run (a
+            Masks are drawn outside the graph; the step that runs an adapter's PCA init runs
+            eagerly. Token counts are fixed per teacher, so one graph serves the run (a
             ``teacher_keep_end`` schedule changes them: the first new count recompiles with
             dynamic shapes, PyTorch's default for ``dynamic=None``).
         compile_options: keyword arguments of ``torch.compile`` used when compiling

@@ -50,7 +50,6 @@ class Teacher(nn.Module):
         self.img_size = int(vit.patch_embed.img_size[0])
         self.vit.requires_grad_(False)
         self.vit.eval()
-        self.precision = "amp"
         self.set_precision(precision)
 
     def set_precision(self, precision: str) -> "Teacher":
