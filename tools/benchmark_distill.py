@@ -315,16 +315,33 @@ class ShippedStep:
         params = [q for q in model.parameters() if q.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
 
-    def __call__(self, images: Tensor, step: int) -> Tensor:
+    def __call__(self, images: Tensor, step: int, mark: Callable[[], None] | None = None) -> Tensor:
+        """One step. With ``mark`` (diagnostics, :func:`phase_times`) the loss is computed in its two
+        eager parts (``teacher_targets``, ``student_losses``) and ``mark()`` is called after each
+        phase of :data:`PHASES`."""
+        phased = mark is not None
+        mark = mark or (lambda: None)
         masks = self.m.make_masks(images.shape[0], images.device, step=step)
+        mark()
         with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
-            out = self.m.compute_losses(images, masks)
+            if not phased:
+                out = self.m.compute_losses(images, masks)
+            else:
+                t_maps, seen = self.m.teacher_targets(images, masks)
+                mark()
+                out = self.m.student_losses(images, masks, t_maps, seen)
             loss = sum(v for k, v in out.items() if "loss" in k)
+        mark()
         loss.backward()
+        mark()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        mark()
         return loss.detach()
 
+
+#: The phases of a step that :func:`phase_times` times (``ShippedStep(..., mark=)``).
+PHASES = ("masks", "teachers", "student+losses", "backward", "optimizer")
 
 VARIANT_FLAGS = ("bf16", "bf16t", "compile")
 
@@ -505,51 +522,36 @@ def kernel_class(name: str) -> str:
     return "elementwise / norm / other"
 
 
-def phase_times(shipped: "ShippedStep", model: nn.Module, images: Tensor, start: int, n: int = 3) -> dict[str, dict[str, float]]:
-    """Mean device (CUDA events; on the CPU, None) and host (issue) ms of each phase of an eager
-    shipped step: masks, teachers (+ adapters), student + decoder + gating + losses, backward,
-    optimizer."""
-    names = ("masks", "teachers", "student+losses", "backward", "optimizer")
-    gpu = {k: 0.0 for k in names}
-    host = {k: 0.0 for k in names}
-    b, device = images.shape[0], images.device
-    cuda = device.type == "cuda"
-
-    class _NoEvent:
-        def record(self) -> None: ...
-
+def phase_times(shipped: "ShippedStep", images: Tensor, start: int, n: int = 3) -> dict[str, dict[str, float] | None]:
+    """Mean device (CUDA events; on the CPU, None) and host (issue) ms of each of :data:`PHASES` of
+    the eager shipped step, over ``n`` steps from step index ``start``."""
+    cuda = images.device.type == "cuda"
+    gpu = {k: 0.0 for k in PHASES}
+    host = {k: 0.0 for k in PHASES}
     for i in range(n):
-        ev = [torch.cuda.Event(enable_timing=True) if cuda else _NoEvent() for _ in range(len(names) + 1)]
-        t = [time.perf_counter()]
-        ev[0].record()
-        masks = model.make_masks(b, device, step=start + i)
-        ev[1].record()
-        t.append(time.perf_counter())
-        with torch.autocast(device.type, dtype=shipped.amp_dtype or torch.bfloat16, enabled=shipped.amp_dtype is not None):
-            t_maps, seen = model.teacher_targets(images, masks)
-            ev[2].record()
-            t.append(time.perf_counter())
-            out = model.student_losses(images, masks, t_maps, seen)
-            loss = sum(v for k, v in out.items() if "loss" in k)
-        ev[3].record()
-        t.append(time.perf_counter())
-        loss.backward()
-        ev[4].record()
-        t.append(time.perf_counter())
-        shipped.opt.step()
-        shipped.opt.zero_grad(set_to_none=True)
-        ev[5].record()
-        t.append(time.perf_counter())
+        events: list[Any] = []
+        times = [time.perf_counter()]
+
+        def mark() -> None:
+            times.append(time.perf_counter())
+            if cuda:
+                events.append(torch.cuda.Event(enable_timing=True))
+                events[-1].record()
+
         if cuda:
-            ev[-1].synchronize()
-        for j, k in enumerate(names):
-            gpu[k] += ev[j].elapsed_time(ev[j + 1]) / n if cuda else 0.0
-            host[k] += (t[j + 1] - t[j]) * 1e3 / n
+            events.append(torch.cuda.Event(enable_timing=True))
+            events[0].record()
+        shipped(images, start + i, mark=mark)
+        if cuda:
+            events[-1].synchronize()
+        for j, k in enumerate(PHASES):
+            gpu[k] += events[j].elapsed_time(events[j + 1]) / n if cuda else 0.0
+            host[k] += (times[j + 1] - times[j]) * 1e3 / n
     return dict(gpu_ms=gpu if cuda else None, host_ms=host)
 
 
-def profile_step(step: Callable[[Tensor, int], Tensor], model: nn.Module, batch: int, img_size: int,
-                 device: torch.device, phases: bool = True, steps: int = 3) -> dict[str, Any]:
+def profile_step(step: "ShippedStep", batch: int, img_size: int, device: torch.device, phases: bool = True,
+                 steps: int = 3) -> dict[str, Any]:
     """One variant's step under ``torch.profiler``: wall and GPU-busy ms per step, the GPU time by
     kernel class and the top kernels (CUDA; empty on the CPU); with ``phases``, :func:`phase_times`."""
     from torch.profiler import ProfilerActivity, profile
@@ -577,7 +579,7 @@ def profile_step(step: Callable[[Tensor, int], Tensor], model: nn.Module, batch:
     out: dict[str, Any] = dict(batch=batch, wall_ms=wall_ms, gpu_busy_ms=busy, kernels_per_step=len(per_kernel),
                                by_class_ms=by_class, top_kernels_ms=[[n[:140], ms] for n, ms in top])
     if phases:
-        out["phases"] = phase_times(step, model, next(it), 20_100)  # type: ignore[arg-type]
+        out["phases"] = phase_times(step, next(it), 20_100)
     return out
 
 
@@ -1056,7 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for v in vs:
             with configured(model, flags_of[v]):
                 try:
-                    prof[v] = profile_step(shipped_bf16 if "bf16" in flags_of[v] else shipped, model, max(batches),
+                    prof[v] = profile_step(shipped_bf16 if "bf16" in flags_of[v] else shipped, max(batches),
                                            preset["img_size"], device, phases="compile" not in flags_of[v])
                 except Exception:
                     prof[v] = dict(error=traceback.format_exc())
