@@ -40,8 +40,10 @@ class SettingsError(ValueError):
 class Settings:
     """What one run measures (every default already resolved; see tools/benchmark_distill.py).
 
-    ``data_kinds``: the data paths of the rows, in table order (``model`` first), each a key of
-    :data:`comad.bench.runners.RUNNERS`. ``data``: the ImageFolder root of the end-to-end rows.
+    ``data_kinds``: the data paths of the rows, in table order, each a key of
+    :data:`comad.bench.runners.RUNNERS`. ``data``: the ImageFolder root of the end-to-end rows
+    (None: :func:`comad.bench.suite.run_benchmark` makes the demo photos under ``out`` and sets
+    it). ``flags``: each variant's options (from its name).
     """
 
     device: torch.device
@@ -61,11 +63,12 @@ class Settings:
     data: Path | None = None
     teachers_dir: Path | None = None  # default: a temporary folder
     profile: bool = False
+    flags: dict[str, frozenset[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise SettingsError("preset", f"expected one of {sorted(PRESETS)}, got {self.preset!r}")
-        self.flags: dict[str, frozenset[str]] = {}
+        self.flags = {}
         for v in self.variants:
             try:
                 self.flags[v] = parse_variant(v)[1]
