@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from comad.data.once import MARKER
 from transfer.datasets import DatasetError, check_ade20k, check_coco
 
 
@@ -51,8 +52,8 @@ def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
     train_dir, val_dir = demo_root / "coco/train2017", demo_root / "coco/val2017"
     assert not {p.read_bytes() for p in val_dir.glob("*.jpg")} & {p.read_bytes() for p in train_dir.glob("*.jpg")}
     # made once, reused: a second call does not rebuild
-    stamp = (demo_root / "DEMO_DATA.json").stat().st_mtime_ns
-    assert make_demo_data(demo_root) == demo_root and (demo_root / "DEMO_DATA.json").stat().st_mtime_ns == stamp
+    stamp = (demo_root / MARKER).stat().st_mtime_ns
+    assert make_demo_data(demo_root) == demo_root and (demo_root / MARKER).stat().st_mtime_ns == stamp
 
 
 @pytest.mark.mm
@@ -131,7 +132,7 @@ def test_demo_refuses_foreign_folder(tmp_path):
     from transfer.demo_data import make_demo_data
 
     (tmp_path / "mine.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match="holds no DEMO_DATA.json"):
+    with pytest.raises(FileExistsError, match="holds files that this tool did not write .*mine.txt"):
         make_demo_data(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep"
     shutil.rmtree(tmp_path)
