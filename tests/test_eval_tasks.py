@@ -6,6 +6,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from comad.data.once import MARKER
 from comad.eval.data import imagenet_split_dirs
 from comad.eval.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
 from comad.eval.metrics_io import read_metrics
@@ -70,9 +71,9 @@ def test_demo_data_made_once_and_checked(demo_dir, tmp_path):
     train, val = imagenet_split_dirs(root)
     assert len(list(train.glob("*/*.JPEG"))) == 40 and len(list(val.glob("*/*.JPEG"))) == 10
     assert sorted(p.name for p in train.iterdir()) == [f"digit_{i}" for i in range(10)]
-    mtime = (root / ".complete").stat().st_mtime_ns
+    mtime = (root / MARKER).stat().st_mtime_ns
     assert ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=5) == root
-    assert (root / ".complete").stat().st_mtime_ns == mtime
+    assert (root / MARKER).stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="was made with"):
         ensure_demo_imagenet(tmp_path / "d", img_size=32, per_class=5)
     if not FASHION_MNIST_DIR.is_dir():
