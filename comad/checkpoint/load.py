@@ -90,12 +90,14 @@ def read_encoder(path: str | os.PathLike, *, format: str = "auto", encoder: str 
     header = file_metadata(path)
     got = extract_encoder(raw, format, encoder, source, header)
     meta, stated = layout_metadata(got.layout, raw, header, source)
-    named = timm_name or (meta.get("arch") if isinstance(meta.get("arch"), str) else None)
+    top_arch = raw.get("arch") if isinstance(raw, Mapping) else None  # timm train.py: the model name
+    named = timm_name or (top_arch if isinstance(top_arch, str) else None)
     family = FAMILIES[got.layout.family]
-    arch, arch_source = family.read_arch(got.state_dict, source, stated=stated, has_metadata=got.layout.metadata is not None,
-                                         num_heads=num_heads, timm_name=named)
+    arch, arch_source = family.read_arch(got.state_dict, source, stated=stated, num_heads=num_heads, timm_name=named,
+                                         has_metadata=got.layout.metadata is not None)
+    classifier = [k for k in got.dropped if k.startswith(("head.", "head_dist."))]
     report = dict(source=source, format=got.layout.name, encoder=got.encoder, arch_source=arch_source,
-                  dropped_keys=got.dropped, dropped_classifier_keys=[k for k in got.dropped if k.startswith(("head.", "head_dist."))])
+                  dropped_keys=got.dropped, dropped_classifier_keys=classifier)
     return EncoderCheckpoint(source=path, format=got.layout.name, encoder=got.encoder, family=family.name,
                              state_dict=got.state_dict, arch=arch, arch_source=arch_source, meta=meta, report=report)
 
@@ -146,8 +148,8 @@ def load_vit(ckpt: EncoderCheckpoint | str | os.PathLike, *, img_size: int | Non
     """Build the timm ``VisionTransformer`` of a checkpoint and load it; returns it with ``model`` set.
 
     Args:
-        ckpt: an :class:`EncoderCheckpoint` or a file (read with ``format``, ``encoder``,
-            ``num_heads`` as :func:`read_encoder`).
+        ckpt: an :class:`EncoderCheckpoint`, or a file, read with ``format``, ``encoder`` and
+            ``num_heads`` as by :func:`read_encoder` (those three apply to a file only).
         img_size: input size; when it differs from the file's position grid, ``pos_embed`` is
             resampled (:func:`~comad.checkpoint.vit.resample_pos_embed`) and the report says so.
         num_classes: classifier outputs (0: no head); its fresh ``head.*`` is reported missing.

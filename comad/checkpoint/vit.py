@@ -284,8 +284,8 @@ def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def resample_pos_embed(pos_embed: Tensor, new_grid: int | tuple[int, int], old_grid: int | tuple[int, int] | None = None,
-                       num_prefix_tokens: int = 1) -> Tensor:
+def resample_pos_embed(pos_embed: Tensor, new_grid: int | tuple[int, int],
+                       old_grid: int | tuple[int, int] | None = None, num_prefix_tokens: int = 1) -> Tensor:
     """Resample a position embedding to another patch grid, as timm does.
 
     Args:
