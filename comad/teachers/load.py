@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from ..checkpoint import check_arch, expected_arch, load_vit, read_encoder
+from ..checkpoint import FAMILIES, check_arch, expected_arch, read_encoder
 from ..checkpoint.vit import describe_arch
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def load_teacher(
     ckpt = read_encoder(path, format=format, encoder=encoder, num_heads=num_heads)
     found = {k: v for k, v in ckpt.arch.items() if k != "num_heads"}  # the file's shapes
     check_arch(found, expected_arch(arch, patch_size), str(ckpt.source))
-    ckpt = load_vit(ckpt, img_size=img_size)
+    ckpt = FAMILIES[ckpt.family].load(ckpt, img_size=img_size)  # 'vit': comad.checkpoint.load_vit
     report = {k: ckpt.report[k] for k in ("missing_keys", "unexpected_keys")}
     info = dict(format=ckpt.format, encoder=ckpt.encoder, source=str(ckpt.source), file_arch=found, **report)
     logger.info("teacher %s (%s, encoder %s) from %s: %s; missing keys %s, unexpected keys %s", ckpt.format,
