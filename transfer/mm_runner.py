@@ -88,7 +88,8 @@ def prepare_config(task: MMTask, student: Path, data_root: Path, work_dir: Path,
     if options:
         cfg.merge_from_dict(options)
         changes.append(f"--cfg-options {options}")
-    changes += fit_to_student(cfg, read_student_arch(student), explicit=options)
+    heads = options.get("model.backbone.num_heads")  # a head count the file may not state
+    changes += fit_to_student(cfg, read_student_arch(student, num_heads=heads), explicit=options)
     iters = max_iters if max_iters is not None else (task.demo.iters if demo else None)
     if iters is not None:
         ipe = None
