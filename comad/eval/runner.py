@@ -111,6 +111,8 @@ def finish_task(task: Task, request: TaskRequest, result: TaskResult, duration_s
 
     Every process gets the record; only rank 0 writes it, the others wait for the write when a
     process group is up. A task that raised never gets here, so its earlier record is kept.
+    What every task does once it has its result belongs here (the record now; a release
+    checkpoint or a console summary would follow it).
     """
     missing = [k for k in task.metric_keys if k not in result.metrics]
     if missing:

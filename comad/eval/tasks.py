@@ -135,7 +135,7 @@ class _Run:
 
 
 # A protocol: _Run -> (metrics, protocol entries, effective batch, the student's load report)
-Protocol = Callable[[_Run], "tuple[dict[str, float], dict[str, Any], int, dict[str, Any]]"]
+ProtocolFn = Callable[[_Run], "tuple[dict[str, float], dict[str, Any], int, dict[str, Any]]"]
 
 
 def _frozen_student(run: _Run):
@@ -215,8 +215,8 @@ def _knn(run: _Run):
     return metrics, protocol, 0, report
 
 
-PROTOCOLS: dict[str, Protocol] = {"imagenet-ft": _finetune, "imagenet-linear": _online_probe,
-                                  "imagenet-linear-cached": _cached_probe, "imagenet-knn": _knn}
+PROTOCOLS: dict[str, ProtocolFn] = {"imagenet-ft": _finetune, "imagenet-linear": _online_probe,
+                                    "imagenet-linear-cached": _cached_probe, "imagenet-knn": _knn}
 
 
 def _task_config(task: str, request: TaskRequest) -> Any:
