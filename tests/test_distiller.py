@@ -83,7 +83,7 @@ def test_teachers_are_frozen_and_stay_in_eval(teacher_files):
 
 
 def test_trainable_and_pca_adapters(teacher_files):
-    m = make(teacher_files, adapter=dict(trainable=True, init="pca"))
+    m = make(teacher_files, adapter=dict(trainable=True, init="pca", align="none"))
     assert all(a.needs_pca for a in m.adapters)
     out = m(torch.randn(2, 3, 64, 64))
     assert not any(a.needs_pca for a in m.adapters)
@@ -101,10 +101,12 @@ def _grads(m):
     return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("adapter", [dict(), dict(init="pca", trainable=True)], ids=["orthogonal", "pca-trainable"])
+@pytest.mark.parametrize("adapter", [dict(align="none"), dict(init="pca", trainable=True, align="none"),
+                                     dict(align="gcca", fit_images=3), dict(align="procrustes", fit_images=6)],
+                         ids=["orthogonal", "pca-trainable", "gcca", "procrustes-2-steps"])
 def test_compiled_losses_and_grads_equal_eager(teacher_files, adapter):
     """``model.compile``: one graph (fullgraph=True), the same losses and gradients as eager; the
-    PCA-init step runs eagerly, later steps compiled."""
+    steps that fit the adapters (PCA init, alignment) run eagerly, later steps compiled."""
     torch.manual_seed(0)
     eager = make(teacher_files, adapter=adapter)
     torch.manual_seed(0)
@@ -113,7 +115,9 @@ def test_compiled_losses_and_grads_equal_eager(teacher_files, adapter):
     for step in range(3):
         masks = eager.make_masks(3, x.device, step=step)
         oe, oc = eager.compute_losses(x, masks), comp.compute_losses(x, masks)
-        assert (comp._compiled is None) == (step == 0 and adapter.get("init") == "pca")
+        fit_steps = 2 if "fit_images" in adapter and adapter["fit_images"] > 3 else int(adapter.get("init") == "pca"
+                                                                                         or "fit_images" in adapter)
+        assert (comp._compiled is None) == (step < fit_steps)
         assert oe.keys() == oc.keys()
         for k in oe:
             torch.testing.assert_close(oc[k], oe[k], rtol=1e-6, atol=1e-7)
@@ -128,13 +132,17 @@ def test_compiled_losses_and_grads_equal_eager(teacher_files, adapter):
 
 
 def test_compiled_with_inductor_on_the_cpu(teacher_files):
-    """The default backend (inductor; on the CPU it builds C++ kernels) agrees with eager."""
+    """The default backend (inductor; on the CPU it builds C++ kernels) agrees with eager (after the
+    alignment's fit, which runs eagerly on the first step)."""
     torch.manual_seed(0)
-    eager = make(teacher_files)
+    eager = make(teacher_files, adapter=dict(fit_images=2))
     torch.manual_seed(0)
-    comp = make(teacher_files, compile=True)
+    comp = make(teacher_files, adapter=dict(fit_images=2), compile=True)
     x = torch.randn(2, 3, 64, 64)
     masks = eager.make_masks(2, x.device, step=0)
+    eager.compute_losses(x, masks), comp.compute_losses(x, masks)
+    assert comp._compiled is None and not comp.fit_pending()
+    masks = eager.make_masks(2, x.device, step=1)
     oe, oc = eager.compute_losses(x, masks), comp.compute_losses(x, masks)
     assert comp._compiled is not None
     for k in oe:
@@ -156,7 +164,8 @@ def test_compile_auto_stays_eager_off_cuda_and_a_failed_compile_is_named(teacher
 
     assert make(teacher_files, compile="auto", compile_options=dict(mode="max-autotune")).compile_cfg == dict(mode="max-autotune")
     assert make(teacher_files, compile=False, compile_options=dict(mode="max-autotune")).compile_cfg is None
-    m = make(teacher_files, compile=True, compile_options=dict(backend=broken_backend))
+    m = make(teacher_files, compile=True, compile_options=dict(backend=broken_backend), adapter=dict(fit_images=2))
+    m(torch.randn(2, 3, 64, 64))  # the alignment's fit: eager
     with pytest.raises(RuntimeError, match=r"model.compile: torch.compile failed on cpu .*set model.compile=False"):
         m(torch.randn(2, 3, 64, 64))
 
