@@ -5,19 +5,25 @@ With ``model.adapter.align`` set (the default, SPEC §2.3) ``W_k`` and ``b_k`` a
 teacher lives in one shared space; until then (and with ``align='none'``, the earlier reading)
 ``W_k`` is a seeded orthogonal matrix, or the principal directions of the teacher's own
 features (``init='pca'``). Frozen by default (parameter-free; a trainable target-side
-projection can collapse the targets). The projection and the LayerNorm run in fp32 with
-autocast off, so that an outer bf16 autocast does not round the targets.
+projection can collapse the targets: ``trainable=True``, an ablation). ``trainable='orthogonal'``
+trains only a rotation after the map (``torch.nn.utils.parametrizations.orthogonal``, from the
+identity): a rotation keeps each token's norm and each teacher's covariance spectrum, so it
+cannot collapse the targets. The maps and the LayerNorm run in fp32 with autocast off, so that
+an outer bf16 autocast does not round the targets.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrizations
 
 from .align import mean_cov, moments, principal_axes, reduce_moments
 
-__all__ = ["Adapter", "INITS"]
+__all__ = ["Adapter", "INITS", "TRAINABLE"]
 
 INITS = ("orthogonal", "pca")
+#: ``trainable``: frozen, the whole linear map, or a rotation after it.
+TRAINABLE = (False, True, "orthogonal")
 
 
 class Adapter(nn.Module):
@@ -28,17 +34,21 @@ class Adapter(nn.Module):
         out_dim: student width (192 for ViT-Tiny).
         init: ``orthogonal`` (seeded) or ``pca`` (call :meth:`init_pca` with features first;
             until then the weights are the seeded orthogonal ones and ``needs_pca`` is True).
-        trainable: let the loss update the map (off by default).
+        trainable: ``False`` (frozen, default), ``True`` (the loss updates the linear map) or
+            ``'orthogonal'`` (the map stays; the loss updates an orthogonal ``out_dim`` square
+            rotation applied after it, starting at the identity).
         seed: seed of the orthogonal init.
         bias: give the linear map a bias (zero until :meth:`set_map`; the aligned maps centre
             each teacher on its token mean).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, init: str = "orthogonal", trainable: bool = False, seed: int = 0,
-                 bias: bool = False) -> None:
+    def __init__(self, in_dim: int, out_dim: int, init: str = "orthogonal", trainable: bool | str = False,
+                 seed: int = 0, bias: bool = False) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"adapter init must be one of {INITS}, got {init!r}")
+        if not (isinstance(trainable, bool) or trainable == "orthogonal"):
+            raise ValueError(f"adapter trainable must be one of {TRAINABLE}, got {trainable!r}")
         self.init = init
         self.proj = nn.Linear(in_dim, out_dim, bias=bias)
         self.norm = nn.LayerNorm(out_dim, elementwise_affine=False)
@@ -50,11 +60,17 @@ class Adapter(nn.Module):
         # Persisted so a resumed run does not redo the PCA on other images.
         self.register_buffer("pca_done", torch.tensor(init != "pca"))
         self._pca_pending = init == "pca"  # host-side mirror: reading the buffer would sync a GPU each step
-        self.proj.requires_grad_(bool(trainable))
+        self.proj.requires_grad_(trainable is True)
+        self.rotation: nn.Module | None = None
+        if trainable == "orthogonal":
+            self.rotation = parametrizations.orthogonal(nn.Linear(out_dim, out_dim, bias=False))
+            with torch.no_grad():
+                self.rotation.weight = torch.eye(out_dim)
 
     @property
     def trainable(self) -> bool:
-        return self.proj.weight.requires_grad
+        """Whether the loss updates anything here (the map or the rotation)."""
+        return any(p.requires_grad for p in self.parameters())
 
     @property
     def needs_pca(self) -> bool:
@@ -96,4 +112,5 @@ class Adapter(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         """(..., in_dim) teacher tokens -> (..., out_dim) adapted tokens, float32."""
         with torch.autocast(device_type=t.device.type, enabled=False):
-            return self.norm(self.proj(t.float()))
+            z = self.proj(t.float())
+            return self.norm(z if self.rotation is None else self.rotation(z))

@@ -82,11 +82,15 @@ def mean_cov(stats: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     return mean, (cov + cov.T) / 2
 
 
+def _signs(vecs: Tensor) -> Tensor:
+    """(r,) the sign of each column's largest-magnitude entry (1 for a zero column)."""
+    sign = torch.sign(vecs.gather(0, vecs.abs().argmax(0, keepdim=True)))[0]
+    return torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
 def _fix_signs(vecs: Tensor) -> Tensor:
     """Flip each column so that its largest-magnitude entry is positive (a deterministic sign)."""
-    idx = vecs.abs().argmax(0, keepdim=True)
-    sign = torch.sign(vecs.gather(0, idx))
-    return vecs * torch.where(sign == 0, torch.ones_like(sign), sign)
+    return vecs * _signs(vecs)
 
 
 #: Eigenvalues below this fraction of the largest count as zero: directions the tokens do not span
@@ -127,9 +131,16 @@ def _shared_rank(dims: Sequence[int], out_dim: int) -> int:
 
 
 def _finish(weights: list[Tensor], means: list[Tensor], out_dim: int) -> Maps:
-    """Maps ``z = W (t - mean)`` as (weight, bias), zero-padded to ``out_dim`` rows."""
+    """Maps ``z = W (t - mean)`` as (weight, bias), zero-padded to ``out_dim`` rows.
+
+    Each output channel's sign is fixed on all teachers' rows together (the largest-magnitude
+    entry of the concatenated row is positive), so that the maps do not depend on the order of
+    the teachers.
+    """
+    sign = _signs(torch.cat(weights, 1).T)[:, None]  # (r, 1)
     out = []
     for w, mu in zip(weights, means):
+        w = w * sign
         full = w.new_zeros(out_dim, w.shape[1])
         full[: w.shape[0]] = w
         out.append((full, -(full @ mu)))

@@ -98,7 +98,9 @@ class CoMADDistiller(BaseModel):
             (comad.align): ``align`` (``gcca`` | ``procrustes`` | ``none``), ``whiten``
             (procrustes), ``shrinkage``, ``fit_images`` (the fit uses the first steps until this
             many images, all ranks), ``init`` (``orthogonal`` | ``pca``: the per-teacher init of
-            ``align='none'``), ``trainable`` (False). Defaults: :data:`ADAPTER_DEFAULTS`.
+            ``align='none'``), ``trainable`` (``False``; ``True``: the loss trains the maps, which
+            can collapse the targets; ``'orthogonal'``: it trains a rotation after each map, which
+            cannot). Defaults: :data:`ADAPTER_DEFAULTS`.
         gating: ``mode``, ``combine``, ``temperature``, ``stop_gradient`` (see comad.gating).
         loss: ``token_weight``, ``map_weight``, ``token_tau``, ``map_tau``, ``map_positions``.
         include_cls: the teachers' CLS tokens become one more target, gated like a position
