@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from .align import mean_cov, moments, principal_axes, reduce_moments
+from .align import finite_rows, mean_cov, moments, principal_axes, reduce_moments
 
 __all__ = ["Adapter", "INITS", "TRAINABLE"]
 
@@ -85,12 +85,13 @@ class Adapter(nn.Module):
         """Set ``W_k`` to the top principal directions of ``feats`` (M, in_dim).
 
         Under torch.distributed the mean and covariance are summed over all ranks first, so
-        every rank gets the same weights.
+        every rank gets the same weights. Rows with a non-finite value (a corrupt image) are left
+        out, so that one bad batch does not make the weights NaN for the rest of the run.
         """
         out_dim, in_dim = self.proj.weight.shape
         if feats.shape[-1] != in_dim:
             raise ValueError(f"adapter pca init: features have width {feats.shape[-1]}, expected {in_dim}")
-        stats = reduce_moments(moments(feats))
+        stats = reduce_moments(moments(finite_rows(feats.reshape(-1, in_dim))))
         if stats[0] < 2:
             raise ValueError("adapter pca init needs at least 2 feature vectors")
         top = principal_axes(mean_cov(stats, in_dim)[1], out_dim)[1].T  # (out_dim, in_dim), signs fixed

@@ -40,8 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["ALIGNS", "Alignment", "fit_alignment", "fit_from_moments", "fit_procrustes", "fit_gcca", "moments",
-           "reduce_moments", "mean_cov", "principal_axes"]
+__all__ = ["ALIGNS", "Alignment", "finite_rows", "fit_alignment", "fit_from_moments", "fit_procrustes", "fit_gcca",
+           "moments", "reduce_moments", "mean_cov", "principal_axes"]
 
 ALIGNS = ("procrustes", "gcca", "none")
 
@@ -61,6 +61,16 @@ def moments(x: Tensor) -> Tensor:
     """
     x = x.reshape(-1, x.shape[-1]).double()
     return torch.cat([x.new_tensor([x.shape[0]]), x.sum(0), (x.T @ x).flatten()])
+
+
+def finite_rows(x: Tensor) -> Tensor:
+    """The rows of ``x`` (M, C) without a non-finite value.
+
+    A corrupt or poisoned image gives non-finite teacher tokens; its step's loss is non-finite
+    anyway (``model.nan_policy`` decides about that step), but its tokens must not turn the
+    statistics of a fit that outlives the step into NaN.
+    """
+    return x[torch.isfinite(x).all(-1)]
 
 
 def reduce_moments(stats: Tensor) -> Tensor:
@@ -306,7 +316,8 @@ class Alignment(nn.Module):
 
         Args:
             feats: per teacher (M, C_k), the same M tokens (M may differ between ranks, even 0);
-                every rank must call this in the same step.
+                every rank must call this in the same step. Tokens with a non-finite feature
+                are left out (:func:`finite_rows`).
             images: this rank's images in the step.
 
         Returns:
@@ -317,7 +328,7 @@ class Alignment(nn.Module):
             raise RuntimeError("alignment: the fit is done; observe() is for the first fit_images images")
         if [f.shape[-1] for f in feats] != self.dims:
             raise ValueError(f"alignment: features of widths {[f.shape[-1] for f in feats]}, expected {self.dims}")
-        x = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats], -1)
+        x = finite_rows(torch.cat([f.reshape(-1, f.shape[-1]) for f in feats], -1))
         step = reduce_moments(torch.cat([x.new_tensor([images], dtype=torch.float64), moments(x)]))
         self._stats = step if self._stats is None else self._stats.to(step.device) + step
         maps = fit_from_moments(self._stats[1:], self.dims, self.out_dim, self.method, self.whiten, self.shrinkage)

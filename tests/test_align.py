@@ -220,3 +220,21 @@ def test_two_processes_fit_what_one_fits_on_all_tokens_and_hold_the_same_bits(tm
     for m0, m1, mw in zip(r0[:-1], r1[:-1], whole):
         assert all(torch.equal(x, y) for x, y in zip(m0, m1))
         torch.testing.assert_close(m0[0], mw[0], rtol=0, atol=1e-7)
+
+
+def test_tokens_with_non_finite_features_are_left_out_of_the_fit():
+    """A poisoned image must not make the maps NaN for the rest of the run (its own step's loss is
+    non-finite anyway; model.nan_policy decides about it)."""
+    feats = [f.float() for f in related_and_random(200, torch.Generator().manual_seed(12))]
+    bad = [f.clone() for f in feats]
+    bad[1][:10] = float("nan")
+    bad[0][10:20, 0] = float("inf")
+    a = Alignment([C1, C2, C2], D, "gcca", fit_images=2)
+    maps = a.observe(bad, images=2)
+    assert a.fitted_on == (2, 180)
+    ref = fit_alignment([f[20:] for f in feats], D, "gcca")
+    for (w, b), (wr, br) in zip(maps, ref):
+        torch.testing.assert_close(w, wr, rtol=0, atol=1e-9)
+    pca = Adapter(C2, D, init="pca")
+    pca.init_pca(bad[1])
+    assert torch.isfinite(pca.proj.weight).all()
