@@ -67,8 +67,8 @@ def finite_rows(x: Tensor) -> Tensor:
     """The rows of ``x`` (M, C) without a non-finite value.
 
     A corrupt or poisoned image gives non-finite teacher tokens; its step's loss is non-finite
-    anyway (``model.nan_policy`` decides about that step), but its tokens must not turn the
-    statistics of a fit that outlives the step into NaN.
+    anyway (``model.nan_policy`` decides about that step), but its tokens must not turn a fit
+    that outlives the step into NaN (the adapters' PCA init).
     """
     return x[torch.isfinite(x).all(-1)]
 
@@ -311,25 +311,29 @@ class Alignment(nn.Module):
         return self._pending
 
     @torch.no_grad()
-    def observe(self, feats: Sequence[Tensor], images: int) -> Maps:
+    def observe(self, feats: Sequence[Tensor], images: int) -> Maps | None:
         """Add one step's features at the tokens all teachers saw, refit and return the maps.
 
         Args:
             feats: per teacher (M, C_k), the same M tokens (M may differ between ranks, even 0);
-                every rank must call this in the same step. Tokens with a non-finite feature
-                are left out (:func:`finite_rows`).
+                every rank must call this in the same step.
             images: this rank's images in the step.
 
         Returns:
             per teacher (weight (out_dim, C_k), bias (out_dim,)) in float64 on the CPU, the same
-            on every rank.
+            on every rank; or None when some rank's features were not finite (a corrupt or
+            poisoned image: that step's loss is not finite either and ``model.nan_policy``
+            decides about it): the whole step is left out of the fit on every rank, whichever
+            image it was, so that the maps stay finite and do not depend on the GPU count.
         """
         if not self._pending:
             raise RuntimeError("alignment: the fit is done; observe() is for the first fit_images images")
         if [f.shape[-1] for f in feats] != self.dims:
             raise ValueError(f"alignment: features of widths {[f.shape[-1] for f in feats]}, expected {self.dims}")
-        x = finite_rows(torch.cat([f.reshape(-1, f.shape[-1]) for f in feats], -1))
+        x = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats], -1)
         step = reduce_moments(torch.cat([x.new_tensor([images], dtype=torch.float64), moments(x)]))
+        if not bool(torch.isfinite(step).all()):  # the same answer on every rank (reduced statistics)
+            return None
         self._stats = step if self._stats is None else self._stats.to(step.device) + step
         maps = fit_from_moments(self._stats[1:], self.dims, self.out_dim, self.method, self.whiten, self.shrinkage)
         if _distributed():  # one rank's bits everywhere, whatever each CPU's LAPACK rounded

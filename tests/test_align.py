@@ -222,19 +222,23 @@ def test_two_processes_fit_what_one_fits_on_all_tokens_and_hold_the_same_bits(tm
         torch.testing.assert_close(m0[0], mw[0], rtol=0, atol=1e-7)
 
 
-def test_tokens_with_non_finite_features_are_left_out_of_the_fit():
+def test_a_step_with_non_finite_features_is_left_out_of_the_fit():
     """A poisoned image must not make the maps NaN for the rest of the run (its own step's loss is
-    non-finite anyway; model.nan_policy decides about it)."""
-    feats = [f.float() for f in related_and_random(200, torch.Generator().manual_seed(12))]
-    bad = [f.clone() for f in feats]
+    non-finite anyway; model.nan_policy decides about it). The whole step is left out, whichever
+    image it was, so that the fit does not depend on how the images are spread over ranks."""
+    feats = [f.float() for f in related_and_random(300, torch.Generator().manual_seed(12))]
+    steps = [[f[i * 100:(i + 1) * 100] for f in feats] for i in range(3)]
+    bad = [f.clone() for f in steps[1]]
     bad[1][:10] = float("nan")
     bad[0][10:20, 0] = float("inf")
-    a = Alignment([C1, C2, C2], D, "gcca", fit_images=2)
-    maps = a.observe(bad, images=2)
-    assert a.fitted_on == (2, 180)
-    ref = fit_alignment([f[20:] for f in feats], D, "gcca")
+    a = Alignment([C1, C2, C2], D, "gcca", fit_images=4)
+    a.observe(steps[0], images=2)
+    assert a.observe(bad, images=2) is None and a.pending and a.fitted_on == (2, 100)
+    maps = a.observe(steps[2], images=2)
+    assert not a.pending and a.fitted_on == (4, 200)
+    ref = fit_alignment([torch.cat([steps[0][k], steps[2][k]]) for k in range(3)], D, "gcca")
     for (w, b), (wr, br) in zip(maps, ref):
         torch.testing.assert_close(w, wr, rtol=0, atol=1e-9)
-    pca = Adapter(C2, D, init="pca")
+    pca = Adapter(C2, D, init="pca")  # the per-teacher PCA init (one step) leaves the bad rows out
     pca.init_pca(bad[1])
     assert torch.isfinite(pca.proj.weight).all()
