@@ -285,9 +285,11 @@ class Alignment(nn.Module):
         out_dim: student width.
         method: ``procrustes`` | ``gcca`` | ``none`` (nothing to fit: ``done`` from the start).
         whiten, shrinkage: see :func:`fit_procrustes` / :func:`fit_gcca`.
-        fit_images: the fit uses the steps until this many images (all ranks) were seen; it
-            refits after each of them on all tokens so far, then freezes. Counted in images,
-            not steps, so that the fit sees the same images whatever the GPU count.
+        fit_images: the fit uses the steps until this many images (all ranks) were seen, then
+            freezes. Counted in images, not steps, so that the fit sees the same images whatever
+            the GPU count. Until then it refits on all tokens so far after the first step and
+            whenever the images seen have doubled since the last fit (a handful of fits, not
+            one per step: each is a float64 eigendecomposition on the CPU).
     """
 
     def __init__(self, dims: Sequence[int], out_dim: int, method: str = "procrustes", whiten: bool = True,
@@ -304,7 +306,9 @@ class Alignment(nn.Module):
         self.register_buffer("done", torch.tensor(method == "none"))
         self._pending = method != "none"  # host mirror of ``not done``
         self._stats: Tensor | None = None  # [images, *moments] of the steps so far (all ranks)
+        self._last_fit = 0  # images in the statistics at the last fit
         self.fitted_on = (0, 0)  # (images, tokens) of the last fit, all ranks
+        self.dropped = False  # whether the last observed step was left out (non-finite features)
 
     @property
     def pending(self) -> bool:
@@ -312,7 +316,7 @@ class Alignment(nn.Module):
 
     @torch.no_grad()
     def observe(self, feats: Sequence[Tensor], images: int) -> Maps | None:
-        """Add one step's features at the tokens all teachers saw, refit and return the maps.
+        """Add one step's features at the tokens all teachers saw; refit when due and return the maps.
 
         Args:
             feats: per teacher (M, C_k), the same M tokens (M may differ between ranks, even 0);
@@ -321,10 +325,11 @@ class Alignment(nn.Module):
 
         Returns:
             per teacher (weight (out_dim, C_k), bias (out_dim,)) in float64 on the CPU, the same
-            on every rank; or None when some rank's features were not finite (a corrupt or
-            poisoned image: that step's loss is not finite either and ``model.nan_policy``
-            decides about it): the whole step is left out of the fit on every rank, whichever
-            image it was, so that the maps stay finite and do not depend on the GPU count.
+            on every rank, when this step refitted; else None (keep the maps). A step where some
+            rank's features were not finite (a corrupt or poisoned image: that step's loss is not
+            finite either and ``model.nan_policy`` decides about it) is left out of the fit on
+            every rank as a whole, whichever image it was, so that the maps stay finite and do
+            not depend on the GPU count (``dropped`` is then True).
         """
         if not self._pending:
             raise RuntimeError("alignment: the fit is done; observe() is for the first fit_images images")
@@ -332,40 +337,45 @@ class Alignment(nn.Module):
             raise ValueError(f"alignment: features of widths {[f.shape[-1] for f in feats]}, expected {self.dims}")
         x = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats], -1)
         step = reduce_moments(torch.cat([x.new_tensor([images], dtype=torch.float64), moments(x)]))
-        if not bool(torch.isfinite(step).all()):  # the same answer on every rank (reduced statistics)
+        self.dropped = not bool(torch.isfinite(step).all())  # the same answer on every rank (reduced)
+        if self.dropped:
             return None
         self._stats = step if self._stats is None else self._stats.to(step.device) + step
+        seen, last = int(self._stats[0]), self._last_fit
+        if not (seen >= self.fit_images or last == 0 or seen >= 2 * last):
+            return None
         maps = fit_from_moments(self._stats[1:], self.dims, self.out_dim, self.method, self.whiten, self.shrinkage)
         if _distributed():  # one rank's bits everywhere, whatever each CPU's LAPACK rounded
             flat = torch.cat([t.flatten() for m in maps for t in m]).to(self._stats.device)
             dist.broadcast(flat, src=0)
             maps = _unflatten(flat.cpu(), maps)
-        self.fitted_on = (int(self._stats[0]), int(self._stats[1]))
-        if self.fitted_on[0] >= self.fit_images:
+        self._last_fit, self.fitted_on = seen, (seen, int(self._stats[1]))
+        if seen >= self.fit_images:
             self.done.fill_(True)
             self._pending, self._stats = False, None
         return maps
 
     def get_extra_state(self) -> Tensor:
+        """[images at the last fit, images, *moments] while the fit runs, else empty."""
         if self._stats is None:
             return torch.zeros(0, dtype=torch.float64)
-        return self._stats.cpu()
+        return torch.cat([self._stats.new_tensor([self._last_fit]), self._stats]).cpu()
 
     def set_extra_state(self, state: Tensor) -> None:
         if state.numel() == 0:
-            self._stats = None
+            self._stats, self._last_fit = None, 0
             return
-        want = 2 + sum(self.dims) + sum(self.dims) ** 2
+        want = 3 + sum(self.dims) + sum(self.dims) ** 2
         if state.numel() != want:
             raise ValueError(f"alignment: checkpointed statistics have {state.numel()} values, this model's "
                              f"teachers (widths {self.dims}) need {want}")
-        self._stats = state.to(self.done.device, torch.float64)
+        self._last_fit, self._stats = int(state[0]), state[1:].to(self.done.device, torch.float64)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._pending = not bool(self.done)
         if not self._pending:
-            self._stats = None
+            self._stats, self._last_fit = None, 0
 
     def extra_repr(self) -> str:
         return (f"method={self.method}, dims={self.dims}, out_dim={self.out_dim}, whiten={self.whiten}, "

@@ -358,9 +358,10 @@ class CoMADDistiller(BaseModel):
         shared = seen.all(0)  # (B, N)
         feats = [scatter_tokens(tok, idx, masks.num_positions)[shared] for tok, idx in zip(toks, masks.teachers)]
         maps = self.alignment.observe(feats, images=seen.shape[1])
-        if maps is None:
+        if self.alignment.dropped:
             print_log(f"model.adapter: non-finite teacher features at step {self._host_step} (on some rank); the "
                       "step is left out of the alignment's fit", logger="current", level=30)
+        if maps is None:  # no refit this step: the adapters keep their maps
             return
         for adapter, (w, b) in zip(self.adapters, maps):
             adapter.set_map(w, b)

@@ -173,8 +173,16 @@ def test_accumulates_then_freezes_and_a_checkpoint_resumes_without_refitting():
     assert not c.pending
     with pytest.raises(RuntimeError, match="the fit is done"):
         c.observe(steps[0], images=8)
-    with pytest.raises(ValueError, match=r"widths \[24, 48, 48\]\) need 14522"):
+    with pytest.raises(ValueError, match=r"widths \[24, 48, 48\]\) need 14523"):
         Alignment([C1, C2, C2], D).set_extra_state(torch.zeros(5, dtype=torch.float64))
+
+
+def test_refits_when_the_images_have_doubled_and_at_the_end():
+    """A handful of fits, not one per step (each is an eigendecomposition on the CPU)."""
+    feats = [f.float() for f in related_and_random(800, torch.Generator().manual_seed(13))]
+    a = Alignment([C1, C2, C2], D, "gcca", fit_images=64)
+    fitted = [a.observe([f[i * 100:(i + 1) * 100] for f in feats], images=8) is not None for i in range(8)]
+    assert fitted == [True, True, False, True, False, False, False, True] and not a.pending  # 8, 16, 32, 64 images
 
 
 @pytest.mark.parametrize("kw, msg", [
