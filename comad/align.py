@@ -40,10 +40,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["ALIGNS", "Alignment", "finite_rows", "fit_alignment", "fit_from_moments", "fit_procrustes", "fit_gcca",
-           "moments", "reduce_moments", "mean_cov", "principal_axes"]
+__all__ = ["ALIGNS", "SHRINKAGE", "Alignment", "finite_rows", "fit_alignment", "fit_from_moments", "fit_procrustes",
+           "fit_gcca", "moments", "reduce_moments", "mean_cov", "principal_axes"]
 
-ALIGNS = ("procrustes", "gcca", "none")
+ALIGNS = ("gcca", "procrustes", "none")
+#: Whitening shrinkage (a fraction of the teacher's mean variance) of the default fit.
+SHRINKAGE = 0.1
 
 Maps = list[tuple[Tensor, Tensor]]  # per teacher: weight (out_dim, C_k), bias (out_dim,)
 
@@ -158,7 +160,7 @@ def _finish(weights: list[Tensor], means: list[Tensor], out_dim: int) -> Maps:
 
 
 def fit_procrustes(mean: Tensor, cov: Tensor, dims: Sequence[int], out_dim: int, whiten: bool = True,
-                   shrinkage: float = 1e-3, iters: int = 200, tol: float = 1e-12) -> Maps:
+                   shrinkage: float = SHRINKAGE, iters: int = 200, tol: float = 1e-12) -> Maps:
     """Per-teacher PCA (whitened) to ``r`` dims, then generalized orthogonal Procrustes.
 
     Args:
@@ -224,7 +226,7 @@ def _inv_sqrt(c: Tensor, shrinkage: float) -> Tensor:
     return (evecs * (evals.clamp(min=0) + floor).rsqrt()) @ evecs.T
 
 
-def fit_gcca(mean: Tensor, cov: Tensor, dims: Sequence[int], out_dim: int, shrinkage: float = 1e-3) -> Maps:
+def fit_gcca(mean: Tensor, cov: Tensor, dims: Sequence[int], out_dim: int, shrinkage: float = SHRINKAGE) -> Maps:
     """Generalized CCA (MAXVAR) of the teachers to ``r = min(d, min_k C_k)`` shared directions.
 
     Each teacher is whitened at full width (``(Sigma_kk + shrinkage * mean(diag) I)^-1/2``); the
@@ -241,8 +243,8 @@ def fit_gcca(mean: Tensor, cov: Tensor, dims: Sequence[int], out_dim: int, shrin
     return _finish(weights, [mean[b] for b in blocks], out_dim)
 
 
-def fit_from_moments(stats: Tensor, dims: Sequence[int], out_dim: int, method: str = "procrustes",
-                     whiten: bool = True, shrinkage: float = 1e-3) -> Maps:
+def fit_from_moments(stats: Tensor, dims: Sequence[int], out_dim: int, method: str = "gcca",
+                     whiten: bool = True, shrinkage: float = SHRINKAGE) -> Maps:
     """The maps of ``method`` from :func:`moments` of the concatenated teachers (float64, on the CPU)."""
     mean, cov = mean_cov(stats.detach().to("cpu", torch.float64), sum(dims))
     if method == "procrustes":
@@ -252,8 +254,8 @@ def fit_from_moments(stats: Tensor, dims: Sequence[int], out_dim: int, method: s
     raise ValueError(f"alignment method must be one of {ALIGNS[:2]} to fit, got {method!r}")
 
 
-def fit_alignment(feats: Sequence[Tensor], out_dim: int, method: str = "procrustes", whiten: bool = True,
-                  shrinkage: float = 1e-3) -> Maps:
+def fit_alignment(feats: Sequence[Tensor], out_dim: int, method: str = "gcca", whiten: bool = True,
+                  shrinkage: float = SHRINKAGE) -> Maps:
     """Fit the maps on the teachers' features at the same tokens (one process).
 
     Args:
@@ -292,8 +294,8 @@ class Alignment(nn.Module):
             one per step: each is a float64 eigendecomposition on the CPU).
     """
 
-    def __init__(self, dims: Sequence[int], out_dim: int, method: str = "procrustes", whiten: bool = True,
-                 shrinkage: float = 1e-3, fit_images: int = 1) -> None:
+    def __init__(self, dims: Sequence[int], out_dim: int, method: str = "gcca", whiten: bool = True,
+                 shrinkage: float = SHRINKAGE, fit_images: int = 4096) -> None:
         super().__init__()
         if method not in ALIGNS:
             raise ValueError(f"model.adapter.align must be one of {ALIGNS}, got {method!r}")

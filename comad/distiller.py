@@ -1,11 +1,13 @@
 """The CoMAD distiller: an mmengine ``BaseModel`` composing the plain-torch pieces.
 
-images -> masks -> frozen teachers (kept tokens) -> adapters -> gating -> fused targets;
-images -> student (25 % of tokens) -> decoder (full map); both -> token KL + map KL.
+images -> masks -> frozen teachers (kept tokens) -> adapters (fitted into one shared space,
+comad.align) -> gating -> fused targets; images -> student (25 % of tokens) -> decoder (full
+map); both -> token KL + map KL.
 
 Teachers are held outside the module tree: they are not in ``state_dict`` (checkpoints hold
-the student, decoder and adapters only; the teachers are re-read from their files), DDP does
-not see them, and ``.to()`` / ``.cuda()`` still move them (see :meth:`_apply`).
+the student, decoder, adapters and the alignment's state only; the teachers are re-read from
+their files), DDP does not see them, and ``.to()`` / ``.cuda()`` still move them (see
+:meth:`_apply`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from .adapters import Adapter
-from .align import ALIGNS, Alignment
+from .align import ALIGNS, SHRINKAGE, Alignment
 from .gating import consensus_gating
 from .losses import map_kl, token_kl
 from .masking import MaskGenerator, Masks
@@ -80,7 +82,8 @@ def _has_cls(vit: nn.Module) -> bool:
 
 TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size")
 #: ``model.adapter`` keys and their defaults (SPEC §2.3; see comad.align).
-ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=0.1, fit_images=4096, init="orthogonal", trainable=False)
+ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=SHRINKAGE, fit_images=4096, init="orthogonal",
+                        trainable=False)
 
 
 class CoMADDistiller(BaseModel):
