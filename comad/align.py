@@ -221,9 +221,11 @@ def _procrustes_rotations(s: list[list[Tensor]], iters: int, tol: float) -> list
 
 
 def _inv_sqrt(c: Tensor, shrinkage: float) -> Tensor:
+    """``(c + shrinkage * mean(diag c) I)^-1/2``; without shrinkage, directions ``c`` does not span get 0."""
     evals, evecs = torch.linalg.eigh(c)
-    floor = shrinkage * torch.diagonal(c).mean()
-    return (evecs * (evals.clamp(min=0) + floor).rsqrt()) @ evecs.T
+    w = evals.clamp(min=0) + shrinkage * torch.diagonal(c).mean()
+    inv = torch.where(w > RANK_TOL * w.max(), w.clamp(min=torch.finfo(w.dtype).tiny).rsqrt(), torch.zeros_like(w))
+    return (evecs * inv) @ evecs.T
 
 
 def fit_gcca(mean: Tensor, cov: Tensor, dims: Sequence[int], out_dim: int, shrinkage: float = SHRINKAGE) -> Maps:

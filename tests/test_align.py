@@ -136,6 +136,13 @@ def test_fewer_tokens_than_dimensions_drop_the_unspanned_directions(method):
         assert wa[7:].abs().max() == 0 and wa[:7].abs().amax(1).min() > 0
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_no_shrinkage_with_fewer_tokens_than_dimensions_stays_finite(method):
+    feats = related_and_random(8, torch.Generator().manual_seed(14))
+    maps = fit_alignment(feats, D, method, shrinkage=0.0)
+    assert all(torch.isfinite(w).all() and torch.isfinite(b).all() for w, b in maps)
+
+
 def test_statistics_of_parts_add_up_to_the_whole():
     x = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(moments(x[:15]) + moments(x[15:]), moments(x), rtol=1e-12, atol=1e-12)
