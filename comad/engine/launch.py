@@ -100,18 +100,42 @@ def latest_checkpoint(work_dir: str | Path) -> Path | None:
 
 
 def prepare_demo_teachers(demo: dict[str, Any]) -> None:
-    """Write the demo's small random teachers in their official layouts (once)."""
-    from ..teachers.synthetic import write_checkpoint
+    """Write the demo's small random teachers in their official layouts (once).
+
+    ``demo['teachers']``: ``(name, layout, file)`` entries, each a random ViT (seed 100 + i), or
+    ``(name, layout, file, dict(linear_image_of=<earlier name>, noise=0.05))``: that teacher's
+    encoder with its channels permuted and rescaled (its tokens an invertible linear image of
+    the other's) plus ``noise`` (relative) weight noise, see
+    :func:`comad.teachers.synthetic.linear_image_encoder`. The folder keeps the spec it was
+    written for (``demo_teachers.json``); another spec rewrites the files.
+    """
+    import json
+
+    from ..io import atomic_write_json
+    from ..teachers.synthetic import linear_image_encoder, write_checkpoint
 
     folder = Path(demo["teacher_dir"])
     folder.mkdir(parents=True, exist_ok=True)
-    for i, (_name, fmt, filename) in enumerate(demo["teachers"]):
+    spec = json.loads(json.dumps(dict(teachers=list(demo["teachers"]), teacher_arch=demo["teacher_arch"]), default=str))
+    spec_file = folder / "demo_teachers.json"
+    if (spec_file.is_file() and json.loads(spec_file.read_text()) == spec
+            and all((folder / t[2]).exists() for t in demo["teachers"])):
+        return
+    encoders: dict[str, Any] = {}
+    for i, (name, fmt, filename, *rel) in enumerate(demo["teachers"]):
         dst = folder / filename
-        if dst.exists():
-            continue
+        encoder = None
+        if rel:
+            base = dict(rel[0]).get("linear_image_of")
+            if base not in encoders:
+                raise ValueError(f"demo.teachers[{i}] ({name}): linear_image_of={base!r} must name an earlier teacher "
+                                 f"of {[t[0] for t in demo['teachers'][:i]]}")
+            encoder = linear_image_encoder(encoders[base], torch.Generator().manual_seed(100 + i),
+                                           noise=float(dict(rel[0]).get("noise", 0.0)))[0]
         tmp = folder / f".{filename}.{os.getpid()}.tmp"
-        write_checkpoint(fmt, tmp, seed=100 + i, **demo["teacher_arch"])
+        encoders[name] = write_checkpoint(fmt, tmp, seed=100 + i, encoder=encoder, **demo["teacher_arch"])
         os.replace(tmp, dst)
+    atomic_write_json(spec, spec_file)
 
 
 def check_work_dir(work_dir: str | Path) -> None:
