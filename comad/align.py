@@ -9,7 +9,7 @@ positions all teachers saw in the first ``fit_steps`` steps), frozen and checkpo
 
 ``align`` (``model.adapter.align``):
 
-- ``procrustes`` (default): per teacher, centre and project onto its top-``r`` principal axes
+- ``procrustes``: per teacher, centre and project onto its top-``r`` principal axes
   (``r`` = student width, or less when a teacher is narrower), whitened (``whiten=True``:
   every axis unit variance, so that a teacher that is another under an invertible linear map
   becomes an exact rotation of it within the shared subspace); then generalized orthogonal
@@ -20,7 +20,7 @@ positions all teachers saw in the first ``fit_steps`` steps), frozen and checkpo
   the frame. It aligns exactly when the shared signal lies in every teacher's top-``r``
   subspace (true for fast-decaying spectra such as ViT features); a rotation of whitened
   features cannot collapse them.
-- ``gcca``: generalized CCA (MAXVAR): each teacher whitened at full width with shrinkage, then
+- ``gcca`` (default; docs/method.md says why): generalized CCA (MAXVAR): each teacher whitened at full width with shrinkage, then
   the top-``r`` eigenvectors of the whitened block covariance (the directions all teachers
   share most). Exact for invertible linear images at any width and puts an unrelated teacher
   near zero; but whitening weighs every direction alike, so low-variance features all ViTs

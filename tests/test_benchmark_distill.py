@@ -308,7 +308,7 @@ def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, teachers
     rows = list(csv.DictReader(io.StringIO((out / "benchmark_distill.csv").read_text())))
     assert list(rows[0]) == bd.COLUMNS
     assert [(r["variant"], r["data"]) for r in rows] == [("naive", "model"), ("shipped", "model"), ("naive", "e2e"),
-                                                          ("shipped", "e2e")]
+                                                          ("shipped", "e2e"), ("shipped", "align-fit")]
     assert (out / "benchmark_distill.txt").read_text() in text
     js = json.loads((out / "benchmark_distill.json").read_text())
     meta = js["meta"]
@@ -317,7 +317,9 @@ def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, teachers
                                        "student": True, "decoder": True}
     assert meta["teacher_params_trainable_or_with_grad"] == 0
     by = {(r["variant"], r["data"]): r for r in js["rows"]}
-    for r in js["rows"]:
+    fit = by.pop(("shipped", "align-fit"))  # the one-off fit: timed twice, no throughput columns
+    assert fit["status"] == "ok" and fit["steps"] == 2 and fit["fit_s"] > 0 and fit.get("img_per_s") is None
+    for r in by.values():
         assert r["status"] == "ok" and r["steps"] == 2 and len(r["per_step_ms"]) == 2  # 2 rounds of 1 step
         assert r["img_per_s"] > 0 and math.isclose(r["ms_per_step"], 1e3 * 2 / r["img_per_s"], rel_tol=1e-9)
         assert math.isclose(r["tflops"], r["gflop_per_img"] * r["img_per_s"] / 1e3, rel_tol=1e-9)
@@ -469,3 +471,32 @@ def test_gpu_crop_names_the_file_that_does_not_decode(tmp_path):
     with pytest.raises(CorruptImageError, match="bad.jpg") as err:
         crop(encoded, [str(good), "/data/bad.jpg"])
     assert str(good) not in str(err.value)
+
+
+def test_align_fit_row_times_the_fit_that_the_distiller_runs(tmp_path, teachers_dir):
+    """The bench fits the alignment before any timed step (so the timed steps are steady-state
+    ones), and the ``align-fit`` row times that fit: the statistics, the float64 fit and the
+    fitted adapters' forward, with the fit reproducing the maps the distiller installed."""
+    from comad.align import fit_from_moments, moments
+    from comad.models.vit import scatter_tokens
+
+    settings = _settings(tmp_path / "out", teachers_dir, variants=["shipped"], data_kinds=["model", "align-fit"])
+    bench = bd.Bench(settings, teachers_dir)
+    m = bench.model
+    assert m.alignment.method == "gcca" and not m.alignment.pending and not m.fit_pending()
+    row = bd.AlignFitRunner(bench, "shipped", 2).run()
+    assert row["status"] == "ok" and row["fit_s"] > 0 and row["moments_ms"] > 0 and row["adapter_ms"] > 0
+    assert row["ms_per_step"] == row["adapter_ms"] and row["note"].startswith("align='gcca': fit ")
+    assert "joint width 96" in row["note"]  # three tiny teachers of width 32
+    # what the row fits is what the distiller fits: the same statistics give the installed maps
+    preset = bd.PRESETS["tiny"]
+    x = torch.randn(1, 3, preset["img_size"], preset["img_size"], generator=torch.Generator().manual_seed(0))
+    masks = m.make_masks(1, torch.device("cpu"), step=0)
+    toks = [t(x, idx, layers=(layer,)) for t, layer, idx in zip(m.teachers, m.teacher_layers, masks.teachers)]
+    shared = masks.teacher_masks().all(0)
+    feats = [scatter_tokens(t, idx, masks.num_positions)[shared] for t, idx in zip(toks, masks.teachers)]
+    maps = fit_from_moments(moments(torch.cat(feats, -1)), m.alignment.dims, m.alignment.out_dim, "gcca")
+    for adapter, (w, b) in zip(m.adapters, maps):
+        assert torch.allclose(adapter.proj.weight.double(), w, atol=1e-5)
+        assert torch.allclose(adapter.proj.bias.double(), b, atol=1e-5)
+    assert bd.RUNNERS["align-fit"] is bd.AlignFitRunner

@@ -77,6 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs - 1)")
     ap.add_argument("--prefetch", type=int, default=2, help="DataLoader prefetch_factor")
     ap.add_argument("--no-e2e", action="store_true", help="model-only rows only")
+    ap.add_argument("--no-align-fit", action="store_true", help="no align-fit row (the adapters' one-off alignment fit)")
     ap.add_argument("--no-gpu-decode", action="store_true", help="skip the e2e-gpudecode rows (CUDA)")
     ap.add_argument("--no-cpu-bf16", action="store_true", help="skip the shipped+bf16 rows (CPU)")
     ap.add_argument("--variants", default=None,
@@ -125,7 +126,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             prefetch=args.prefetch, out=args.out, data=args.data, teachers_dir=args.teachers_dir, profile=args.profile,
             compile_batches=_ints(args.compile_batches, "--compile-batches") if args.compile_batches else None,
             e2e_variants=[v.strip() for v in args.e2e_variants.split(",") if v.strip()] if args.e2e_variants else None,
-            data_kinds=["model"] + e2e)
+            data_kinds=["model"] + e2e + ([] if args.no_align_fit else ["align-fit"]))
     except SettingsError as e:
         raise SystemExit(f"--{e.field.replace('_', '-')}: {e}") from None
 

@@ -12,8 +12,10 @@ rows, the columns and the results. One concept per module:
 - :mod:`.timing`: timed steps, the matmul peak, sync audit, profiler and phase times;
 - :mod:`.context`: a run's :class:`Settings` and shared :class:`Bench`;
 - :mod:`.runners`: one runner class per kind of row (``model``, ``e2e``, ``e2e-gpudecode``);
+  :mod:`.align_row`: the ``align-fit`` row (the adapters' one-off alignment fit);
 - :mod:`.suite`: a whole run in order; :mod:`.report`: ratios, table, CSV / JSON / text.
 """
+from .align_row import AlignFitRunner
 from .context import Bench, Settings, SettingsError
 from .flops import (
     VitDims,
@@ -40,6 +42,7 @@ from .suite import Suite, run_benchmark
 from .variants import ShippedStep, configured, parse_variant
 
 __all__ = [
+    "AlignFitRunner",
     "Bench", "Settings", "SettingsError",
     "VitDims", "count_flops", "flops_for", "linear_flops", "patch_embed_flops", "step_flops", "vit_blocks_flops",
     "LOADERS", "build_loader", "synthetic_batches",

@@ -94,16 +94,23 @@ def build_parts(preset: dict[str, Any], ckpts: Sequence[Path], device: torch.dev
     teachers_cfg = [dict(name=f, checkpoint=str(p), format=f, num_heads=t["num_heads"]) for f, p in zip(TEACHER_FORMATS, ckpts)]
     masking = dict(student_keep=preset["student_keep"], teacher_keep=list(preset["teacher_keep"]))
     torch.manual_seed(0)
+    # the alignment is fitted on the first image and frozen before any timed step, so that every
+    # timed step is a steady-state one (compilable, no statistics); its cost is the align-fit row
     m = cls(teachers=teachers_cfg, student=dict(arch=preset["student"]), decoder=dict(preset["decoder"]),
-            masking=masking, img_size=preset["img_size"]).to(device)
+            masking=masking, img_size=preset["img_size"], adapter=dict(fit_images=1)).to(device)
     m.train()
+    if m.fit_pending():
+        x = torch.randn(1, 3, preset["img_size"], preset["img_size"], generator=torch.Generator().manual_seed(0))
+        m.teacher_targets(x.to(device), m.make_masks(1, device, step=0))
     parts = Parts(list(m.teachers), m.adapters, copy.deepcopy(m.student), copy.deepcopy(m.decoder),
                   m.mask_generator, dict(m.gating_cfg), dict(m.loss_cfg), list(m.teacher_layers))
     return m, parts
 
 
 def _parts_without_distiller(preset: dict[str, Any], ckpts: Sequence[Path], device: torch.device) -> Parts:
-    """The same pieces built directly, with the distiller's defaults (for the naive rows only)."""
+    """The same pieces built directly (for the naive rows only, where mmengine is missing): the
+    adapters keep their seeded maps instead of a fitted alignment, which changes their values,
+    not the computation a naive step times."""
     from comad.adapters import Adapter
     from comad.models.decoder import MaskedDecoder
     from comad.models.student import build_vit
