@@ -9,9 +9,11 @@ student) as the released ones, only smaller.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -141,6 +143,134 @@ def _conv_stem(embed_dim: int, generator: torch.Generator) -> dict[str, Tensor]:
     return out
 
 
+@dataclass(frozen=True)
+class _Ctx:
+    """What every format writer gets: the encoder's shape, its seeded generator, the arch name."""
+
+    g: torch.Generator
+    embed_dim: int
+    depth: int
+    patch_size: int
+    img_size: int
+    seed: int
+    arch_name: str
+
+
+def _mae(enc: dict[str, Tensor], c: _Ctx, decoder: bool = False) -> tuple[Any, dict[str, Tensor]]:
+    """``{'model': encoder}``; ``decoder`` adds ``mask_token`` + ``decoder_*`` as in the full pre-training file."""
+    model = dict(enc)
+    if decoder:
+        dd, g = max(16, c.embed_dim // 2), c.g
+        model["mask_token"] = 0.02 * torch.randn(1, 1, dd, generator=g)
+        model["decoder_embed.weight"] = torch.randn(dd, c.embed_dim, generator=g) / c.embed_dim ** 0.5
+        model["decoder_embed.bias"] = torch.zeros(dd)
+        model["decoder_pos_embed"] = torch.randn(1, (c.img_size // c.patch_size) ** 2 + 1, dd, generator=g)
+        model["decoder_blocks.0.norm1.weight"] = torch.ones(dd)
+        model["decoder_norm.weight"] = torch.ones(dd)
+        model["decoder_pred.weight"] = torch.randn(c.patch_size ** 2 * 3, dd, generator=g)
+    return {"model": model}, enc
+
+
+def _mocov3_deit(enc: dict[str, Tensor], c: _Ctx) -> tuple[Any, dict[str, Tensor]]:
+    """``convert_to_deit.py`` output: ``{'model': encoder}``."""
+    return {"model": dict(enc)}, enc
+
+
+def _timm(enc: dict[str, Tensor], c: _Ctx, num_classes: int = 10) -> tuple[Any, dict[str, Tensor]]:
+    """A plain timm state dict with a classifier ``head`` of ``num_classes`` (0: none)."""
+    sd = dict(enc)
+    if num_classes:
+        sd["head.weight"] = torch.randn(int(num_classes), c.embed_dim, generator=c.g) / c.embed_dim ** 0.5
+        sd["head.bias"] = torch.zeros(int(num_classes))
+    return sd, enc
+
+
+def _ibot_teacher(enc: dict[str, Tensor], c: _Ctx) -> tuple[Any, dict[str, Tensor]]:
+    """``checkpoint_teacher.pth``: ``{'state_dict': backbone}``."""
+    return {"state_dict": enc}, enc
+
+
+def _mocov3(enc: dict[str, Tensor], c: _Ctx, mlp_dim: int | None = None, out_dim: int | None = None,
+            arch: str | None = None, conv_stem: bool = False, return_encoder: str = "base") -> tuple[Any, dict[str, Tensor]]:
+    """``vit-b-300ep.pth.tar``: base + momentum encoders with BN-MLP heads, predictor, AdamW state."""
+    g, d = c.g, c.embed_dim
+    mlp_dim, out_dim = int(mlp_dim or 2 * d), int(out_dim or max(8, d // 2))
+    base, arch_name = dict(enc), c.arch_name
+    if conv_stem:
+        del base["patch_embed.proj.weight"], base["patch_embed.proj.bias"]
+        base.update(_conv_stem(d, g))
+        arch_name = _arch_name(d, c.depth, c.patch_size, prefix="vit_conv_")
+    base_full = {**base, **_bn_mlp("head.", [d, mlp_dim, mlp_dim, out_dim], g)}
+    momentum_full = _perturb(base_full, g)  # the EMA encoder: same shapes, different weights
+    momentum_full.update({k: v for k, v in base_full.items() if k.endswith("num_batches_tracked")})
+    state = {f"module.base_encoder.{k}": v for k, v in base_full.items()}
+    state.update({f"module.momentum_encoder.{k}": v for k, v in momentum_full.items()})
+    state.update({f"module.predictor.{k}": v for k, v in _bn_mlp("", [out_dim, mlp_dim, out_dim], g).items()})
+    trainable = {k: v for k, v in state.items() if not k.startswith("module.momentum_encoder.")
+                 and "running_" not in k and "num_batches" not in k}
+    ckpt = {"epoch": 300, "arch": arch or arch_name, "state_dict": state,
+            "optimizer": _adamw_state(trainable, g, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.1)}
+    chosen = base if return_encoder == "base" else {k: v for k, v in momentum_full.items() if not k.startswith("head.")}
+    return ckpt, chosen
+
+
+def _ibot_head(c: _Ctx, out_dim: int, patch_out_dim: int, shared: bool) -> dict[str, Tensor]:
+    g, d = c.g, c.embed_dim
+    hidden, bottleneck = 2 * d, max(8, d // 2)
+    h: dict[str, Tensor] = {}
+    for i, (o, i_) in zip((0, 2, 4), ((hidden, d), (hidden, hidden), (bottleneck, hidden))):
+        h[f"mlp.{i}.weight"] = torch.randn(o, i_, generator=g) / i_ ** 0.5
+        h[f"mlp.{i}.bias"] = torch.zeros(o)
+    h["last_layer.weight_g"] = torch.ones(out_dim, 1)
+    h["last_layer.weight_v"] = torch.randn(out_dim, bottleneck, generator=g)
+    h["last_layer2.weight_g"] = h["last_layer.weight_g"] if shared else torch.ones(patch_out_dim, 1)
+    h["last_layer2.weight_v"] = h["last_layer.weight_v"] if shared else torch.randn(patch_out_dim, bottleneck, generator=g)
+    return h
+
+
+def _ibot_args(c: _Ctx, out_dim: int, patch_out_dim: int) -> argparse.Namespace:
+    return argparse.Namespace(
+        arch=c.arch_name, patch_size=c.patch_size, out_dim=out_dim, patch_out_dim=patch_out_dim, shared_head=False,
+        shared_head_teacher=True, norm_last_layer=True, momentum_teacher=0.996, use_masked_im_modeling=True,
+        pred_ratio=[0.0, 0.3], pred_ratio_var=[0.0, 0.2], pred_shape="block", lambda1=1.0, lambda2=1.0,
+        global_crops_number=2, local_crops_number=10, global_crops_scale=(0.14, 1.0), epochs=800, lr=5e-4,
+        batch_size_per_gpu=64, output_dir="/tmp/ibot", seed=c.seed, dist_url="env://",
+    )
+
+
+def _ibot(enc: dict[str, Tensor], c: _Ctx, out_dim: int | None = None, patch_out_dim: int | None = None,
+          return_encoder: str = "teacher") -> tuple[Any, dict[str, Tensor]]:
+    """Full iBOT ``checkpoint.pth``: teacher and student backbones + heads, optimizer, args, loss centres."""
+    g = c.g
+    out_dim, patch_out_dim = int(out_dim or 4 * c.embed_dim), int(patch_out_dim or 4 * c.embed_dim)
+    student_bb = _perturb(enc, g)
+    student_bb["masked_embed"] = 0.02 * torch.randn(1, c.embed_dim, generator=g)
+    teacher_sd = {f"backbone.{k}": v for k, v in enc.items()}
+    teacher_sd.update({f"head.{k}": v for k, v in _ibot_head(c, out_dim, patch_out_dim, shared=True).items()})
+    student_sd = {f"module.backbone.{k}": v for k, v in student_bb.items()}
+    student_sd.update({f"module.head.{k}": v for k, v in _ibot_head(c, out_dim, patch_out_dim, shared=False).items()})
+    ckpt = {
+        "student": student_sd, "teacher": teacher_sd,
+        "optimizer": _adamw_state({k: v for k, v in student_sd.items() if "weight_g" not in k}, g, lr=5e-4,
+                                  betas=(0.9, 0.999), weight_decay=0.04),
+        "epoch": 800, "args": _ibot_args(c, out_dim, patch_out_dim),
+        "ibot_loss": {"center": torch.randn(1, out_dim, generator=g),
+                      "center2": torch.randn(1, 1, patch_out_dim, generator=g)},
+        "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                        "_growth_tracker": 0},
+    }
+    chosen = dict(enc) if return_encoder == "teacher" else {k: v for k, v in student_bb.items() if k != "masked_embed"}
+    return ckpt, chosen
+
+
+#: format -> writer ``(encoder, ctx, **options) -> (file object, the encoder the loader should give)``;
+#: a writer's keyword arguments are that format's options.
+_WRITERS: dict[str, Callable[..., tuple[Any, dict[str, Tensor]]]] = {
+    "mae": _mae, "mocov3": _mocov3, "mocov3_deit": _mocov3_deit, "ibot": _ibot, "ibot_teacher": _ibot_teacher,
+    "timm": _timm,
+}
+
+
 def write_checkpoint(
     fmt: str,
     path: str | os.PathLike,
@@ -158,19 +288,16 @@ def write_checkpoint(
 
     Args:
         fmt: ``mae`` | ``mocov3`` | ``mocov3_deit`` | ``ibot`` | ``ibot_teacher`` | ``timm``.
-        path: output file (written atomically; ``timm`` also writes ``.safetensors``).
+        path: output file (written atomically; ``timm`` to a ``.safetensors`` path writes safetensors).
         embed_dim, depth, num_heads, patch_size, img_size: encoder shape.
         seed: the weights are a function of the seed only.
         encoder: the (timm-named) encoder to store instead of a random one (e.g. from
             :func:`linear_image_encoder`); the other parts of the file stay random (seeded).
-        fmt_opts: per format —
-            mae: ``decoder`` (bool, add ``mask_token`` + ``decoder_*`` as in the full
-            pre-training checkpoint);
-            mocov3: ``mlp_dim``, ``out_dim`` (projector/predictor widths), ``arch`` (the
-            stored arch string), ``conv_stem`` (bool: a ``vit_conv_*`` ConvStem encoder),
-            ``return_encoder`` (``base`` | ``momentum``);
-            ibot: ``out_dim``, ``patch_out_dim``, ``return_encoder`` (``teacher`` | ``student``);
-            timm: ``num_classes`` (a classifier head to drop; 10).
+        fmt_opts: the options of the format's writer (:data:`_WRITERS`) —
+            mae: ``decoder`` (bool); mocov3: ``mlp_dim``, ``out_dim``, ``arch`` (the stored arch
+            string), ``conv_stem`` (bool: a ``vit_conv_*`` ConvStem encoder), ``return_encoder``
+            (``base`` | ``momentum``); ibot: ``out_dim``, ``patch_out_dim``, ``return_encoder``
+            (``teacher`` | ``student``); timm: ``num_classes`` (a classifier head to drop; 10).
 
     Returns:
         The timm-named encoder state dict stored in the file (the default encoder, or
@@ -178,6 +305,11 @@ def write_checkpoint(
     """
     if fmt not in SYNTHETIC_FORMATS:
         raise ValueError(f"fmt {fmt!r} is not one of {SYNTHETIC_FORMATS}")
+    writer = _WRITERS[fmt]
+    allowed = [n for n in inspect.signature(writer).parameters if n not in ("enc", "c")]
+    bad = set(fmt_opts) - set(allowed)
+    if bad:
+        raise TypeError(f"write_checkpoint({fmt!r}): unknown options {sorted(bad)}; allowed {allowed}")
     g = torch.Generator().manual_seed(seed)
     enc = random_encoder(embed_dim, depth, num_heads, patch_size, img_size, g)
     if encoder is not None:
@@ -185,120 +317,11 @@ def write_checkpoint(
             raise ValueError(f"write_checkpoint: the given encoder does not have the shapes of a ViT with "
                              f"embed_dim={embed_dim}, depth={depth}, patch_size={patch_size}, img_size={img_size}")
         enc = dict(encoder)
-    arch_name = _arch_name(embed_dim, depth, patch_size)
+    ctx = _Ctx(g, embed_dim, depth, patch_size, img_size, seed, _arch_name(embed_dim, depth, patch_size))
+    obj, chosen = writer(enc, ctx, **fmt_opts)
     path = Path(path)
-
-    def take(opts: tuple[str, ...]) -> dict[str, Any]:
-        bad = set(fmt_opts) - set(opts)
-        if bad:
-            raise TypeError(f"write_checkpoint({fmt!r}): unknown options {sorted(bad)}; allowed {list(opts)}")
-        return fmt_opts
-
-    if fmt in ("mae", "mocov3_deit"):
-        opts = take(("decoder",) if fmt == "mae" else ())
-        model = dict(enc)
-        if opts.get("decoder"):
-            dd = max(16, embed_dim // 2)
-            model["mask_token"] = 0.02 * torch.randn(1, 1, dd, generator=g)
-            model["decoder_embed.weight"] = torch.randn(dd, embed_dim, generator=g) / embed_dim ** 0.5
-            model["decoder_embed.bias"] = torch.zeros(dd)
-            model["decoder_pos_embed"] = torch.randn(1, (img_size // patch_size) ** 2 + 1, dd, generator=g)
-            model["decoder_blocks.0.norm1.weight"] = torch.ones(dd)
-            model["decoder_norm.weight"] = torch.ones(dd)
-            model["decoder_pred.weight"] = torch.randn(patch_size ** 2 * 3, dd, generator=g)
-        atomic_torch_save({"model": model}, path)
-        return enc
-
-    if fmt == "timm":
-        opts = take(("num_classes",))
-        sd = dict(enc)
-        n_cls = int(opts.get("num_classes", 10))
-        if n_cls:
-            sd["head.weight"] = torch.randn(n_cls, embed_dim, generator=g) / embed_dim ** 0.5
-            sd["head.bias"] = torch.zeros(n_cls)
-        if path.suffix == ".safetensors":
-            atomic_save_safetensors(sd, path)
-        else:
-            atomic_torch_save(sd, path)
-        return enc
-
-    if fmt == "ibot_teacher":
-        take(())
-        atomic_torch_save({"state_dict": enc}, path)
-        return enc
-
-    if fmt == "mocov3":
-        opts = take(("mlp_dim", "out_dim", "arch", "conv_stem", "return_encoder"))
-        mlp_dim = int(opts.get("mlp_dim", 2 * embed_dim))
-        out_dim = int(opts.get("out_dim", max(8, embed_dim // 2)))
-        base = dict(enc)
-        if opts.get("conv_stem"):
-            del base["patch_embed.proj.weight"], base["patch_embed.proj.bias"]
-            base.update(_conv_stem(embed_dim, g))
-            arch_name = _arch_name(embed_dim, depth, patch_size, prefix="vit_conv_")
-        base_full = {**base, **_bn_mlp("head.", [embed_dim, mlp_dim, mlp_dim, out_dim], g)}
-        momentum_full = _perturb(base_full, g)  # the EMA encoder: same shapes, different weights
-        momentum_full.update({k: v for k, v in base_full.items() if k.endswith("num_batches_tracked")})
-        predictor = _bn_mlp("", [out_dim, mlp_dim, out_dim], g)
-        state = {f"module.base_encoder.{k}": v for k, v in base_full.items()}
-        state.update({f"module.momentum_encoder.{k}": v for k, v in momentum_full.items()})
-        state.update({f"module.predictor.{k}": v for k, v in predictor.items()})
-        trainable = {k: v for k, v in state.items() if not k.startswith("module.momentum_encoder.")
-                     and "running_" not in k and "num_batches" not in k}
-        ckpt = {
-            "epoch": 300,
-            "arch": opts.get("arch", arch_name),
-            "state_dict": state,
-            "optimizer": _adamw_state(trainable, g, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.1),
-        }
-        atomic_torch_save(ckpt, path)
-        which = opts.get("return_encoder", "base")
-        chosen = base if which == "base" else {k: v for k, v in momentum_full.items() if not k.startswith("head.")}
-        return chosen
-
-    # ibot
-    opts = take(("out_dim", "patch_out_dim", "return_encoder"))
-    out_dim = int(opts.get("out_dim", 4 * embed_dim))
-    patch_out_dim = int(opts.get("patch_out_dim", 4 * embed_dim))
-    hidden, bottleneck = 2 * embed_dim, max(8, embed_dim // 2)
-
-    def ibot_head(shared: bool) -> dict[str, Tensor]:
-        h: dict[str, Tensor] = {}
-        for i, (o, i_) in zip((0, 2, 4), ((hidden, embed_dim), (hidden, hidden), (bottleneck, hidden))):
-            h[f"mlp.{i}.weight"] = torch.randn(o, i_, generator=g) / i_ ** 0.5
-            h[f"mlp.{i}.bias"] = torch.zeros(o)
-        h["last_layer.weight_g"] = torch.ones(out_dim, 1)
-        h["last_layer.weight_v"] = torch.randn(out_dim, bottleneck, generator=g)
-        h["last_layer2.weight_g"] = h["last_layer.weight_g"] if shared else torch.ones(patch_out_dim, 1)
-        h["last_layer2.weight_v"] = h["last_layer.weight_v"] if shared else torch.randn(patch_out_dim, bottleneck, generator=g)
-        return h
-
-    teacher_bb = dict(enc)
-    student_bb = _perturb(enc, g)
-    student_bb["masked_embed"] = 0.02 * torch.randn(1, embed_dim, generator=g)
-    teacher_sd = {f"backbone.{k}": v for k, v in teacher_bb.items()}
-    teacher_sd.update({f"head.{k}": v for k, v in ibot_head(shared=True).items()})
-    student_sd = {f"module.backbone.{k}": v for k, v in student_bb.items()}
-    student_sd.update({f"module.head.{k}": v for k, v in ibot_head(shared=False).items()})
-    args = argparse.Namespace(
-        arch=arch_name, patch_size=patch_size, out_dim=out_dim, patch_out_dim=patch_out_dim, shared_head=False,
-        shared_head_teacher=True, norm_last_layer=True, momentum_teacher=0.996, use_masked_im_modeling=True,
-        pred_ratio=[0.0, 0.3], pred_ratio_var=[0.0, 0.2], pred_shape="block", lambda1=1.0, lambda2=1.0,
-        global_crops_number=2, local_crops_number=10, global_crops_scale=(0.14, 1.0), epochs=800, lr=5e-4,
-        batch_size_per_gpu=64, output_dir="/tmp/ibot", seed=seed, dist_url="env://",
-    )
-    ckpt = {
-        "student": student_sd,
-        "teacher": teacher_sd,
-        "optimizer": _adamw_state({k: v for k, v in student_sd.items() if "weight_g" not in k}, g, lr=5e-4,
-                                  betas=(0.9, 0.999), weight_decay=0.04),
-        "epoch": 800,
-        "args": args,
-        "ibot_loss": {"center": torch.randn(1, out_dim, generator=g),
-                      "center2": torch.randn(1, 1, patch_out_dim, generator=g)},
-        "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                        "_growth_tracker": 0},
-    }
-    atomic_torch_save(ckpt, path)
-    which = opts.get("return_encoder", "teacher")
-    return teacher_bb if which == "teacher" else {k: v for k, v in student_bb.items() if k != "masked_embed"}
+    if fmt == "timm" and path.suffix == ".safetensors":
+        atomic_save_safetensors(obj, path)
+    else:
+        atomic_torch_save(obj, path)
+    return chosen
