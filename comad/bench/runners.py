@@ -226,11 +226,13 @@ class DaliRunner(EndToEndRunner):
 class DecodeRateRunner(Runner):
     """``decode-cpu``: the torch path's images per second on one CPU core -- decode (PIL) +
     RandomResizedCrop + flip of the JPEGs in this process on one torch thread, no model step.
-    One row per run (the first end-to-end variant, its first batch size); ``images`` per round.
-    The note records the machine's 1-minute load average at the start of each round."""
+    One row per run (the first end-to-end variant, its first batch size); ``images`` per round,
+    cropped to ``img_size`` (the configs' 224 px, whatever the preset). The note records the
+    machine's 1-minute load average at the start of each round."""
 
     data = "decode-cpu"
     images: ClassVar[int] = 256
+    img_size: ClassVar[int] = 224
 
     def __init__(self, bench: Bench, variant: str, batch: int, index: int = 0) -> None:
         super().__init__(bench, variant, batch, index)
@@ -255,7 +257,7 @@ class DecodeRateRunner(Runner):
             raise ValueError(f"{self.data} rows need an ImageFolder root (Settings.data)")
         if self._ds is None:
             self._ds = ImageFolderDataset(s.data, split="train", on_corrupt="error",
-                                          transform=build_train_transform(s.config["img_size"], normalize=False))
+                                          transform=build_train_transform(self.img_size, normalize=False))
         self.loads.append(os.getloadavg()[0])
         order = np.random.default_rng(r).integers(0, len(self._ds), self.images).tolist()
         threads = torch.get_num_threads()
@@ -269,7 +271,8 @@ class DecodeRateRunner(Runner):
             torch.set_num_threads(threads)
         self.n += len(order)
         self.row.update(steps=self.n, img_per_s=self.n / self.seconds,
-                        note="1 core, no model; load average " + ", ".join(f"{x:.2f}" for x in self.loads))
+                        note=f"1 core, {self.img_size} px crops, no model; load average "
+                        + ", ".join(f"{x:.2f}" for x in self.loads))
 
     def progress(self) -> str:
         return f"{self.row['img_per_s']:10.1f} img/s on one core (decode + crop + flip; cumulative)"
