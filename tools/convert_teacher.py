@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from comad.checkpoint import (ARCH_PRESETS, FORMATS, build_vit, check_arch, expected_arch, load_strict,  # noqa: E402
+                              read_encoder)
 from comad.io import CheckpointError, atomic_save_safetensors  # noqa: E402
-from comad.teachers.formats import FORMATS  # noqa: E402
-from comad.teachers.load import (ARCH_PRESETS, build_vit, check_arch, expected_arch, infer_arch,  # noqa: E402
-                                 load_encoder_state_dict, load_strict)
 
 TOOL_FORMATS = ("auto",) + FORMATS
 
@@ -52,13 +51,13 @@ def convert(src: str | Path, dst: str | Path, fmt: str = "auto", encoder: str | 
     if Path(dst).suffix != ".safetensors":
         raise ValueError(f"output {dst}: the file name must end in .safetensors")
     source = str(src)
-    fmt, enc, sd = load_encoder_state_dict(src, format=fmt, encoder=encoder)
-    found = infer_arch(sd, source)
+    ckpt = read_encoder(src, format=fmt, encoder=encoder)
+    found = {k: v for k, v in ckpt.arch.items() if k != "num_heads"}  # the shapes; heads are not in the tensors
     check_arch(found, expected_arch(arch, patch_size or None), source)
-    heads = found["embed_dim"] // 64 if found["embed_dim"] % 64 == 0 else 1  # heads do not change shapes
-    report = load_strict(build_vit(found, num_heads=heads), sd, source)
-    meta = {"format": fmt, "encoder": enc, "source": source, "arch": found, **report}
-    atomic_save_safetensors(sd, dst, metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
+    report = load_strict(build_vit(found, num_heads=ckpt.arch["num_heads"] or 1), ckpt.state_dict, source)
+    meta = {"format": ckpt.format, "encoder": ckpt.encoder, "source": source, "arch": found, **report}
+    atomic_save_safetensors(ckpt.state_dict, dst,
+                            metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     return meta
 
 

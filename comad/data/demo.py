@@ -174,8 +174,8 @@ def make_demo_imagefolder(
                     if flip:
                         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                     rel = f"{split}/{name}/{name}_{j:03d}.jpg"
-                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    (tmp / rel).write_bytes(_encode_jpeg(img, quality))
+                    with atomic_open(tmp / rel, "wb") as f:
+                        f.write(_encode_jpeg(img, quality))
                     files.append(rel)
         logger.info("wrote %d demo images of %d packaged photos to %s", len(files), len(names), out)
         return dict(classes=names, files=files)

@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from ..io import CheckpointError
+from ..runtime import world_size
 from .dataloader import DALI_KEY, build_dataloader, data_backend
 from .schedule import resolve_schedule
 
@@ -136,14 +137,6 @@ def check_work_dir(work_dir: str | Path) -> None:
         raise type(e)(e.errno, f"work dir {work_dir} (--work-dir or the config's work_dir) cannot be used: {why}") from None
 
 
-def _world_size(launcher: str) -> int:
-    if launcher == "slurm":
-        return int(os.environ.get("SLURM_NTASKS", "1"))
-    if launcher == "pytorch":
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    return 1
-
-
 def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False, launcher: str = "none") -> Runner:
     """Finish ``cfg`` for this process and build the Runner (see the module docstring)."""
     cfg.launcher = launcher
@@ -179,7 +172,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
                                      find_unused_parameters=cfg.get("find_unused_parameters", False))
 
-    world = _world_size(launcher)
+    world = world_size(launcher)
     sched = resolve_schedule(dict(cfg.schedule), cfg.train_dataloader.batch_size, world, accum)
     cfg.train_cfg.max_iters = sched["max_iters"]
     cfg.optim_wrapper.optimizer.lr = sched["lr"]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..io import atomic_save_safetensors, atomic_torch_save
-from .load import ARCH_PRESETS
+from ..checkpoint import ARCH_PRESETS
 
 __all__ = ["SYNTHETIC_FORMATS", "random_encoder", "write_checkpoint"]
 
