@@ -46,6 +46,10 @@ fi
 DALI_OPT=()
 if python3 -c "import nvidia.dali" 2> /dev/null; then
     DALI_OPT=(--dali)
+    if [ "$SET" = data ]; then  # the mixed decoder against DALI's CPU mode (one test)
+        python3 -m pytest -q -p no:cacheprovider tests/test_data_dali.py -k gpu_mixed 2>&1 | tail -15 \
+            | tee "$OUT_DIR/dali_gpu_test.txt"
+    fi
 else
     echo "DALI is not installed here: no e2e-dali rows (benchmarks/README.md says how to bring it)"
 fi

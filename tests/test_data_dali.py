@@ -233,6 +233,30 @@ def test_skip_known_corrupt_walks_to_the_next_good_index():
     assert idx.tolist() == [1, 5, 5, 1] and skipped.tolist() == [1, 2, 1, 2]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the mixed decoder)")
+def test_gpu_mixed_decoder_gives_the_cpu_modes_batches(tmp_path):
+    """On a GPU: the same files, labels and replacements of a corrupt file as DALI's CPU mode,
+    the crops on the GPU, and a whole-image crop within a grey level or so of the CPU's."""
+    _solid_folder(tmp_path, 4, 2)
+    write_corrupt_jpeg(tmp_path / "train" / "c0" / "1a.jpg")
+    img = Image.fromarray(load_demo_photo("astronaut")).resize((200, 150), Image.Resampling.BICUBIC)
+    img.save(tmp_path / "train" / "c1" / "9.jpg", quality=90)
+    ds = ImageFolderDataset(tmp_path, max_corrupt_frac=0.5)
+    draws = [0, 2, 1, 3, 4, 5, 6, 7]  # 2 is c0/1a.jpg
+    spec = CropSpec.from_transform(build_train_transform(16, normalize=False))
+    cpu, gpu = (list(DaliTrainLoader(ds, draws, 4, spec, num_threads=2, device_id=d)) for d in (None, 0))
+    assert [b["inputs"].device.type for b in gpu] == ["cuda", "cuda"]
+    for k in ("index", "label", "corrupt_skipped"):
+        assert [b[k].tolist() for b in cpu] == [b[k].tolist() for b in gpu]
+    assert [b["inputs"][:, 0, 8, 8].tolist() for b in cpu] == [b["inputs"][:, 0, 8, 8].cpu().tolist() for b in gpu]
+    whole = CropSpec.from_transform(build_train_transform(56, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), hflip=0.0,
+                                                          normalize=False))
+    i = len(ds) - 1  # c1/9.jpg
+    a, b = (_take(DaliTrainLoader(ds, [i] * 2, 2, whole, num_threads=1, device_id=d), 1)[0]["inputs"][0].cpu()
+            for d in (None, 0))
+    assert (a.float() - b.float()).abs().mean().item() < 1.5
+
+
 # ------------------------------------------------------------------------- config, resume
 def _entry(root: Path, batch: int) -> dict:
     """A ``train_dataloader`` entry as ``_base_/imagenet_data.py`` writes it."""

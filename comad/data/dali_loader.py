@@ -166,6 +166,7 @@ class DaliTrainLoader:
         self.restarts = 0  #: pipeline restarts after a batch with a corrupt file
         self._corrupt: frozenset[int] = frozenset()
         self._checker = DecodeChecker(device_id)
+        self._copy_stream: Any = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._batches()
@@ -246,11 +247,20 @@ class DaliTrainLoader:
         return len(bad)
 
     def _to_torch(self, out: Any, batch: _Batch) -> dict[str, Any]:
+        """The torch batch of DALI's output ``out`` (copied: DALI reuses its buffers)."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         t = out.as_tensor()
         device = torch.device("cpu") if self.device_id is None else torch.device("cuda", self.device_id)
         x = torch.empty(t.shape(), dtype=torch.uint8, device=device)
-        feed_ndarray(t, x, cuda_stream=torch.cuda.current_stream(device) if device.type == "cuda" else None)
+        if device.type == "cuda":
+            # On a stream of its own, finished before the next run() lets DALI reuse its buffer:
+            # the step's stream may still hold a whole step of work ahead of a copy queued there.
+            if self._copy_stream is None:
+                self._copy_stream = torch.cuda.Stream(device)
+            feed_ndarray(t, x, cuda_stream=self._copy_stream)
+            self._copy_stream.synchronize()
+        else:
+            feed_ndarray(t, x)
         return dict(inputs=x, label=torch.from_numpy(self.dataset.labels[batch.index]),
                     index=torch.from_numpy(batch.index), corrupt_skipped=torch.from_numpy(batch.skipped))
