@@ -500,3 +500,29 @@ def test_align_fit_row_times_the_fit_that_the_distiller_runs(tmp_path, teachers_
         assert torch.allclose(adapter.proj.weight.double(), w, atol=1e-5)
         assert torch.allclose(adapter.proj.bias.double(), b, atol=1e-5)
     assert bd.RUNNERS["align-fit"] is bd.AlignFitRunner
+
+
+def test_dali_and_decode_rate_rows(tmp_path, tiny_photos, teachers_dir):
+    """``e2e-dali`` (DALI's CPU mode here) is an end-to-end row of the shipped step with its ratio
+    to model-only; ``decode-cpu`` is one row per run with the torch path's rate on one core and
+    no step ratios; the meta records the JPEGs' sizes."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[dali]')")
+    out = tmp_path / "out"
+    settings = _settings(out, teachers_dir, batches=[2, 3], rounds=2, workers=1, data=tiny_photos,
+                         data_kinds=["model", "e2e-dali", "decode-cpu"])
+    assert bd.run_benchmark(settings) == 0
+    js = json.loads((out / "benchmark_distill.json").read_text())
+    rows = [(r["variant"], r["data"], r["batch"]) for r in js["rows"]]
+    assert rows == [("naive", "model", 2), ("shipped", "model", 2), ("shipped", "e2e-dali", 2), ("-", "decode-cpu", 2),
+                    ("naive", "model", 3), ("shipped", "model", 3), ("shipped", "e2e-dali", 3)]
+    by = {(r["variant"], r["data"], r["batch"]): r for r in js["rows"]}
+    dali, model = by[("shipped", "e2e-dali", 2)], by[("shipped", "model", 2)]
+    assert dali["status"] == "ok" and dali["e2e_over_model"] == pytest.approx(dali["img_per_s"] / model["img_per_s"])
+    dec = by[("-", "decode-cpu", 2)]
+    assert dec["status"] == "ok" and dec["steps"] == 2 * bd.DecodeRateRunner.images and dec["img_per_s"] > 0
+    assert dec["e2e_over_model"] is None and dec["b_over_a"] is None and "load average" in dec["note"]
+    assert js["meta"]["data_files"]["files"] == 8 and js["meta"]["data_files"]["mean_kb"] > 0
+    batches = list(bd.build_loader("dali", tiny_photos, 32, batch=3, num_batches=2, workers=1,
+                                   device=torch.device("cpu"), prefetch=1))
+    assert len(batches) == 2 and all(x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 for x in batches)
+    assert all(-3 < x.mean() < 3 and x.std() > 0.05 for x in batches)

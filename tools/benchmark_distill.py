@@ -19,8 +19,9 @@ One process, one run, one device. Rows (per batch size):
 Each in ``model`` mode (synthetic images already on the device) and end-to-end: ``e2e`` reads
 the JPEGs through the training data pipeline (``ImageFolderDataset`` + the train transform in
 DataLoader workers: uint8 transport, pinned memory, persistent workers, prefetch; normalised on
-the device) and ``e2e-gpudecode`` (CUDA) reads bytes in the workers and decodes + crops on the
-GPU (:mod:`comad.bench.gpu_decode`).
+the device), ``e2e-gpudecode`` (CUDA) reads bytes in the workers and decodes + crops on the
+GPU (:mod:`comad.bench.gpu_decode`), and ``e2e-dali`` (``--dali``) is the train loader of
+``data.backend='dali'``. ``decode-cpu`` (``--decode-rate``) is the torch path's rate on one core.
 
 Columns: images/s, ms/step (mean and median), peak memory, analytic GFLOP per image (matmul
 FLOPs of every ViT / decoder / adapter from its dims and token counts, 2 FLOP per MAC, attention
@@ -65,8 +66,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=None,
                     help="interleaved rounds per batch size: every row runs --steps steps per round (default 1 CUDA, 3 CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 CUDA, 1 CPU)")
-    ap.add_argument("--data", type=Path, default=None,
-                    help="ImageFolder root with a train/ split (default: make the demo photos under --out)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, default=None,
+                     help="ImageFolder root with a train/ split (default: make the demo photos under --out)")
+    src.add_argument("--imagenet-like", type=int, default=None, metavar="N",
+                     help="make N JPEGs per packaged photo with ImageNet's sizes (~500x375, quality 90) under "
+                          "--out/imagenet_like and read them")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out", help="where the CSV / JSON go")
     ap.add_argument("--teachers-dir", type=Path, default=None, help="where the synthetic teacher files go (default: a temp dir)")
     size = ap.add_mutually_exclusive_group()
@@ -79,6 +84,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-e2e", action="store_true", help="model-only rows only")
     ap.add_argument("--no-align-fit", action="store_true", help="no align-fit row (the adapters' one-off alignment fit)")
     ap.add_argument("--no-gpu-decode", action="store_true", help="skip the e2e-gpudecode rows (CUDA)")
+    ap.add_argument("--dali", action="store_true",
+                    help="add e2e-dali rows: the data.backend='dali' loader with --workers threads (the dali extra)")
+    ap.add_argument("--decode-rate", action="store_true",
+                    help="add a decode-cpu row: the torch data path's img/s on one CPU core (run on a quiet machine)")
     ap.add_argument("--no-cpu-bf16", action="store_true", help="skip the shipped+bf16 rows (CPU)")
     ap.add_argument("--variants", default=None,
                     help="comma list: naive, shipped, or shipped with options +bf16 (CPU autocast), +bf16t (bf16 "
@@ -116,7 +125,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     variants = _names(args.variants) or ["naive", "shipped"] + (["shipped+bf16"] if not cuda and not args.no_cpu_bf16 else [])
     if args.compile and "shipped+compile" not in variants:
         variants.append("shipped+compile")
-    e2e = [] if args.no_e2e else ["e2e"] + (["e2e-gpudecode"] if cuda and not args.no_gpu_decode else [])
+    e2e = [] if args.no_e2e else ["e2e"] + (["e2e-gpudecode"] if cuda and not args.no_gpu_decode else []) + (
+        ["e2e-dali"] if args.dali else [])
+    e2e += ["decode-cpu"] if args.decode_rate else []
     try:
         return Settings(
             device=torch.device(args.device), preset="tiny" if args.tiny else "small" if args.small else "full",
@@ -132,7 +143,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_benchmark(settings_from_args(parse_args(argv)))
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    if args.imagenet_like:
+        from comad.data.imagenet_like import make_imagenet_like
+
+        settings.data = make_imagenet_like(args.out / "imagenet_like", n_per_photo=args.imagenet_like)
+    return run_benchmark(settings)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ rows, the columns and the results. One concept per module:
 - :mod:`.naive`: the naive reference step and its looped gating;
 - :mod:`.variants`: the shipped step and the variant names (``shipped+bf16t+compile``);
 - :mod:`.parts`: size presets, synthetic teacher files, the pieces both steps share;
-- :mod:`.loaders`: synthetic, CPU-decode and GPU-decode batches; :mod:`.gpu_decode`: nvJPEG
+- :mod:`.loaders`: synthetic, CPU-decode, GPU-decode and DALI batches; :mod:`.gpu_decode`: nvJPEG
   decoding with every RandomResizedCrop of a batch cut by one ``roi_align``;
 - :mod:`.timing`: timed steps, the matmul peak, sync audit, profiler and phase times;
 - :mod:`.context`: a run's :class:`Settings` and shared :class:`Bench`;
-- :mod:`.runners`: one runner class per kind of row (``model``, ``e2e``, ``e2e-gpudecode``);
-  :mod:`.align_row`: the ``align-fit`` row (the adapters' one-off alignment fit);
+- :mod:`.runners`: one runner class per kind of row (``model``, ``e2e``, ``e2e-gpudecode``,
+  ``e2e-dali``, ``decode-cpu``); :mod:`.align_row`: the ``align-fit`` row (the adapters' one-off
+  alignment fit);
 - :mod:`.suite`: a whole run in order; :mod:`.report`: ratios, table, CSV / JSON / text.
 """
 from .align_row import AlignFitRunner
@@ -32,6 +33,8 @@ from .parts import PRESETS, Parts, build_parts, load_distiller, write_teachers
 from .report import COLUMNS, render_table, write_outputs
 from .runners import (
     RUNNERS,
+    DaliRunner,
+    DecodeRateRunner,
     EndToEndRunner,
     GpuDecodeRunner,
     ModelOnlyRunner,
@@ -49,7 +52,8 @@ __all__ = [
     "NaiveStep", "masked_full_forward", "naive_gating",
     "PRESETS", "Parts", "build_parts", "load_distiller", "write_teachers",
     "COLUMNS", "render_table", "write_outputs",
-    "RUNNERS", "EndToEndRunner", "GpuDecodeRunner", "ModelOnlyRunner", "Runner", "TimedRunner",
+    "RUNNERS", "DaliRunner", "DecodeRateRunner", "EndToEndRunner", "GpuDecodeRunner", "ModelOnlyRunner", "Runner",
+    "TimedRunner",
     "Suite", "run_benchmark",
     "ShippedStep", "configured", "parse_variant",
 ]

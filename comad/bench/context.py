@@ -93,6 +93,15 @@ class Settings:
         return PRESETS[self.preset]
 
 
+def _data_stats(data: Path | None) -> dict[str, Any] | None:
+    """Count, mean size (KB) and mean width / height of the end-to-end rows' JPEGs."""
+    if data is None:
+        return None
+    from comad.data.imagenet_like import jpeg_stats
+
+    return jpeg_stats(Path(data) / "train")
+
+
 class Bench:
     """The shared state of a run: built once (synthetic teachers, the distiller, both steps,
     FLOP counts, matmul peaks), read by every row runner."""
@@ -157,7 +166,7 @@ class Bench:
             mfu_denominator=f"measured {self.peak_key} matmul peak ({peak['tflops']:.2f} TFLOP/s, n={peak['n']})",
             flops_per_image=self.flops, fused_attention=fused_attention_report(self.parts),
             distiller_available=self.model is not None, distiller_missing_reason=self.why_missing,
-            setup_s=self.setup_s, tf32=False,
+            data_files=_data_stats(s.data), setup_s=self.setup_s, tf32=False,
             amp_shipped="bf16" if cuda else "off (the runner enables bf16 autocast on CUDA only)")
         try:
             import timm

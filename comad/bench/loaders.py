@@ -1,5 +1,6 @@
 """Where a row's images come from: synthetic device buffers, or JPEG files decoded on the CPU
-(the training pipeline) or on the GPU (:mod:`comad.bench.gpu_decode`).
+(the training pipeline), on the GPU (:mod:`comad.bench.gpu_decode`) or by DALI (the training
+pipeline of ``data.backend='dali'``, :mod:`comad.data.dali_loader`).
 
 Every loader yields normalised (B, 3, S, S) float32 batches on the device.
 """
@@ -12,7 +13,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["synthetic_batches", "cpu_decode_batches", "gpu_decode_batches", "LOADERS", "build_loader"]
+__all__ = ["synthetic_batches", "cpu_decode_batches", "gpu_decode_batches", "dali_batches", "LOADERS",
+           "build_loader"]
 
 
 def synthetic_batches(batch: int, img_size: int, device: torch.device, seed: int = 0) -> Iterator[Tensor]:
@@ -81,8 +83,31 @@ def gpu_decode_batches(data: Path, img_size: int, batch: int, num_batches: int, 
         yield pending
 
 
+def dali_batches(data: Path, img_size: int, batch: int, num_batches: int, workers: int, device: torch.device,
+                 prefetch: int, seed: int = 0) -> Iterator[Tensor]:
+    """The DALI train loader with ``workers`` CPU threads (``mixed`` decoder and GPU resize on
+    CUDA; DALI's CPU mode otherwise) on random draws, normalised on the device."""
+    import numpy as np
+
+    from comad.data import ImageFolderDataset, build_train_transform
+    from comad.data.dali import CropSpec
+    from comad.data.dali_loader import DaliTrainLoader
+    from comad.data.transforms import Normalize255
+
+    ds = ImageFolderDataset(data, split="train", on_corrupt="error")
+    spec = CropSpec.from_transform(build_train_transform(img_size, normalize=False))
+    draws = np.random.default_rng(seed).integers(0, len(ds), batch * num_batches).tolist()
+    device_id = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+    loader = DaliTrainLoader(ds, draws, batch, spec, num_threads=max(1, workers), device_id=device_id, seed=seed,
+                             prefetch=prefetch)
+    norm = Normalize255().to(device)
+    for b in loader:
+        yield norm(b["inputs"].to(device, non_blocking=True))
+
+
 #: loader kinds of :func:`build_loader`: (data, img_size, batch, num_batches, workers, device, prefetch, seed)
-LOADERS: dict[str, Callable[..., Iterator[Tensor]]] = {"cpu": cpu_decode_batches, "gpu": gpu_decode_batches}
+LOADERS: dict[str, Callable[..., Iterator[Tensor]]] = {"cpu": cpu_decode_batches, "gpu": gpu_decode_batches,
+                                                      "dali": dali_batches}
 
 
 def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: int, workers: int,

@@ -35,7 +35,8 @@ def fill_ratios(rows: list[dict[str, Any]]) -> None:
     path the naive step does not run (``e2e-gpudecode``), the naive ``e2e`` row.
     ``e2e_over_model``: an end-to-end row against the model-only row of the same variant.
     """
-    timed = [r for r in rows if r["status"] == "ok" and r.get("img_per_s") is not None]
+    timed = [r for r in rows if r["status"] == "ok" and r.get("img_per_s") is not None
+             and r.get("ms_per_step") is not None]  # rows of timed steps (not e.g. a decode-rate row)
     ok = {(r["variant"], r["data"], r["batch"]): r for r in timed}
     for r in rows:
         for k in ("b_over_a", "e2e_over_model", "b_over_a_median", "e2e_over_model_median"):

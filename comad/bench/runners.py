@@ -11,17 +11,20 @@ A new kind of row is one small class registered in :data:`RUNNERS`:
   :class:`TimedRunner`), set ``data`` and override ``batches()``;
 * a row that is not a loop of timed steps (e.g. a one-off fit): subclass :class:`Runner`, set
   ``data``, override ``measure(r)`` (do the work in round 0, fill ``self.row``) and, if only some
-  variants get the row, ``wants()``.
+  variants (or batch sizes) get the row, ``wants()`` (``wants_batch()``).
 
 A failure in a row is recorded in it (``status``, ``traceback``) and printed; the other rows run.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
+import time
 import traceback
 from typing import Any, ClassVar, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,7 +32,8 @@ from .context import Bench, Settings
 from .loaders import build_loader, synthetic_batches
 from .timing import merge_timings, time_steps
 
-__all__ = ["Runner", "TimedRunner", "ModelOnlyRunner", "EndToEndRunner", "GpuDecodeRunner", "RUNNERS", "make_runners"]
+__all__ = ["Runner", "TimedRunner", "ModelOnlyRunner", "EndToEndRunner", "GpuDecodeRunner", "DaliRunner",
+           "DecodeRateRunner", "RUNNERS", "make_runners"]
 
 
 class Runner:
@@ -49,6 +53,11 @@ class Runner:
     def wants(cls, variant: str, settings: Settings) -> bool:
         """Whether ``variant`` gets a row of this kind (default: the end-to-end variants)."""
         return variant in (settings.e2e_variants or ())
+
+    @classmethod
+    def wants_batch(cls, variant: str, batch: int, settings: Settings) -> bool:
+        """Whether the row of ``variant`` is made at ``batch`` too (default: at every batch size)."""
+        return True
 
     def measure(self, r: int) -> None:
         """Round ``r`` of the measurement; fills ``self.row``."""
@@ -198,8 +207,80 @@ class GpuDecodeRunner(EndToEndRunner):
         return variant != "naive" and super().wants(variant, settings)
 
 
+class DaliRunner(EndToEndRunner):
+    """``e2e-dali``: the train loader of ``data.backend='dali'`` (:mod:`comad.data.dali_loader`)
+    with ``workers`` DALI threads: the ``mixed`` decoder (hardware JPEG decoder where present)
+    and the resize on the GPU; DALI's CPU mode without CUDA. Shipped variants only."""
+
+    data = "e2e-dali"
+    loader = "dali"
+
+    @classmethod
+    def wants(cls, variant: str, settings: Settings) -> bool:
+        return variant != "naive" and super().wants(variant, settings)
+
+    def extra_warmup(self) -> int:
+        return self.bench.settings.prefetch + 1  # DALI's queue and the reader's fill at the start
+
+
+class DecodeRateRunner(Runner):
+    """``decode-cpu``: the torch path's images per second on one CPU core -- decode (PIL) +
+    RandomResizedCrop + flip of the JPEGs in this process on one torch thread, no model step.
+    One row per run (the first end-to-end variant, its first batch size); ``images`` per round,
+    cropped to ``img_size`` (the configs' 224 px, whatever the preset). The note records the
+    machine's 1-minute load average at the start of each round."""
+
+    data = "decode-cpu"
+    images: ClassVar[int] = 256
+    img_size: ClassVar[int] = 224
+
+    def __init__(self, bench: Bench, variant: str, batch: int, index: int = 0) -> None:
+        super().__init__(bench, variant, batch, index)
+        self.row["variant"] = "-"  # no step runs
+        self.n, self.seconds, self.loads = 0, 0.0, []
+        self._ds: Any = None
+
+    @classmethod
+    def wants(cls, variant: str, settings: Settings) -> bool:
+        return variant == (settings.e2e_variants or settings.variants)[0]
+
+    @classmethod
+    def wants_batch(cls, variant: str, batch: int, settings: Settings) -> bool:
+        batches = settings.compile_batches if "compile" in settings.flags[variant] else settings.batches
+        return batch == (batches or [batch])[0]
+
+    def measure(self, r: int) -> None:
+        from comad.data import ImageFolderDataset, build_train_transform
+
+        s = self.bench.settings
+        if s.data is None:
+            raise ValueError(f"{self.data} rows need an ImageFolder root (Settings.data)")
+        if self._ds is None:
+            self._ds = ImageFolderDataset(s.data, split="train", on_corrupt="error",
+                                          transform=build_train_transform(self.img_size, normalize=False))
+        self.loads.append(os.getloadavg()[0])
+        order = np.random.default_rng(r).integers(0, len(self._ds), self.images).tolist()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            t0 = time.perf_counter()
+            for i in order:
+                self._ds[i]
+            self.seconds += time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(threads)
+        self.n += len(order)
+        self.row.update(steps=self.n, img_per_s=self.n / self.seconds,
+                        note=f"1 core, {self.img_size} px crops, no model; load average "
+                        + ", ".join(f"{x:.2f}" for x in self.loads))
+
+    def progress(self) -> str:
+        return f"{self.row['img_per_s']:10.1f} img/s on one core (decode + crop + flip; cumulative)"
+
+
 #: the row kinds by their ``data`` column (``Settings.data_kinds`` names them)
-RUNNERS: dict[str, type[Runner]] = {cls.data: cls for cls in (ModelOnlyRunner, EndToEndRunner, GpuDecodeRunner)}
+RUNNERS: dict[str, type[Runner]] = {cls.data: cls for cls in (ModelOnlyRunner, EndToEndRunner, GpuDecodeRunner,
+                                                              DaliRunner, DecodeRateRunner)}
 
 
 def make_runners(bench: Bench, variants: list[str], batch: int, first_index: int) -> list[Runner]:
@@ -208,6 +289,6 @@ def make_runners(bench: Bench, variants: list[str], batch: int, first_index: int
     for kind in bench.settings.data_kinds:
         cls = RUNNERS[kind]
         for v in variants:
-            if cls.wants(v, bench.settings):
+            if cls.wants(v, bench.settings) and cls.wants_batch(v, batch, bench.settings):
                 runners.append(cls(bench, v, batch, first_index + len(runners)))
     return runners

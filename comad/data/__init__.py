@@ -1,7 +1,9 @@
 """Data for distillation: ImageNet-style dataset, transforms and packaged demo photos.
 
 Plain torch; the mmengine registry entry (``type='ComadImageFolder'``) lives in
-:mod:`comad.data.registry`, imported only by configs (``custom_imports``).
+:mod:`comad.data.registry`, imported only by configs (``custom_imports``). The DALI data path
+(``data.backend='dali'``: :mod:`comad.data.dali`, :mod:`comad.data.dali_loader`) and the
+ImageNet-sized benchmark JPEGs (:mod:`comad.data.imagenet_like`) are imported on demand.
 """
 from .dataset import (
     IMG_EXTENSIONS,

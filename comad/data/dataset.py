@@ -358,6 +358,21 @@ class ImageFolderDataset(Dataset):
             return f"{self.path(index)} ({self.file_list}, line {int(self._lines[index])})"
         return str(self.path(index))
 
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded file of sample ``index`` (for decoders outside this class, e.g. DALI).
+
+        Raises:
+            FileNotFoundError, PermissionError, IsADirectoryError: as :meth:`load_image`
+                (named, with the file-list line).
+        """
+        try:
+            with open(self.path(index), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image {self._where(index)} does not exist") from None
+        except (PermissionError, IsADirectoryError) as e:
+            raise type(e)(f"image {self._where(index)}: cannot read it ({e.strerror})") from None
+
     def load_image(self, index: int) -> Image.Image:
         """Decode sample ``index`` as an RGB PIL image.
 
@@ -391,13 +406,25 @@ class ImageFolderDataset(Dataset):
                 if self.on_corrupt == "error":
                     raise
                 skipped += 1
-                self._note_corrupt(str(self.path(i)), e)
+                self.note_corrupt(i, e)
                 if skipped >= n:
                     raise TooManyCorruptImagesError(f"every image of the dataset under {self.base} is corrupt") from None
         inputs = self.transform(img) if self.transform is not None else TF.pil_to_tensor(img)
         return dict(inputs=inputs, label=int(self.labels[i]), index=i, corrupt_skipped=skipped)
 
-    def _note_corrupt(self, path: str, err: Exception) -> None:
+    def note_corrupt(self, index: int, err: Exception) -> None:
+        """Record that sample ``index`` does not decode (this class's verdict or another
+        decoder's, e.g. DALI's): warn once per file and count it in :attr:`corrupt_files`.
+
+        Raises:
+            CorruptImageError: with ``on_corrupt='error'`` (naming the file).
+            TooManyCorruptImagesError: more distinct corrupt files than ``max_corrupt_frac``.
+        """
+        if self.on_corrupt == "error":
+            if isinstance(err, CorruptImageError):
+                raise err
+            raise CorruptImageError(f"corrupt image {self._where(index)}: {err}")
+        path = str(self.path(index))
         if path not in self.corrupt_files:
             self.corrupt_files.add(path)
             logger.warning("skipping %s (on_corrupt='skip'); the next index is used instead", err)

@@ -2,7 +2,8 @@
 
 Resolves what a config cannot know in advance: the world size (so iterations and lr follow
 the effective batch), the device (bf16 AMP and the NCCL backend only with CUDA, said in the
-log), the newest checkpoint to resume from, and, for the demo, the teacher files.
+log), the newest checkpoint to resume from, the data backend (``data.backend``: mmengine's
+DataLoader or DALI, :mod:`comad.engine.dataloader`) and, for the demo, the teacher files.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mmengine.runner import Runner
 
 from ..io import CheckpointError
 from ..runtime import world_size
+from .dataloader import DALI_KEY, build_dataloader, data_backend
 from .schedule import resolve_schedule
 
 __all__ = ["ComadRunner", "archive_previous_run", "build_runner", "check_work_dir", "latest_checkpoint",
@@ -49,6 +51,12 @@ class ComadRunner(Runner):
         if isinstance(meta, dict):
             meta.pop("config", None)
         return ckpt
+
+    @staticmethod
+    def build_dataloader(dataloader: Any, seed: int | None = None, diff_rank_seed: bool = False) -> Any:
+        """mmengine's DataLoader, or the DALI loader when ``build_runner`` marked the entry
+        (``data.backend='dali'``; :mod:`comad.engine.dataloader`)."""
+        return build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
 
     def train(self) -> Any:
         """Train; a fresh run first moves an earlier run's outputs aside (see :func:`archive_previous_run`)."""
@@ -198,13 +206,16 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
     # a schedule cut shorter than its warm-up (smoke runs) is all warm-up
     cfg.param_scheduler = [s for s in (warm, cosine) if s.end > s.begin]
 
-    run_info = dict(sched, amp="bf16" if use_amp else "fp32", demo=bool(demo), launcher=launcher)
+    backend = data_backend(cfg)
+    if backend == "dali":
+        cfg.train_dataloader[DALI_KEY] = dict(cfg.data.get("dali") or {})
+    run_info = dict(sched, amp="bf16" if use_amp else "fp32", demo=bool(demo), launcher=launcher, data_backend=backend)
     for hook in cfg.get("custom_hooks", []):
         if hook.get("type") == "ComadRunHook":
             hook["run_info"] = dict(hook.get("run_info") or {}, **run_info)
     print_log(f"schedule: effective batch {sched['effective_batch']} ({world} process(es) x {sched['batch_size']} x "
               f"{accum} accumulation), lr {sched['lr']:.3g}, {sched['max_iters']} iterations, "
-              f"{sched['warmup_iters']} warm-up; AMP: {run_info['amp']}"
+              f"{sched['warmup_iters']} warm-up; AMP: {run_info['amp']}; data: {backend}"
               + ("" if cuda else " (no CUDA device)"), logger="current")
 
     if resume:

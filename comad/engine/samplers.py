@@ -19,7 +19,13 @@ from torch.utils.data import Dataset
 
 
 class ResumableInfiniteSampler(InfiniteSampler):
-    """``InfiniteSampler`` that yields ``(index, draw)`` and can skip draws cheaply."""
+    """``InfiniteSampler`` that yields ``(index, draw)`` and can skip draws cheaply.
+
+    Attributes:
+        skipped: the draws of this rank the last :meth:`skip` jumped past (0 before any).
+    """
+
+    skipped: int = 0
 
     def _indices_of_rank(self) -> Iterator[tuple[int, int]]:
         stream = zip(self._infinite_indices(), itertools.count())
@@ -27,6 +33,7 @@ class ResumableInfiniteSampler(InfiniteSampler):
 
     def skip(self, n: int) -> None:
         """Restart this rank's stream after its first ``n`` draws (indices only, no data)."""
+        self.skipped = int(n)
         self.indices = itertools.islice(self._indices_of_rank(), n, None)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

@@ -15,3 +15,12 @@ train_dataloader = dict(
                      transform=dict(kind='train', img_size=224, scale=(0.2, 1.0), hflip=0.5, normalize=False)),
     ),
 )
+# Who decodes and crops: 'torch' (the DataLoader workers above, PIL) or 'dali' (NVIDIA DALI:
+# decode with a random-crop ROI on the GPU's JPEG decoders, the same files, order, crop ranges
+# and flip; needs the `dali` extra). docs/data.md says what differs.
+data = dict(
+    backend='torch',
+    # DALI only: CPU threads (None: num_workers), 'auto' | 'cpu' | 'gpu', batches prepared
+    # ahead, file-reading threads, share of JPEGs for the hardware decoder (A100 / H100)
+    dali=dict(num_threads=None, device='auto', prefetch=2, read_threads=4, hw_decoder_load=0.65),
+)
