@@ -139,6 +139,14 @@ def test_demo_end_to_end_resume_and_guard(tmp_path, tiny_student, demo_root):
     with pytest.raises(RuntimeError, match=r"holds a run with other settings .*student"):
         main(["--demo", "--student", str(other), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
               "--max-iters", "2", "ade20k"])
+    # ... and with --archive the earlier run is moved aside (nothing deleted) and the new one starts afresh
+    rec = main(["--demo", "--student", str(other), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
+                "--max-iters", "2", "--archive", "ade20k"])["ade20k"]
+    [old] = (tmp_path / "ade20k").glob("superseded_*")
+    assert {p.name for p in old.iterdir()} >= {"iter_2.pth", "transfer_run.json", "metrics.json", "release"}
+    assert json.loads((old / "metrics.json").read_text())["metrics"] == first
+    assert rec["student_sha256"] != json.loads((old / "transfer_run.json").read_text())["student_sha256"]
+    assert json.loads((tmp_path / "ade20k/transfer_run.json").read_text())["student_sha256"] == rec["student_sha256"]
 
 
 def test_multi_gpu_reexecs_under_torchrun(monkeypatch, tmp_path, tiny_student):

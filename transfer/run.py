@@ -71,6 +71,9 @@ def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="root of the task work dirs (default: work_dirs/transfer[-demo]/<run>)")
     p.add_argument("--max-iters", type=int, help="cut every task's schedule to N iterations (lr schedule compressed)")
     p.add_argument("--demo", action="store_true", help="mini datasets from package images, small crops, short runs")
+    p.add_argument("--archive", action="store_true",
+                   help="a task work dir holding a run with other settings (another student, ...) has that run moved "
+                        "to <work dir>/superseded_<time>/ and starts afresh (default: refuse)")
     p.add_argument("--seed", type=int, default=None,
                    help="random seed (default: 0 for the dense tasks, the config's seed for the ImageNet ones)")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help=argparse.SUPPRESS)
@@ -151,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     for name in args.tasks:
         request = TaskRequest(student=student, data_root=data_root, work_dir=work_root / name, max_iters=args.max_iters,
                               demo=args.demo, cfg_options=tuple(cfg_options), seed=args.seed, world_size=world_size(),
-                              launcher=args.launcher)
+                              launcher=args.launcher, archive=args.archive)
         results[name] = _run_one(TASKS[name], request)
     if rank() == 0:
         _print_tables(work_root, args.demo)

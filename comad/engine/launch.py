@@ -64,19 +64,22 @@ class ComadRunner(Runner):
 RUN_OUTPUTS = ("iter_*.pth", "last_checkpoint", "run_info.json", "student")
 
 
-def archive_previous_run(work_dir: str | Path) -> Path | None:
+def archive_previous_run(work_dir: str | Path, outputs: tuple[str, ...] = RUN_OUTPUTS,
+                         marker: str = "iter_") -> Path | None:
     """Move an earlier run's checkpoints and export into ``<work_dir>/superseded_<time>/``.
 
     A fresh run (no ``--resume``) in a used work dir would otherwise overwrite the earlier
     run's ``iter_N.pth`` one by one and leave the others mixed with its own, so that a later
-    ``--resume`` could continue the wrong run. Nothing is deleted. Returns the folder, or None
-    when there was nothing to move.
+    ``--resume`` could continue the wrong run. Nothing is deleted. ``outputs``: the glob
+    patterns of what a run leaves (the distillation's by default; the transfer tasks name
+    theirs); nothing moves unless one of them starts with ``marker`` (a checkpoint). Returns the
+    folder, or None when there was nothing to move.
     """
     import time
 
     work_dir = Path(work_dir)
-    found = [p for pattern in RUN_OUTPUTS for p in sorted(work_dir.glob(pattern))]
-    if not any(p.name.startswith("iter_") for p in found):
+    found = [p for pattern in outputs for p in sorted(work_dir.glob(pattern))]
+    if not any(p.name.startswith(marker) for p in found):
         return None
     dest = work_dir / f"superseded_{time.strftime('%Y%m%d_%H%M%S')}"
     n = 0

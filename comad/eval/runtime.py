@@ -231,6 +231,9 @@ class RunLog:
     def info(self, msg: str) -> None:
         self.logger.info(msg)
 
+    def warning(self, msg: str) -> None:
+        self.logger.warning(msg)
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Append one JSON line ``{..., 'step': step}`` to ``scalars.json``."""
         if self._backend is not None:
