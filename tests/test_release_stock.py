@@ -169,3 +169,20 @@ def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path):
     got = _stock(_STOCK_TIMM, tmp_path / "stock", record, str(image))
     torch.testing.assert_close(got["logits"], own, rtol=1e-5, atol=1e-5)
     assert json.loads(Path(record["release"]["config"]).read_text())["classes"] == meta["dataset_meta"]["classes"]
+
+
+@pytest.mark.mm
+def test_infer_draws_each_task_s_predictions_into_a_png(released, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from transfer.infer import draw_prediction, task_release
+
+    for task, says in (("ade20k", "classes predicted"), ("coco", "detections with score >= 0 drawn")):
+        config, ckpt, image = task_release(released["work"] / task)
+        drawn = draw_prediction(config, ckpt, image, tmp_path / f"{task}.png", score_thr=0.0)
+        assert says in drawn.summary and drawn.out_file.with_suffix(".log").is_file()
+        png, src = np.asarray(Image.open(drawn.out_file).convert("RGB")), np.asarray(Image.open(image).convert("RGB"))
+        assert png.shape == src.shape and (png != src).any(axis=-1).mean() > 0.05  # an overlay over the image
+    with pytest.raises(FileNotFoundError, match=r"infer: image .*nope.jpg: no such file"):
+        draw_prediction(config, ckpt, tmp_path / "nope.jpg", tmp_path / "x.png")

@@ -22,6 +22,8 @@ from typing import Any, Callable
 from mmengine.config import Config, ConfigDict
 
 from comad.checkpoint import content_sha256
+from comad.console import notice, prints_to_log
+from comad.engine.progress import add_progress_hook
 from comad.eval.runner import TaskRequest, TaskResult
 from comad.eval.runtime import REPO_ROOT, repo_relative
 from comad.io import atomic_write_json
@@ -158,6 +160,7 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
     changes += safe_checkpointing(cfg)
+    changes += add_progress_hook(cfg, task.name, task.metric_keys[:1])
     cfg.work_dir = str(request.work_dir)
     cfg.resume = True
     cfg.load_from = None
@@ -247,28 +250,30 @@ def _config_classes(cfg: Config) -> tuple[str, ...] | None:
     return tuple(classes) if classes else None
 
 
-def _warn_effective_batch(protocol: dict[str, Any], resolved: dict[str, Any], world: int) -> None:
+def _warn_effective_batch(protocol: dict[str, Any], resolved: dict[str, Any], world: int, demo: bool) -> None:
+    """A run whose effective batch is not the protocol's says so (on the console unless it is a demo, small by design)."""
     from mmengine.logging import print_log
 
-    if protocol.get("effective_batch") and resolved["effective_batch"] != protocol["effective_batch"]:
-        print_log(f"[transfer] effective batch {resolved['effective_batch']} (= {world} GPUs x "
-                  f"{resolved['batch_per_gpu']} x {resolved['grad_accumulation']}) differs from the protocol's "
-                  f"{protocol['effective_batch']}; lr kept at {resolved['lr']:g} (linear rule would give "
-                  f"{resolved['lr'] * resolved['effective_batch'] / protocol['effective_batch']:g}; enable it with "
-                  f"-- --cfg-options auto_scale_lr.enable=True auto_scale_lr.base_batch_size="
-                  f"{protocol['effective_batch']})", logger="current", level=30)
+    if not protocol.get("effective_batch") or resolved["effective_batch"] == protocol["effective_batch"]:
+        return
+    msg = (f"[transfer] effective batch {resolved['effective_batch']} (= {world} GPUs x "
+           f"{resolved['batch_per_gpu']} x {resolved['grad_accumulation']}) differs from the protocol's "
+           f"{protocol['effective_batch']}; lr kept at {resolved['lr']:g} (linear rule would give "
+           f"{resolved['lr'] * resolved['effective_batch'] / protocol['effective_batch']:g}; enable it with "
+           f"-- --cfg-options auto_scale_lr.enable=True auto_scale_lr.base_batch_size={protocol['effective_batch']})")
+    if demo:
+        print_log(msg, logger="current", level=30)
+    else:
+        notice(msg, 30)
 
 
 def _test_metrics(task: MMTask, runner: Any) -> tuple[dict[str, float], bool]:
     """(metrics of runner.test(), whether the detector kept no detection); every metric key checked."""
-    from mmengine.logging import print_log
-
     metrics = _metrics(runner.test())
     no_predictions = not metrics and task.units == "fraction"
     if no_predictions:
         # mmdet's CocoMetric returns nothing when the model kept no detection (score_thr): AP is 0 then
-        print_log(f"[transfer] task {task.name}: the model made no detection on the test set; every AP is 0",
-                  logger="current", level=30)
+        notice(f"[transfer] task {task.name}: the model made no detection on the test set; every AP is 0", 30)
         metrics = {k: 0.0 for k in task.metric_keys}
     missing = [k for k in task.metric_keys if k not in metrics]
     if missing:
@@ -308,11 +313,12 @@ def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
     sha = content_sha256(request.student)
     runner = _build_runner(task, request, cfg, changes, sha)
     resolved = resolved_protocol(cfg, request.world_size)
-    _warn_effective_batch(dict(cfg.get("protocol", {})), resolved, request.world_size)
-    runner.train()  # loads the student (the backbone's init_weights), then resumes
+    _warn_effective_batch(dict(cfg.get("protocol", {})), resolved, request.world_size, request.demo)
+    with prints_to_log(runner.logger):  # pycocotools prints: to the log file in quiet mode
+        runner.train()  # loads the student (the backbone's init_weights), then resumes
+        metrics, no_predictions = _test_metrics(task, runner)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     load_report = dict(getattr(model.backbone, "load_report", {}))
-    metrics, no_predictions = _test_metrics(task, runner)
     info = dict(protocol_declared=dict(cfg.get("protocol", {})), effective_batch=resolved["effective_batch"],
                 data=dict(root=summary.root, train_images=summary.train_images, val_images=summary.val_images),
                 config_changes=changes, backbone_load=load_report, log_dir=str(runner.log_dir),

@@ -278,7 +278,8 @@ def run_imagenet_task(task: str, request: TaskRequest) -> TaskResult:
     data = dict(data_info, train=str(train_dir), val=str(val_dir))
     return TaskResult(metrics={k: float(v) for k, v in metrics.items()}, config=repo_relative(cfg.config_path),
                       seed=int(cfg.seed), protocol=protocol, name=cfg.get("name") or None,
-                      info=dict(effective_batch=eff, data=data, load_report=report), release=run.release)
+                      info=dict(effective_batch=eff, data=data, load_report=report, log_dir=str(log.dir)),
+                      release=run.release)
 
 
 IMAGENET_TASKS: dict[str, Task] = {
