@@ -14,14 +14,14 @@ A task returns a :class:`Release` in its :class:`~comad.eval.runner.TaskResult`;
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .io import CheckpointError, atomic_open, atomic_write_text
+from .io import CheckpointError, atomic_torch_save, atomic_write_text, safe_torch_load
 
 __all__ = ["RELEASE_DIR", "Release", "plain_data", "publish"]
 
@@ -67,11 +67,12 @@ def plain_data(value: Any, where: str = "meta") -> Any:
                     f"list, tuple, dict)")
 
 
-def _checkpoint_bytes(release: Release) -> bytes:
-    state = {k: v.detach().cpu().contiguous() for k, v in release.state_dict.items()}
-    buf = io.BytesIO()
-    torch.save({"state_dict": state, "meta": plain_data(release.meta)}, buf)
-    return buf.getvalue()
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def publish(release: Release, folder: str | Path) -> dict[str, str]:
@@ -85,16 +86,17 @@ def publish(release: Release, folder: str | Path) -> dict[str, str]:
         CheckpointError: the written file does not load under ``weights_only=True``.
     """
     folder = Path(folder)
-    data = _checkpoint_bytes(release)
-    sha = hashlib.sha256(data).hexdigest()
-    ckpt = folder / f"{release.name}-{sha[:8]}.pth"
-    with atomic_open(ckpt, "wb") as f:
-        f.write(data)
+    state = {k: v.detach().cpu().contiguous() for k, v in release.state_dict.items()}
+    staging = folder / f".{release.name}.staging.pth"  # complete (atomic write) before it gets its name
+    atomic_torch_save({"state_dict": state, "meta": plain_data(release.meta)}, staging)
     try:
-        torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any refusal means the release is not stock-loadable
-        ckpt.unlink(missing_ok=True)
-        raise CheckpointError(f"release {ckpt}: does not load with torch.load(weights_only=True): {e}") from None
+        safe_torch_load(staging)  # torch.load(weights_only=True); plain_data admits nothing its allow-list adds
+    except CheckpointError as e:
+        staging.unlink(missing_ok=True)
+        raise CheckpointError(f"release {staging}: does not load with torch.load(weights_only=True): {e}") from None
+    sha = _file_sha256(staging)
+    ckpt = folder / f"{release.name}-{sha[:8]}.pth"
+    os.replace(staging, ckpt)
     config = folder / f"{release.name}{release.config_suffix}"
     atomic_write_text(release.config_text, config)
     for old in folder.glob(f"{release.name}-*.pth"):
