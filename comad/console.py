@@ -4,8 +4,8 @@ By default (quiet) the full stream of mmengine / mmseg / mmdet — environment d
 every logger line, layer-decay parameter groups, pycocotools' prints, third-party deprecation
 warnings — goes only to the run's log file in its work dir; the console keeps
 
-- ERROR records, and records this project marks for the console (:func:`notice`): its own
-  warnings, the summaries, where the logs are;
+- ERROR records, warnings this project's code logs, and records it marks for the console
+  (:func:`notice`, also through ``print_log``'s logger): its summaries, where the logs are;
 - Python warnings raised from this project's code (third-party ones go to the log file; the
   number held back is said at the end, :func:`held_warnings`);
 - one tqdm bar per stage (:func:`stage_bar`; :class:`comad.engine.progress.ComadProgressHook`
@@ -59,10 +59,13 @@ def notice(msg: str, level: int = logging.INFO, logger: logging.Logger | None = 
 
 
 class ConsoleFilter(logging.Filter):
-    """On a console handler in quiet mode: ERROR+ and :func:`notice` records pass; warnings held back are counted."""
+    """On a console handler in quiet mode: ERROR+, :func:`notice` records and warnings logged by this project's
+    own code (``logger.warning`` there) pass; the warnings held back (third-party ones) are counted."""
 
     def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
         if verbose() or record.levelno >= logging.ERROR or getattr(record, CONSOLE_ATTR, False):
+            return True
+        if record.levelno >= logging.WARNING and _is_ours(record.pathname):
             return True
         if record.levelno >= logging.WARNING:
             _held["warnings"] += 1

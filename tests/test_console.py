@@ -38,12 +38,14 @@ def test_quiet_console_keeps_errors_and_notices_and_the_file_keeps_everything(tm
     console.quiet_logger(logger)
     console.quiet_logger(logger)  # idempotent
     logger.info("System environment: ...")
-    logger.warning('"FileClient" will be deprecated')
+    mmengine_file = "/x/site-packages/mmengine/fileio/file_client.py"  # a warning logged by third-party code
+    logger.handle(logger.makeRecord(logger.name, logging.WARNING, mmengine_file, 1, '"FileClient" deprecated', (), None))
+    logger.warning("resume: not exact")  # logged by this project's code (this file is in the repository)
     console.notice("summary: 3 tasks", logger=logger)
     console.notice("effective batch differs", logging.WARNING, logger)
     logger.error("boom")
-    assert out.getvalue().splitlines() == ["summary: 3 tasks", "effective batch differs", "boom"]
-    assert log.read_text().splitlines() == ["System environment: ...", '"FileClient" will be deprecated',
+    assert out.getvalue().splitlines() == ["resume: not exact", "summary: 3 tasks", "effective batch differs", "boom"]
+    assert log.read_text().splitlines() == ["System environment: ...", '"FileClient" deprecated', "resume: not exact",
                                             "summary: 3 tasks", "effective batch differs", "boom"]
     assert console.held_warnings() == 1
     assert console.log_files(logger) == [str(log)]

@@ -19,7 +19,6 @@ of trusting ``last_checkpoint`` (mmengine writes that file after the checkpoint,
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,7 +28,6 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
 import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
-from comad.console import notice
 from comad.engine.launch import latest_checkpoint
 from comad.eval.runtime import rng_state, set_rng_state
 
@@ -94,13 +92,13 @@ class ExactResumeHook(Hook):
         if "per_rank" in state:
             states = state["per_rank"]
             if len(states) != world:
-                notice(f"resume: the checkpoint holds the random states of {len(states)} process(es), this run has "
-                       f"{world}: rank {rank} takes those of rank {rank % len(states)} (the resumed run cannot be exact)",
-                       logging.WARNING, runner.logger)
+                runner.logger.warning(f"resume: the checkpoint holds the random states of {len(states)} process(es), "
+                                      f"this run has {world}: rank {rank} takes those of rank {rank % len(states)} "
+                                      "(the resumed run cannot be exact)")
             state = states[rank % len(states)]
         elif world > 1:
-            notice("resume: the checkpoint holds one process's random states; every rank restores them (the resumed "
-                   "run cannot be exact)", logging.WARNING, runner.logger)
+            runner.logger.warning("resume: the checkpoint holds one process's random states; every rank restores "
+                                  "them (the resumed run cannot be exact)")
         skip = int(checkpoint["meta"]["iter"])  # the batches IterBasedTrainLoop replays before training
         loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, skip, state)
         runner.logger.info(f"resume: random states of iteration {skip} restored before its next batch"
