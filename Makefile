@@ -1,4 +1,6 @@
 # The whole set-up is `make demo` or `make test` on a fresh machine (both set up .venv first).
+# `make demo` shows progress bars and summaries (full logs in the work dirs, PNGs of the dense
+# tasks' predictions at the end); `COMAD_VERBOSE=1 make demo` shows mmengine's full stream.
 SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=

@@ -35,6 +35,13 @@ ARCH = dict(img_size=IMG, patch_size=PATCH, in_chans=3, embed_dim=DIM, depth=DEP
 SHAPES = "shapes (num_heads = embed_dim // 64)"
 
 
+def _dense(**kw):
+    """The dense backbone with its student loaded (its init_weights, as mmengine's Runner calls it)."""
+    bb = ComadMAEViT(**kw)
+    bb.init_weights()
+    return bb
+
+
 def _vit(dim: int = DIM, heads: int = 1, num_classes: int = 0, seed: int = 0, depth: int = DEPTH) -> VisionTransformer:
     torch.manual_seed(seed)
     return VisionTransformer(img_size=IMG, patch_size=PATCH, embed_dim=dim, depth=depth, num_heads=heads,
@@ -101,7 +108,7 @@ def test_every_entry_point_takes_every_student_form(students, kind, tmp_path):
         ref = vit.forward_features(x)
         student = load_student(path).model.eval().forward_features(x)
         teacher = load_teacher(path, precision="fp32")(x)
-        dense = ComadMAEViT(student=path, img_size=IMG, out_indices=(-1,)).eval()(x)[0]
+        dense = _dense(student=path, img_size=IMG, out_indices=(-1,)).eval()(x)[0]
     torch.testing.assert_close(student, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(teacher, ref[:, 1:], rtol=0, atol=1e-5)
     torch.testing.assert_close(dense.flatten(2).transpose(1, 2), ref[:, 1:], rtol=0, atol=1e-5)
@@ -119,7 +126,7 @@ def test_random_init_export_is_a_student_like_any(tmp_path):
     assert ckpt.format == "comad_student" and ckpt.arch_source == "metadata"
     assert read_student_arch(path) == dict(img_size=224, patch_size=16, embed_dim=192, depth=12, num_heads=3)
     assert ckpt.report["missing_keys"] == [] and ckpt.report["unexpected_keys"] == []
-    assert ComadMAEViT(student=path.with_name("student.pth"), img_size=64).load_report["missing_keys"] == []
+    assert _dense(student=path.with_name("student.pth"), img_size=64).load_report["missing_keys"] == []
 
 
 # --------------------------------------------------------------------------- architecture and heads
@@ -168,10 +175,10 @@ def test_unknown_heads_are_asked_for_where_a_model_is_built(tmp_path):
     torch.save(_vit(dim=96, heads=3).state_dict(), tmp_path / "w96.pth")
     ckpt = read_encoder(tmp_path / "w96.pth")  # reading needs no head count
     assert ckpt.arch["num_heads"] is None and "unknown" in ckpt.arch_source
-    for build in (load_vit, read_arch, lambda p: ComadMAEViT(student=p, img_size=IMG, out_indices=(-1,))):
+    for build in (load_vit, read_arch, lambda p: _dense(student=p, img_size=IMG, out_indices=(-1,))):
         with pytest.raises(CheckpointError, match=r"w96.pth: cannot infer num_heads for embed_dim 96.*give num_heads"):
             build(tmp_path / "w96.pth")
-    assert ComadMAEViT(student=tmp_path / "w96.pth", img_size=IMG, num_heads=3, out_indices=(-1,)).num_heads == 3
+    assert _dense(student=tmp_path / "w96.pth", img_size=IMG, num_heads=3, out_indices=(-1,)).num_heads == 3
 
 
 def test_metadata_that_contradicts_the_tensors_is_refused(tmp_path):
@@ -212,7 +219,7 @@ def test_every_caller_resamples_the_same_way(tmp_path):
     got = {
         "teacher": load_teacher(st, img_size=96).vit.pos_embed,
         "imagenet": load_student(st, img_size=96).model.pos_embed,
-        "dense": ComadMAEViT(student=st, img_size=96, out_indices=(-1,)).pos_embed,
+        "dense": _dense(student=st, img_size=96, out_indices=(-1,)).pos_embed,
         "export": load_file(str(export_student(vit, tmp_path / "e96", img_size=96)))["pos_embed"],
     }
     for name, pos in got.items():
@@ -262,7 +269,7 @@ def test_a_wrong_file_gets_the_same_error_from_every_entry_point(tmp_path):
         "eval read_student": read_student,
         "transfer read_student": transfer_read_student,
         "read_student_arch": read_student_arch,
-        "ComadMAEViT": lambda p: ComadMAEViT(student=p, img_size=IMG, out_indices=(-1,)),
+        "ComadMAEViT": lambda p: _dense(student=p, img_size=IMG, out_indices=(-1,)),
         "convert_teacher": lambda p: tool.convert(p, tmp_path / "out.safetensors"),
         "imagenet-knn": lambda p: main(["--student", str(p), "--data-root", str(tmp_path / "data"), "--work-dir",
                                         str(tmp_path / "w"), "imagenet-knn"]),

@@ -60,10 +60,13 @@ class _Log:
     """A RunLog stand-in that keeps what it is given."""
 
     def __init__(self):
-        self.lines, self.rows = [], []
+        self.lines, self.rows, self.bars = [], [], []
 
     def info(self, msg):
         self.lines.append(msg)
+
+    def progress(self, total, initial=0):
+        self.bars.append((total, initial))
 
     def scalars(self, values, step):
         self.rows.append((step, values))
@@ -88,6 +91,7 @@ def test_online_probe_resume_is_exact(digits, tmp_path):
                                   log=log)
     assert f"epoch 1, micro-batch 5, step {steps + 5}" in log.lines[0]  # resumed, not started afresh
     assert min(step for step, _ in log.rows) == (steps + 5) // 5 * 5 + 5  # its first line: the next multiple of 5
+    assert log.bars == [(3 * steps, steps + 5)]  # the console bar: all steps, the resumed ones already done
     a, b = (safe_torch_load(tmp_path / w / "checkpoint_last.pth") for w in ("a", "b"))
     assert a["step"] == b["step"] == info["iters"] == rinfo["iters"] == 3 * steps and b["epoch"] == 3
     for k, v in a["head"].items():

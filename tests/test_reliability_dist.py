@@ -19,7 +19,7 @@ import torch
 
 from comad.io import safe_torch_load
 from comad.mm_compat import mmengine_safe_globals
-from test_reliability_support import distill, prepare_assets, student_tensors, tail, tiny_config
+from test_reliability_support import distill, full_log, prepare_assets, student_tensors, tail, tiny_config
 
 pytestmark = pytest.mark.heavy
 
@@ -46,7 +46,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path_factory: py
     for cfg, wd in ((two, "wd2"), (two_compiled, "wd3")):
         r2 = distill(cfg, root / wd, gpus=2)
         assert r2.returncode == 0, tail(r2)
-        log2 = r2.stdout + r2.stderr
+        log2 = full_log(r2, root / wd)
         assert "2 process(es) x 2" in log2 and "effective batch 4" in log2
         assert ("model.compile: compiling the loss computation" in log2) is (wd == "wd3")
         b = student_tensors(root / wd)

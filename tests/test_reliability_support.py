@@ -154,6 +154,11 @@ def logged_scalars(work_dir: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
+def full_log(r: subprocess.CompletedProcess, work_dir: Path) -> str:
+    """What a run said: its console, then its mmengine log files (the console is quiet by default, comad.console)."""
+    return r.stdout + r.stderr + "".join(p.read_text() for p in sorted(work_dir.glob("*/*.log")))
+
+
 def tail(r: subprocess.CompletedProcess, n: int = 4000) -> str:
     """The end of a finished process's output, for assertion messages."""
     return (r.stdout + r.stderr)[-n:]

@@ -20,6 +20,13 @@ def _vit(dim: int = 48, depth: int = 4, heads: int = 3, img: int = 64, seed: int
     return VisionTransformer(img_size=img, patch_size=16, embed_dim=dim, depth=depth, num_heads=heads, num_classes=0).eval()
 
 
+def _bb(**kw) -> ComadMAEViT:
+    """The backbone with its student loaded (mmengine's Runner calls init_weights before training)."""
+    bb = ComadMAEViT(**kw)
+    bb.init_weights()
+    return bb
+
+
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     vit = _vit()
@@ -29,12 +36,12 @@ def student(tmp_path_factory):
 
 def test_strides_and_channels(student):
     vit, path = student
-    bb = ComadMAEViT(student=path, img_size=64, out_indices=(0, 1, 2, 3)).eval()
+    bb = _bb(student=path, img_size=64, out_indices=(0, 1, 2, 3)).eval()
     outs = bb(torch.randn(2, 3, 96, 80))
     assert [tuple(o.shape) for o in outs] == [(2, 48, 6, 5)] * 4  # stride 16, backbone width
     # an input that is not a multiple of the patch is padded: ceil(H/16) x ceil(W/16)
     assert tuple(bb(torch.randn(1, 3, 70, 33))[-1].shape) == (1, 48, 5, 3)
-    last = ComadMAEViT(student=path, img_size=64, out_indices=(-1,)).eval()
+    last = _bb(student=path, img_size=64, out_indices=(-1,)).eval()
     assert len(last(torch.randn(1, 3, 64, 64))) == 1
 
 
@@ -45,7 +52,7 @@ def test_matches_timm(student):
     ref_vit = VisionTransformer(img_size=224, patch_size=16, embed_dim=48, depth=4, num_heads=3, num_classes=0,
                                 dynamic_img_size=True).eval()
     ref_vit.load_state_dict(load_file(str(path)), strict=True)
-    bb = ComadMAEViT(student=path, img_size=64, out_indices=(1, 3)).eval()
+    bb = _bb(student=path, img_size=64, out_indices=(1, 3)).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         outs = bb(x)
@@ -62,7 +69,7 @@ def test_pos_embed_resampled_bicubic(student):
     _, path = student
     pos = load_file(str(path))["pos_embed"]
     assert pos.shape == (1, 197, 48)  # exported students carry a 224-px, 197-token embedding
-    bb = ComadMAEViT(student=path, img_size=(96, 128), out_indices=(-1,))
+    bb = _bb(student=path, img_size=(96, 128), out_indices=(-1,))
     grid = pos[:, 1:].reshape(1, 14, 14, 48).permute(0, 3, 1, 2)
     ref = F.interpolate(grid, size=(6, 8), mode="bicubic", align_corners=False, antialias=True).permute(0, 2, 3, 1).reshape(1, 48, 48)
     torch.testing.assert_close(bb.pos_embed[:, 1:].detach(), ref, rtol=1e-5, atol=1e-5)
@@ -73,7 +80,7 @@ def test_pos_embed_resampled_bicubic(student):
 
 def test_param_names_for_layer_decay(student):
     _, path = student
-    names = [n for n, _ in ComadMAEViT(student=path, img_size=64, out_indices=(-1,)).named_parameters()]
+    names = [n for n, _ in _bb(student=path, img_size=64, out_indices=(-1,)).named_parameters()]
     assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight"} <= set(names)
     assert {n.split(".")[1] for n in names if n.startswith("layers.")} == {"0", "1", "2", "3"}
     assert not any(n.startswith("blocks.") for n in names)
@@ -82,22 +89,22 @@ def test_param_names_for_layer_decay(student):
 
 def test_drop_path_linear(student):
     _, path = student
-    bb = ComadMAEViT(student=path, img_size=64, drop_path_rate=0.3, out_indices=(-1,))
+    bb = _bb(student=path, img_size=64, drop_path_rate=0.3, out_indices=(-1,))
     rates = [float(getattr(b.drop_path1, "drop_prob", 0.0)) for b in bb.layers]
     assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3])
 
 
 def test_pth_and_safetensors_agree(student):
     _, path = student
-    a = ComadMAEViT(student=path, img_size=64, out_indices=(-1,)).state_dict()
-    b = ComadMAEViT(student=path.with_name("student.pth"), img_size=64, out_indices=(-1,)).state_dict()
+    a = _bb(student=path, img_size=64, out_indices=(-1,)).state_dict()
+    b = _bb(student=path.with_name("student.pth"), img_size=64, out_indices=(-1,)).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_wrong_depth_names_file_and_keys(student):
     _, path = student
     with pytest.raises(CheckpointError) as e:
-        ComadMAEViT(student=path, img_size=64, depth=6, out_indices=(-1,))
+        _bb(student=path, img_size=64, depth=6, out_indices=(-1,))
     msg = str(e.value)
     assert str(path) in msg and "blocks.4.attn.qkv.weight" in msg and "depth: 4 in the file, 6 here" in msg
 
@@ -105,7 +112,7 @@ def test_wrong_depth_names_file_and_keys(student):
 def test_wrong_width_names_file_and_keys(tmp_path):
     path = export_student(_vit(dim=64, heads=4), tmp_path)
     with pytest.raises(CheckpointError) as e:
-        ComadMAEViT(student=path, img_size=64, embed_dim=48, num_heads=4, out_indices=(-1,))
+        _bb(student=path, img_size=64, embed_dim=48, num_heads=4, out_indices=(-1,))
     msg = str(e.value)
     assert str(path) in msg and "embed_dim: 64 in the file, 48 here" in msg and "cls_token: file (1, 1, 64)" in msg
 
@@ -121,7 +128,7 @@ def test_missing_key_names_file_and_key(student, tmp_path):
     bad = tmp_path / "student.safetensors"
     save_file(sd, str(bad), metadata=meta)
     with pytest.raises(CheckpointError) as e:
-        ComadMAEViT(student=bad, img_size=64, out_indices=(-1,))
+        _bb(student=bad, img_size=64, out_indices=(-1,))
     assert str(bad) in str(e.value) and "Missing keys [norm.weight]" in str(e.value)
 
 
@@ -132,10 +139,10 @@ def test_unexpected_key_and_no_arch(student, tmp_path):
     bad = tmp_path / "student.safetensors"
     save_file(sd, str(bad), metadata={"format": "comad-student", "arch": json.dumps(read_student(path).arch)})
     with pytest.raises(CheckpointError, match=r"unexpected keys \[head.weight\]"):
-        ComadMAEViT(student=bad, img_size=64, out_indices=(-1,))
+        _bb(student=bad, img_size=64, out_indices=(-1,))
     save_file(load_file(str(path)), str(bad), metadata={"format": "comad-student"})
     with pytest.raises(CheckpointError, match=r"student .*student.safetensors: its metadata has no complete 'arch'"):
-        ComadMAEViT(student=bad, img_size=64, out_indices=(-1,))
+        _bb(student=bad, img_size=64, out_indices=(-1,))
 
 
 def test_extra_tokens_refused(student, tmp_path):
@@ -148,10 +155,30 @@ def test_extra_tokens_refused(student, tmp_path):
         read_student(bad)
 
 
+def test_the_student_file_only_initialises(student, tmp_path):
+    """Built from the architecture alone, the backbone reads no file; init_weights loads the student."""
+    vit, path = student
+    gone = tmp_path / "gone" / "student.safetensors"
+    arch = dict(patch_size=16, embed_dim=48, depth=4, num_heads=3, img_size=64, out_indices=(-1,))
+    bb = ComadMAEViT(init_cfg=dict(type="Pretrained", checkpoint=str(gone)), **arch)  # no such file: not read
+    assert bb.student_file == str(gone) and bb.load_report["student"] is None
+    with pytest.raises(FileNotFoundError, match="gone/student.safetensors: no such file"):
+        bb.init_weights()
+    bb = ComadMAEViT(student=path, **arch)
+    assert bb.init_cfg == dict(type="Pretrained", checkpoint=str(path))
+    assert not torch.equal(bb.cls_token, vit.cls_token)  # random until init_weights
+    bb.init_weights()
+    assert torch.equal(bb.cls_token, vit.cls_token) and bb.load_report["student"] == str(path)
+    with pytest.raises(ValueError, match="not both"):
+        ComadMAEViT(student=path, init_cfg=dict(type="Pretrained", checkpoint=str(path)), **arch)
+    with pytest.raises(ValueError, match=r"'embed_dim' not given and there is no student"):
+        ComadMAEViT(patch_size=16, depth=4, num_heads=3)
+
+
 def test_out_indices_must_end_at_last_block(student):
     _, path = student
     with pytest.raises(ValueError, match="end at the last block"):
-        ComadMAEViT(student=path, img_size=64, out_indices=(0, 1))
+        _bb(student=path, img_size=64, out_indices=(0, 1))
 
 
 def test_simple_feature_pyramid_strides_channels():

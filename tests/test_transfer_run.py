@@ -139,6 +139,14 @@ def test_demo_end_to_end_resume_and_guard(tmp_path, tiny_student, demo_root):
     with pytest.raises(RuntimeError, match=r"holds a run with other settings .*student"):
         main(["--demo", "--student", str(other), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
               "--max-iters", "2", "ade20k"])
+    # ... and with --archive the earlier run is moved aside (nothing deleted) and the new one starts afresh
+    rec = main(["--demo", "--student", str(other), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
+                "--max-iters", "2", "--archive", "ade20k"])["ade20k"]
+    [old] = (tmp_path / "ade20k").glob("superseded_*")
+    assert {p.name for p in old.iterdir()} >= {"iter_2.pth", "transfer_run.json", "metrics.json", "release"}
+    assert json.loads((old / "metrics.json").read_text())["metrics"] == first
+    assert rec["student_sha256"] != json.loads((old / "transfer_run.json").read_text())["student_sha256"]
+    assert json.loads((tmp_path / "ade20k/transfer_run.json").read_text())["student_sha256"] == rec["student_sha256"]
 
 
 def test_multi_gpu_reexecs_under_torchrun(monkeypatch, tmp_path, tiny_student):
@@ -156,3 +164,26 @@ def test_multi_gpu_reexecs_under_torchrun(monkeypatch, tmp_path, tiny_student):
     assert argv[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "-m"]
     assert argv[6:] == ["transfer.run", "--gpus", "8", "--student", str(tiny_student), "--data-root", str(tmp_path),
                         "ade20k", "--launcher", "pytorch", "--", "--cfg-options", "model.backbone.drop_path_rate=0.05"]
+
+
+@pytest.mark.mm
+def test_coco_categories_the_config_does_not_keep_stop_the_task_before_the_runner(tmp_path, tiny_student):
+    from mmengine.config import Config
+
+    from transfer.datasets import DatasetError
+    from transfer.mm_runner import _config_classes
+
+    for split in ("train", "val"):
+        (tmp_path / f"coco/{split}2017").mkdir(parents=True)
+        (tmp_path / f"coco/{split}2017/a.jpg").write_bytes(b"x")
+        (tmp_path / "coco/annotations").mkdir(exist_ok=True)
+        (tmp_path / f"coco/annotations/instances_{split}2017.json").write_text(json.dumps(dict(
+            images=[dict(id=1, file_name="a.jpg", width=4, height=4)], categories=[dict(id=1, name="lorry")],
+            annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 2, 2], area=4, iscrowd=0)])))
+    with pytest.raises(DatasetError, match=r"instances_train2017.json has categories \['lorry'\].*'person', 'bicycle'"):
+        main(["--student", str(tiny_student), "--data-root", str(tmp_path), "--work-dir", str(tmp_path / "w"), "coco"])
+    assert not list((tmp_path / "w" / "coco").glob("*"))  # no runner was built: no log, no record
+    wrapped = Config(dict(train_dataloader=dict(dataset=dict(type="RepeatDataset", times=2, dataset=dict(
+        type="CocoDataset", metainfo=dict(classes=("lorry",)))))))
+    assert _config_classes(wrapped) == ("lorry",)  # the classes a custom metainfo keeps (through wrappers)
+    assert _config_classes(Config(dict(train_dataloader=dict(dataset=dict(type="CocoDataset"))))) is None  # mmdet's

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tools/distill.sh [CONFIG] [GPUS] [--work-dir DIR] [--resume] [--cfg-options k=v ...]
+# tools/distill.sh [CONFIG] [GPUS] [--work-dir DIR] [--resume] [--verbose] [--cfg-options k=v ...]
 # No CONFIG: the embedded demo. GPUS > 1 (or NNODES > 1): torchrun (DDP); multi-node with
-# NNODES, NODE_RANK, MASTER_ADDR, PORT as in OpenMMLab's dist_train.sh.
+# NNODES, NODE_RANK, MASTER_ADDR, PORT as in OpenMMLab's dist_train.sh. The console shows a progress
+# bar and a summary; the full log is in the work dir (--verbose or COMAD_VERBOSE=1: on the console too).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}

@@ -3,11 +3,14 @@
 # table: transfer/tasks.py), one task after the other.
 #
 #   tools/run_transfer.sh [--student CKPT] [--gpus N] [--data-root DIR] [--work-dir DIR]
-#                         [--max-iters N] [--demo] [--seed S] TASK... [-- --cfg-options k=v ...]
+#                         [--max-iters N] [--demo] [--seed S] [--archive] [--verbose]
+#                         TASK... [-- --cfg-options k=v ...]
 #
 # TASK: ade20k | coco | coco-lsj (| imagenet-ft | imagenet-linear | imagenet-knn).
 # Without --student: the student named by work_dirs/LATEST_STUDENT (written by tools/distill.sh).
 # --gpus N > 1 runs under torchrun on this node; for SLURM see tools/run_transfer_slurm.sh.
+# Each task: one progress bar, its metrics, its release files (<work dir>/<task>/release/) and where
+# its full log is; --verbose (or COMAD_VERBOSE=1) shows the full mmengine stream instead.
 # Everything is parsed by `python -m transfer.run` (see transfer/run.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

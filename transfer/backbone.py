@@ -30,8 +30,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block, init_weights_vit_timm
 from torch import Tensor, nn
 
-from comad.checkpoint import POS_INTERPOLATION, EncoderCheckpoint, read_encoder, resample_pos_embed
-from comad.checkpoint.vit import default_num_heads
+from comad.checkpoint import POS_INTERPOLATION, EncoderCheckpoint, read_arch, read_encoder, resample_pos_embed
 from comad.io import CheckpointError
 
 __all__ = ["ComadMAEViT", "to_student_key"]
@@ -56,24 +55,34 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 class ComadMAEViT(BaseModule):
     """A ViT encoder that returns feature maps of chosen blocks.
 
+    The module builds from its architecture alone; a student file only initialises training:
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` (what ``transfer.run`` sets; ``student=PATH``
+    is short for it) is loaded by :meth:`init_weights`, which mmengine's Runner calls before it
+    resumes or loads a trained checkpoint. ``mmseg.apis.init_model`` / ``mmdet.apis.init_detector``
+    clear ``init_cfg`` and never call it, so a trained model loads where the student file does not
+    exist (the release configs of :mod:`transfer.release` hold the architecture only).
+
     Args:
-        student: a student file, loaded strictly: ``student.safetensors`` / ``student.pth`` from
-            :func:`comad.export.export_student`, or any ViT file :mod:`comad.checkpoint` reads (a
-            timm or DeiT state dict: arch from the shapes, heads from ``num_heads`` or width / 64);
-            ``None`` keeps a random (timm) initialisation, for building configs without weights.
+        student: short for ``init_cfg=dict(type='Pretrained', checkpoint=student)``: a student
+            file, loaded strictly by :meth:`init_weights`: ``student.safetensors`` / ``student.pth``
+            from :func:`comad.export.export_student`, or any ViT file :mod:`comad.checkpoint` reads
+            (a timm or DeiT state dict: arch from the shapes, heads from ``num_heads`` or width / 64).
+            With neither, the weights are a random (timm) initialisation.
         img_size: training crop (H, W); the student's position embedding is resampled to this
             grid once at load (bicubic, timm ``resample_abs_pos_embed``) and to any other input
             grid on the fly in ``forward``.
-        patch_size, embed_dim, depth, num_heads: the architecture; ``None`` takes it from the
-            student (its ``arch`` metadata, else its shapes); a value that differs from it is an
-            error (naming the file, the differing fields and the missing / unexpected / mis-shaped
-            keys). ``num_heads`` is the head count of a student whose file does not state one.
+        patch_size, embed_dim, depth, num_heads: the architecture; ``None`` reads it from the
+            student file (its ``arch`` metadata, else its shapes; the only read of that file before
+            :meth:`init_weights`); a value that differs from the file's is an error at load (naming
+            the file, the differing fields and the missing / unexpected / mis-shaped keys).
+            ``num_heads`` is the head count of a student whose file does not state one.
         mlp_ratio: MLP width / embed_dim (timm default 4; the MLP weight shapes check it).
         out_indices: blocks whose outputs are returned (negative counts from the end). The last
             of them must be the last block (otherwise later blocks would be dead weights).
         drop_path_rate: stochastic depth, linear from 0 to this value over the blocks.
         final_norm: apply the student's final LayerNorm to the last block's output.
         with_cp: activation checkpointing of the blocks while training.
+        init_cfg: mmengine's; ``type='Pretrained'`` names the student file (``checkpoint``).
     """
 
     def __init__(
@@ -91,16 +100,15 @@ class ComadMAEViT(BaseModule):
         with_cp: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
+        if student is not None:
+            if init_cfg is not None:
+                raise ValueError(f"ComadMAEViT: give the student as student={str(student)!r} or as init_cfg "
+                                 f"{init_cfg}, not both")
+            init_cfg = dict(type="Pretrained", checkpoint=str(student))
         super().__init__(init_cfg=init_cfg)
-        weights = read_encoder(student, num_heads=num_heads) if student is not None else None
-        if weights is not None and weights.arch["num_heads"] is None:
-            default_num_heads(weights.arch["embed_dim"], f"checkpoint {weights.source}")  # raises: heads unknown
+        self._num_heads_arg = num_heads
         given = dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
-        arch = {}
-        for k, v in given.items():  # the config's value wins; load_student reports any difference
-            if v is None and weights is None:
-                raise ValueError(f"ComadMAEViT: '{k}' is not given and there is no student to read it from")
-            arch[k] = int(v if v is not None else weights.arch[k])
+        arch = self._arch(given)
         self.patch_size, self.embed_dim = arch["patch_size"], arch["embed_dim"]
         self.depth, self.num_heads = arch["depth"], arch["num_heads"]
         self.img_size = _pair(img_size)
@@ -130,13 +138,30 @@ class ComadMAEViT(BaseModule):
         self.norm = norm(self.embed_dim)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
-        self.apply(init_weights_vit_timm)
+        for child in self.children():  # timm's init; not on self, whose init_weights loads the student
+            child.apply(init_weights_vit_timm)
         self.load_report: dict[str, Any] = {"student": None, "missing_keys": None, "unexpected_keys": None,
                                             "pos_embed": "random init (no student)"}
-        if weights is not None:
-            self.load_student(weights)
 
     # ----------------------------------------------------------------------------------------
+    @property
+    def student_file(self) -> str | None:
+        """The student file of ``init_cfg`` (``type='Pretrained'``), or None."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        files = [c.get("checkpoint") for c in cfgs if c.get("type") == "Pretrained"]
+        return str(files[-1]) if files else None
+
+    def _arch(self, given: dict[str, int | None]) -> dict[str, int]:
+        """The given fields, the missing ones read from the student file (only its architecture)."""
+        missing = [k for k, v in given.items() if v is None]
+        if not missing:
+            return {k: int(v) for k, v in given.items()}
+        if self.student_file is None:
+            raise ValueError(f"ComadMAEViT: {', '.join(repr(k) for k in missing)} not given and there is no "
+                             f"student (init_cfg=dict(type='Pretrained', checkpoint=...)) to read it from")
+        found = read_arch(self.student_file, num_heads=given["num_heads"])  # raises: heads unknown
+        return {k: int(v if v is not None else found[k]) for k, v in given.items()}
+
     def grid_size(self, h: int, w: int) -> tuple[int, int]:
         """Patch grid of an (h, w) input (inputs are padded up to a multiple of the patch)."""
         return math.ceil(h / self.patch_size), math.ceil(w / self.patch_size)
@@ -197,7 +222,9 @@ class ComadMAEViT(BaseModule):
         return self.load_report
 
     def init_weights(self) -> None:
-        """Weights are set in ``__init__`` (the student, or timm's init); nothing to do here."""
+        """Load the student of ``init_cfg`` strictly (:meth:`load_student`); without one keep timm's init."""
+        if self.student_file is not None:
+            self.load_student(read_encoder(self.student_file, num_heads=self._num_heads_arg))
         self._is_init = True
 
     # ----------------------------------------------------------------------------------------

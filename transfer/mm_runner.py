@@ -1,13 +1,14 @@
 """The dense benchmark tasks (ADE20K, COCO): train then test one config with mmengine's Runner.
 
-An :class:`MMTask` is a benchmark config under ``benchmark_configs/`` plus a dataset check and
-a demo override (:class:`DemoSpec`); ``MMTask.run(request)`` is its entry in the task table
+An :class:`MMTask` is a benchmark config under ``benchmark_configs/`` plus dataset checks (the
+layout; for COCO also the category names the config keeps) and a demo override (:class:`DemoSpec`); ``MMTask.run(request)`` is its entry in the task table
 (``transfer/tasks.py``). :func:`prepare_config` turns the benchmark config into the run's
 config (data root, student, demo override, ``--max-iters``, ``--cfg-options``, fit to the
 student's arch) and lists every change; :func:`run_mm_task` builds the Runner, resumes from the
 newest ``work_dir/iter_N.pth`` when an earlier run of the same settings was interrupted
 (exactly: see :mod:`transfer.resume`), trains, tests and returns the metrics with their
-provenance (the runner, :func:`comad.eval.runner.run_task`, writes ``metrics.json``).
+provenance and the trained model as a release (:mod:`transfer.release`; the task layer,
+:func:`comad.eval.runner.finish_task`, publishes it and writes ``metrics.json``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from typing import Any, Callable
 
 from mmengine.config import Config, ConfigDict
 
-from comad.eval.features import file_sha256
+from comad.checkpoint import content_sha256
+from comad.console import notice, prints_to_log
+from comad.engine.progress import add_progress_hook
 from comad.eval.runner import TaskRequest, TaskResult
 from comad.eval.runtime import REPO_ROOT, repo_relative
 from comad.io import atomic_write_json
@@ -32,9 +35,11 @@ from .datasets import DataSummary
 from .resume import resume_file, safe_checkpointing
 from .student import read_student_arch
 
-__all__ = ["DemoSpec", "MMTask", "prepare_config", "run_mm_task", "RUN_RECORD"]
+__all__ = ["DemoSpec", "MMTask", "prepare_config", "run_mm_task", "RUN_RECORD", "RUN_OUTPUTS"]
 
 RUN_RECORD = "transfer_run.json"
+#: What a task run leaves at the top of its work dir (moved aside together by ``--archive``).
+RUN_OUTPUTS = ("iter_*.pth", "last_checkpoint", RUN_RECORD, "metrics.json", "release")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class MMTask:
     metric_keys: tuple[str, ...]
     demo: DemoSpec = DemoSpec()
     units: str = "percent"  # of the evaluator's numbers: mmseg's IoUMetric gives percent, mmdet's CocoMetric fractions
+    #: ``(data_root, classes the config keeps or None) -> None``, raising on data the dataset would drop
+    check_classes: Callable[[Path, tuple[str, ...] | None], None] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -137,7 +144,10 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
     cfg = Config.fromfile(str(task.config_path))
     changes = _demo_override(cfg, task.demo) if request.demo else []
     changes += set_data_root(cfg, str(request.data_root.resolve() / Path(cfg.data_root).relative_to("data")))
-    cfg.model.backbone.student = str(student)
+    # the student initialises training only (ComadMAEViT.init_weights): a config or checkpoint
+    # made from this run builds from the architecture alone
+    cfg.model.backbone.student = None
+    cfg.model.backbone.init_cfg = ConfigDict(type="Pretrained", checkpoint=str(student))
     options = parse_cfg_options(request.cfg_options)
     if options:
         cfg.merge_from_dict(options)
@@ -150,6 +160,7 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
     changes += safe_checkpointing(cfg)
+    changes += add_progress_hook(cfg, task.name, task.metric_keys[:1])
     cfg.work_dir = str(request.work_dir)
     cfg.resume = True
     cfg.load_from = None
@@ -162,20 +173,37 @@ def _seed(request: TaskRequest) -> int:
     return 0 if request.seed is None else int(request.seed)
 
 
-def _guard_work_dir(work_dir: Path, record: dict[str, Any]) -> None:
-    """Refuse to resume a work dir that holds a run with other settings (another student, ...)."""
+def _guard_work_dir(work_dir: Path, record: dict[str, Any], archive: bool = False) -> None:
+    """Refuse to resume a work dir that holds a run with other settings (another student, ...).
+
+    The student is compared by its content (``student_sha256``: :func:`comad.checkpoint.content_sha256`),
+    not by its path or its file's bytes. With ``archive`` such a run is moved to
+    ``<work_dir>/superseded_<time>/`` instead and this one starts afresh.
+    """
+    from mmengine.logging import print_log
+
+    from comad.engine.launch import archive_previous_run
+
     path = work_dir / RUN_RECORD
     if path.is_file():
         old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in record.items() if old.get(k) != v}
-        if diff:
+        diff = {k: (old.get(k), v) for k, v in record.items() if k not in _UNCOMPARED and old.get(k) != v}
+        if not diff:
+            return
+        what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        if not archive:
             raise RuntimeError(
-                f"work dir {work_dir} holds a run with other settings ({path}): "
-                + "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-                + ". Pass another --work-dir, or delete that folder to start over."
-            )
-    else:
-        atomic_write_json(record, path)
+                f"work dir {work_dir} holds a run with other settings ({path}): {what}. Pass another --work-dir, "
+                f"--archive to move that run aside, or delete that folder to start over.")
+        moved = archive_previous_run(work_dir, RUN_OUTPUTS)
+        print_log(f"[transfer] {work_dir} held a run with other settings ({what}); "
+                  f"{'moved to ' + str(moved) if moved else 'it had no checkpoint, starting afresh'}",
+                  logger="current", level=30)
+    atomic_write_json(record, path)
+
+
+#: Recorded in the run record, not compared: a student is identified by its content, not its path.
+_UNCOMPARED = ("student",)
 
 
 def _metrics(raw: dict[str, Any]) -> dict[str, float]:
@@ -198,11 +226,10 @@ def _build_runner(task: MMTask, request: TaskRequest, cfg: Config, changes: list
 
     cfg.experiment_name = f"{task.name}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
     request.work_dir.mkdir(parents=True, exist_ok=True)
-    student = request.student
     _guard_work_dir(request.work_dir, dict(
-        task=task.name, config=str(task.config_path), student=str(student.resolve()),
+        task=task.name, config=str(task.config_path), student=str(request.student.resolve()),
         student_sha256=student_sha256, demo=request.demo, max_iters=request.max_iters,
-        cfg_options=list(request.cfg_options), seed=_seed(request), world_size=request.world_size))
+        cfg_options=list(request.cfg_options), seed=_seed(request), world_size=request.world_size), request.archive)
     latest = resume_file(request.work_dir)
     if latest is not None:  # resume from the newest complete checkpoint, not from what last_checkpoint names
         cfg.load_from = str(latest)
@@ -214,28 +241,39 @@ def _build_runner(task: MMTask, request: TaskRequest, cfg: Config, changes: list
     return runner
 
 
-def _warn_effective_batch(protocol: dict[str, Any], resolved: dict[str, Any], world: int) -> None:
+def _config_classes(cfg: Config) -> tuple[str, ...] | None:
+    """``train_dataloader.dataset.metainfo.classes`` (through dataset wrappers), or None when not set."""
+    ds = cfg.train_dataloader.dataset
+    while isinstance(ds, dict) and "metainfo" not in ds and isinstance(ds.get("dataset"), dict):
+        ds = ds.dataset
+    classes = (ds.get("metainfo") or {}).get("classes") if isinstance(ds, dict) else None
+    return tuple(classes) if classes else None
+
+
+def _warn_effective_batch(protocol: dict[str, Any], resolved: dict[str, Any], world: int, demo: bool) -> None:
+    """A run whose effective batch is not the protocol's says so (on the console unless it is a demo, small by design)."""
     from mmengine.logging import print_log
 
-    if protocol.get("effective_batch") and resolved["effective_batch"] != protocol["effective_batch"]:
-        print_log(f"[transfer] effective batch {resolved['effective_batch']} (= {world} GPUs x "
-                  f"{resolved['batch_per_gpu']} x {resolved['grad_accumulation']}) differs from the protocol's "
-                  f"{protocol['effective_batch']}; lr kept at {resolved['lr']:g} (linear rule would give "
-                  f"{resolved['lr'] * resolved['effective_batch'] / protocol['effective_batch']:g}; enable it with "
-                  f"-- --cfg-options auto_scale_lr.enable=True auto_scale_lr.base_batch_size="
-                  f"{protocol['effective_batch']})", logger="current", level=30)
+    if not protocol.get("effective_batch") or resolved["effective_batch"] == protocol["effective_batch"]:
+        return
+    msg = (f"[transfer] effective batch {resolved['effective_batch']} (= {world} GPUs x "
+           f"{resolved['batch_per_gpu']} x {resolved['grad_accumulation']}) differs from the protocol's "
+           f"{protocol['effective_batch']}; lr kept at {resolved['lr']:g} (linear rule would give "
+           f"{resolved['lr'] * resolved['effective_batch'] / protocol['effective_batch']:g}; enable it with "
+           f"-- --cfg-options auto_scale_lr.enable=True auto_scale_lr.base_batch_size={protocol['effective_batch']})")
+    if demo:
+        print_log(msg, logger="current", level=30)
+    else:
+        notice(msg, 30)
 
 
 def _test_metrics(task: MMTask, runner: Any) -> tuple[dict[str, float], bool]:
     """(metrics of runner.test(), whether the detector kept no detection); every metric key checked."""
-    from mmengine.logging import print_log
-
     metrics = _metrics(runner.test())
     no_predictions = not metrics and task.units == "fraction"
     if no_predictions:
         # mmdet's CocoMetric returns nothing when the model kept no detection (score_thr): AP is 0 then
-        print_log(f"[transfer] task {task.name}: the model made no detection on the test set; every AP is 0",
-                  logger="current", level=30)
+        notice(f"[transfer] task {task.name}: the model made no detection on the test set; every AP is 0", 30)
         metrics = {k: 0.0 for k in task.metric_keys}
     missing = [k for k in task.metric_keys if k not in metrics]
     if missing:
@@ -261,24 +299,30 @@ def _protocol_as_run(task: MMTask, request: TaskRequest, cfg: Config, resolved: 
 
 
 def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
-    """Check the data, prepare the config, train (resuming), test; returns metrics + provenance."""
+    """Check the data, prepare the config, train (resuming), test; returns metrics, provenance and the release."""
+    from .release import mm_release
+
     if request.demo:
         from .demo_data import make_demo_data
 
         make_demo_data(request.data_root)  # once; a complete set is reused, concurrent makers are safe
     summary = task.check(request.data_root)
     cfg, changes = prepare_config(task, request, train_images=summary.train_images)
-    sha = file_sha256(request.student)
+    if task.check_classes is not None:  # before the runner: names the file, the names found and expected
+        task.check_classes(request.data_root, _config_classes(cfg))
+    sha = content_sha256(request.student)
     runner = _build_runner(task, request, cfg, changes, sha)
     resolved = resolved_protocol(cfg, request.world_size)
-    _warn_effective_batch(dict(cfg.get("protocol", {})), resolved, request.world_size)
+    _warn_effective_batch(dict(cfg.get("protocol", {})), resolved, request.world_size, request.demo)
+    with prints_to_log(runner.logger):  # pycocotools prints: to the log file in quiet mode
+        runner.train()  # loads the student (the backbone's init_weights), then resumes
+        metrics, no_predictions = _test_metrics(task, runner)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     load_report = dict(getattr(model.backbone, "load_report", {}))
-    runner.train()
-    metrics, no_predictions = _test_metrics(task, runner)
     info = dict(protocol_declared=dict(cfg.get("protocol", {})), effective_batch=resolved["effective_batch"],
                 data=dict(root=summary.root, train_images=summary.train_images, val_images=summary.val_images),
                 config_changes=changes, backbone_load=load_report, log_dir=str(runner.log_dir),
                 no_detections=no_predictions, student_sha256=sha)
     return TaskResult(metrics=metrics, config=repo_relative(task.config_path), seed=_seed(request),
-                      protocol=_protocol_as_run(task, request, cfg, resolved, load_report), units=task.units, info=info)
+                      protocol=_protocol_as_run(task, request, cfg, resolved, load_report), units=task.units, info=info,
+                      release=mm_release(task, request, cfg, runner, sha))

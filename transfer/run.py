@@ -1,14 +1,17 @@
 """Train and evaluate the student on transfer tasks, one after the other.
 
     python -m transfer.run [--student CKPT] [--gpus N] [--data-root DIR] [--work-dir DIR]
-                           [--max-iters N] [--demo] [--seed S] TASK... [-- --cfg-options k=v ...]
+                           [--max-iters N] [--demo] [--seed S] [--archive] [--verbose]
+                           TASK... [-- --cfg-options k=v ...]
 
 (``tools/run_transfer.sh`` runs this.) Tasks: :data:`transfer.tasks.TASKS`. With
 ``--gpus N > 1`` the command re-runs itself under ``torchrun --standalone``; under SLURM
 (``tools/run_transfer_slurm.sh``) every rank runs it with ``--launcher slurm``. Each task gets
-``<work-dir>/<task>/`` (mm logs, checkpoints, ``metrics.json``, written by
+``<work-dir>/<task>/`` (mm logs, checkpoints, ``metrics.json`` and ``release/``, written by
 :func:`comad.eval.runner.run_task`); an interrupted task resumes from its newest checkpoint when
-run again with the same settings.
+run again with the same settings (the student compared by content), and a finished one is
+evaluated again from it. The console shows one progress bar per task, the warnings that matter
+and a summary; ``--verbose`` (or ``COMAD_VERBOSE=1``) the full mmengine stream.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from comad import console
 from comad.eval.metrics_io import METRICS_FILE
 from comad.eval.runner import Task, TaskRequest, run_task
 from comad.export import LATEST_POINTER
@@ -71,8 +75,13 @@ def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="root of the task work dirs (default: work_dirs/transfer[-demo]/<run>)")
     p.add_argument("--max-iters", type=int, help="cut every task's schedule to N iterations (lr schedule compressed)")
     p.add_argument("--demo", action="store_true", help="mini datasets from package images, small crops, short runs")
+    p.add_argument("--archive", action="store_true",
+                   help="a task work dir holding a run with other settings (another student, ...) has that run moved "
+                        "to <work dir>/superseded_<time>/ and starts afresh (default: refuse)")
     p.add_argument("--seed", type=int, default=None,
                    help="random seed (default: 0 for the dense tasks, the config's seed for the ImageNet ones)")
+    p.add_argument("--verbose", action="store_true",
+                   help=f"the full mmengine / mmseg / mmdet stream on the console (also: {console.VERBOSE_ENV}=1)")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help=argparse.SUPPRESS)
     return p
 
@@ -102,6 +111,12 @@ def _reexec_under_torchrun(own: list[str], cfg_options: list[str], gpus: int) ->
     os.execv(sys.executable, torchrun)
 
 
+def _log_file(record: dict[str, Any]) -> str:
+    """The text log of a task's run (mmengine's ``<log_dir>/<stamp>.log``)."""
+    log_dir = Path(record.get("log_dir") or record["work_dir"])
+    return str(log_dir / f"{log_dir.name}.log") if record.get("log_dir") else str(log_dir)
+
+
 def _run_one(task: Task, request: TaskRequest) -> dict[str, Any]:
     """One task through the runner, with the console lines around it (rank 0); returns its record."""
     main_rank = rank() == 0
@@ -113,8 +128,12 @@ def _run_one(task: Task, request: TaskRequest) -> dict[str, Any]:
         metrics = record["metrics"]
         keys = [*task.metric_keys, *sorted(k for k in metrics if k not in task.metric_keys)]
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
-        print(f"[transfer] {task.name}{' (DEMO)' if request.demo else ''}: {shown} -> "
-              f"{request.work_dir / METRICS_FILE}", flush=True)
+        lines = [f"[transfer] {task.name}{' (DEMO)' if request.demo else ''}: {shown}",
+                 f"    metrics : {request.work_dir / METRICS_FILE}"]
+        if "release" in record:
+            lines.append(f"    release : {record['release']['checkpoint']} (config {Path(record['release']['config']).name})")
+        lines.append(f"    log     : {_log_file(record)}")
+        print("\n".join(lines), flush=True)
     return record
 
 
@@ -128,6 +147,9 @@ def _print_tables(work_root: Path, demo: bool) -> None:
     print(summary_markdown(df), flush=True)
     for w in problems:
         print(f"warning: {w}", flush=True)
+    if console.held_warnings():
+        print(f"({console.held_warnings()} warnings of mmengine / mmseg / mmdet went to the task logs only; "
+              f"--verbose shows everything)", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -139,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     raw = list(sys.argv[1:] if argv is None else argv)
     own, cfg_options = _split_cfg_options(raw)
     args = _parser(list(TASKS)).parse_args(own)
+    if args.verbose:
+        console.set_verbose(True)
     student = resolve_student(args.student)
     if args.demo and rank() == 0:
         _announce_demo()
@@ -151,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     for name in args.tasks:
         request = TaskRequest(student=student, data_root=data_root, work_dir=work_root / name, max_iters=args.max_iters,
                               demo=args.demo, cfg_options=tuple(cfg_options), seed=args.seed, world_size=world_size(),
-                              launcher=args.launcher)
+                              launcher=args.launcher, archive=args.archive)
         results[name] = _run_one(TASKS[name], request)
     if rank() == 0:
         _print_tables(work_root, args.demo)

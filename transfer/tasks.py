@@ -12,7 +12,7 @@ from comad.eval.runner import Task, task_table
 from comad.eval.runtime import REPO_ROOT
 from comad.eval.tasks import IMAGENET_TASKS
 
-from .datasets import check_ade20k, check_coco
+from .datasets import check_ade20k, check_coco, check_coco_classes
 from .mm_runner import DemoSpec, MMTask
 
 __all__ = ["REPO_ROOT", "DemoSpec", "MMTask", "MM_TASKS", "TASKS"]
@@ -36,9 +36,9 @@ MM_TASKS: dict[str, MMTask] = {
     "ade20k": MMTask("ade20k", "benchmark_configs/ade20k/upernet_comad-vit-t_8xb2-160k_ade20k-512x512.py",
                      check_ade20k, _SEG_KEYS, DemoSpec(size_factor=0.25, batch_per_gpu=2, iters=40, lr_scale=10.0)),
     "coco": MMTask("coco", "benchmark_configs/coco/mask-rcnn_comad-vit-t-sfp_8xb2-1x_coco-1333x800.py",
-                   check_coco, _DET_KEYS, _DET_DEMO, units="fraction"),
+                   check_coco, _DET_KEYS, _DET_DEMO, units="fraction", check_classes=check_coco_classes),
     "coco-lsj": MMTask("coco-lsj", "benchmark_configs/coco/mask-rcnn_comad-vit-t-sfp_8xb8-lsj-100e_coco-1024x1024.py",
-                       check_coco, _DET_KEYS, _DET_DEMO, units="fraction"),
+                       check_coco, _DET_KEYS, _DET_DEMO, units="fraction", check_classes=check_coco_classes),
 }
 
 #: Every task ``transfer.run`` knows: the dense benchmarks, then the ImageNet protocols.

@@ -5,6 +5,7 @@
   student) and the conversion of each to timm key names.
 - :mod:`.vit`: the ViT family: architecture from shapes / metadata, heads, builder, and the
   position-embedding resampling every caller uses.
+- :mod:`.content`: a file's identity by its content (:func:`content_sha256`).
 - :mod:`.load`: :class:`EncoderCheckpoint` (the one result type), :func:`read_encoder`,
   :func:`load_vit`, :func:`load_strict`.
 
@@ -13,6 +14,7 @@ Typical use::
     ckpt = load_vit("deit_tiny_patch16_224-a1311bcf.pth", img_size=224)
     ckpt.model, ckpt.arch, ckpt.arch_source, ckpt.report["dropped_keys"]
 """
+from .content import canonical_metadata, content_sha256
 from .layouts import FORMATS, LAYOUTS, Layout, convert_state_dict, detect_format, extract_encoder, resolve_encoder
 from .load import FAMILIES, EncoderCheckpoint, Family, load_strict, load_vit, read_arch, read_encoder
 from .read import file_metadata, read_checkpoint
@@ -22,7 +24,8 @@ from .vit import (ARCH_KEYS, ARCH_PRESETS, POS_INTERPOLATION, build_vit, check_a
 __all__ = [
     "ARCH_KEYS", "ARCH_PRESETS", "FAMILIES", "FORMATS", "LAYOUTS", "POS_INTERPOLATION",
     "EncoderCheckpoint", "Family", "Layout",
-    "build_vit", "check_arch", "convert_state_dict", "detect_format", "expected_arch", "extract_encoder",
+    "build_vit", "canonical_metadata", "check_arch", "content_sha256", "convert_state_dict", "detect_format",
+    "expected_arch", "extract_encoder",
     "file_metadata", "infer_arch", "load_strict", "load_vit", "read_arch", "read_checkpoint", "read_encoder",
     "resample_pos_embed", "resolve_encoder", "resolve_num_heads",
 ]

@@ -1,6 +1,7 @@
 """The mmengine edge of comad: registrations for configs (``custom_imports``).
 
-Importing this package registers the distiller and its data preprocessor, the run hook, the resumable loop and sampler,
+Importing this package registers the distiller and its data preprocessor, the run hook, the console's
+progress hook, the resumable loop and sampler,
 the per-sample-seeded dataset wrapper, the optimizer wrappers that skip marked steps and
 the atomic file backend, and makes mmengine's own
 checkpoints load with ``weights_only=True`` (see comad.mm_compat).
@@ -15,11 +16,13 @@ from .hooks import ComadRunHook
 from .loops import ResumableIterBasedTrainLoop
 from .optim import ComadAmpOptimWrapper, ComadOptimWrapper
 from .preprocess import ComadDataPreprocessor
+from .progress import ComadProgressHook
 from .samplers import PerSampleSeeded, ResumableInfiniteSampler
 
 MODELS.register_module(module=CoMADDistiller, force=True)
 MODELS.register_module(module=ComadDataPreprocessor, force=True)
 HOOKS.register_module(module=ComadRunHook, force=True)
+HOOKS.register_module(module=ComadProgressHook, force=True)
 LOOPS.register_module(module=ResumableIterBasedTrainLoop, force=True)
 DATA_SAMPLERS.register_module(module=ResumableInfiniteSampler, force=True)
 DATASETS.register_module(module=PerSampleSeeded, force=True)
@@ -34,5 +37,5 @@ except ModuleNotFoundError as e:  # pragma: no cover - only while comad.data is 
     if e.name not in ("comad.data", "comad.data.registry"):
         raise
 
-__all__ = ["CoMADDistiller", "ComadRunHook", "ResumableIterBasedTrainLoop", "ResumableInfiniteSampler",
+__all__ = ["CoMADDistiller", "ComadRunHook", "ComadProgressHook", "ResumableIterBasedTrainLoop", "ResumableInfiniteSampler",
            "PerSampleSeeded", "AtomicLocalBackend", "ComadOptimWrapper", "ComadAmpOptimWrapper"]

@@ -10,6 +10,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from ..console import log_files, notice
 from ..export import LATEST_POINTER, export_student, vit_arch
 from ..io import atomic_write_json
 
@@ -86,6 +87,7 @@ class ComadRunHook(Hook):
                 f"CoMAD distillation finished: {runner.iter} iterations in {time.time() - self._t0:.0f} s"
                 + (" [DEMO]" if self.run_info.get("demo") else ""),
                 f"  work dir : {runner.work_dir}",
+                f"  log      : {', '.join(log_files(runner.logger)) or runner.log_dir}",
                 f"  teachers : {', '.join(model.teacher_names)}",
                 "  last     : " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(last.items())),
             ]
@@ -93,4 +95,4 @@ class ComadRunHook(Hook):
                 lines.append(f"  student  : {path}")
                 lines.append(f"  next     : tools/run_transfer.sh --student {path} ade20k coco")
             lines.append("=" * 64)
-            runner.logger.info("\n" + "\n".join(lines))
+            notice("\n" + "\n".join(lines), logger=runner.logger)  # on the console also in quiet mode

@@ -7,6 +7,7 @@ DataLoader or DALI, :mod:`comad.engine.dataloader`) and, for the demo, the teach
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -17,13 +18,16 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from ..console import notice, quiet_logger
+from ..cpu_bf16 import warn_if_slow_bf16
 from ..io import CheckpointError
 from ..runtime import world_size
 from .dataloader import DALI_KEY, build_dataloader, data_backend
+from .progress import add_progress_hook
 from .schedule import resolve_schedule
 
 __all__ = ["ComadRunner", "archive_previous_run", "build_runner", "check_work_dir", "latest_checkpoint",
-           "prepare_demo_teachers"]
+           "prepare_demo_teachers", "warn_cpu_bf16"]
 
 
 class ComadRunner(Runner):
@@ -37,7 +41,22 @@ class ComadRunner(Runner):
       ``Config.fromstring``, which executes it as Python: a data-only (``weights_only``-safe)
       file could still run code. That text is dropped unread (it served a GPU-count check only;
       this project rescales the schedule from the world size itself).
+
+    Its logger's console is quiet unless ``--verbose`` / ``COMAD_VERBOSE=1`` (:mod:`comad.console`):
+    the full stream goes to the log file in the work dir. Building it warns once when the config
+    asks for bf16 on a CPU without bf16 units (:func:`warn_cpu_bf16`).
     """
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> "ComadRunner":  # noqa: D102
+        warn_cpu_bf16(cfg)
+        return super().from_cfg(cfg)
+
+    def build_logger(self, log_level: int | str = "INFO", log_file: str | None = None, **kwargs: Any) -> Any:
+        """mmengine's logger (every record still goes to the log file), its console quiet (:func:`comad.console.quiet_logger`)."""
+        logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+        quiet_logger(logger)
+        return logger
 
     def load_checkpoint(self, filename: str, map_location: Any = "cpu", strict: bool = False,
                         revise_keys: list = [(r"^module.", "")]) -> dict:  # noqa: B006 - mmengine's signature
@@ -63,8 +82,8 @@ class ComadRunner(Runner):
         if not self._resume and self.rank == 0:
             moved = archive_previous_run(self.work_dir)
             if moved is not None:
-                self.logger.warning(f"the work dir held an earlier run's checkpoints; they were moved to {moved} "
-                                    "(use --resume to continue a run)")
+                notice(f"the work dir held an earlier run's checkpoints; they were moved to {moved} "
+                       "(use --resume to continue a run)", logging.WARNING, self.logger)
         return super().train()
 
 
@@ -72,19 +91,22 @@ class ComadRunner(Runner):
 RUN_OUTPUTS = ("iter_*.pth", "last_checkpoint", "run_info.json", "student")
 
 
-def archive_previous_run(work_dir: str | Path) -> Path | None:
+def archive_previous_run(work_dir: str | Path, outputs: tuple[str, ...] = RUN_OUTPUTS,
+                         marker: str = "iter_") -> Path | None:
     """Move an earlier run's checkpoints and export into ``<work_dir>/superseded_<time>/``.
 
     A fresh run (no ``--resume``) in a used work dir would otherwise overwrite the earlier
     run's ``iter_N.pth`` one by one and leave the others mixed with its own, so that a later
-    ``--resume`` could continue the wrong run. Nothing is deleted. Returns the folder, or None
-    when there was nothing to move.
+    ``--resume`` could continue the wrong run. Nothing is deleted. ``outputs``: the glob
+    patterns of what a run leaves (the distillation's by default; the transfer tasks name
+    theirs); nothing moves unless one of them starts with ``marker`` (a checkpoint). Returns the
+    folder, or None when there was nothing to move.
     """
     import time
 
     work_dir = Path(work_dir)
-    found = [p for pattern in RUN_OUTPUTS for p in sorted(work_dir.glob(pattern))]
-    if not any(p.name.startswith("iter_") for p in found):
+    found = [p for pattern in outputs for p in sorted(work_dir.glob(pattern))]
+    if not any(p.name.startswith(marker) for p in found):
         return None
     dest = work_dir / f"superseded_{time.strftime('%Y%m%d_%H%M%S')}"
     n = 0
@@ -144,6 +166,23 @@ def prepare_demo_teachers(demo: dict[str, Any]) -> None:
         encoders[name] = write_checkpoint(fmt, tmp, seed=100 + i, encoder=encoder, **demo["teacher_arch"])
         os.replace(tmp, dst)
     atomic_write_json(spec, spec_file)
+
+
+def warn_cpu_bf16(cfg: Config) -> list[str]:
+    """Warn once per setting (:func:`comad.cpu_bf16.warn_if_slow_bf16`) when the run would compute in bf16 on
+    a CPU without bf16 units: a bf16 ``AmpOptimWrapper`` (autocast in training) or a val / test loop with
+    ``fp16=True`` (mmengine autocasts to bf16 on a CPU). Returns the settings it warned about."""
+    if torch.cuda.is_available():
+        return []
+    found = []
+    ow = cfg.get("optim_wrapper") or {}
+    if "Amp" in str(ow.get("type", "")) and str(ow.get("dtype")).replace("torch.", "") in ("bfloat16", "bf16"):
+        found.append((f"optim_wrapper.type='{ow.get('type')}' with dtype='bfloat16' (bf16 autocast in training)",
+                      "optim_wrapper.type='OptimWrapper' (fp32)"))
+    for key in ("val_cfg", "test_cfg"):
+        if (cfg.get(key) or {}).get("fp16"):
+            found.append((f"{key}.fp16=True (mmengine autocasts to bf16 on a CPU)", f"{key}.fp16=False (fp32)"))
+    return [setting for setting, faster in found if warn_if_slow_bf16(setting, faster)]
 
 
 def check_work_dir(work_dir: str | Path) -> None:
@@ -209,6 +248,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
     backend = data_backend(cfg)
     if backend == "dali":
         cfg.train_dataloader[DALI_KEY] = dict(cfg.data.get("dali") or {})
+    add_progress_hook(cfg, "distill")
     run_info = dict(sched, amp="bf16" if use_amp else "fp32", demo=bool(demo), launcher=launcher, data_backend=backend)
     for hook in cfg.get("custom_hooks", []):
         if hook.get("type") == "ComadRunHook":

@@ -1,8 +1,9 @@
 """An iteration-based loop that resumes by skipping sampler draws, not by loading batches."""
 from __future__ import annotations
 
-from mmengine.logging import print_log
 from mmengine.runner.loops import IterBasedTrainLoop, _InfiniteDataloaderIterator
+
+from ..console import notice
 
 
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
@@ -21,7 +22,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
             return super().run()
         sampler.skip(self._iter * self.dataloader.batch_size)
         self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
-        print_log(f"resume: sampler skipped the draws of {self._iter} iterations (no data loaded)", logger="current")
+        notice(f"resume: sampler skipped the draws of {self._iter} iterations (no data loaded)")  # also when quiet
         self.runner.call_hook("before_train")
         self.runner.call_hook("before_train_epoch")
         while self._iter < self._max_iters and not self.stop_training:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from .. import console
 from ..io import atomic_save_safetensors, atomic_write_json
 
 __all__ = ["POOLINGS", "pool_tokens", "embed", "extract_features", "file_sha256", "FeatureCache",
@@ -56,13 +57,13 @@ def _autocast(device: torch.device, amp: str | None):
 
 @torch.no_grad()
 def extract_features(vit: nn.Module, loader: DataLoader, pooling: str, device: torch.device | str = "cpu",
-                     amp: str | None = None, desc: str = "features") -> tuple[Tensor, Tensor]:
-    """(features float32 (N, D), labels int64 (N,)) over a loader, the backbone in eval mode."""
+                     amp: str | None = None, desc: str | None = "features") -> tuple[Tensor, Tensor]:
+    """(features float32 (N, D), labels int64 (N,)) over a loader, the backbone in eval mode (a bar unless ``desc`` is None)."""
     device = torch.device(device)
     was_training = vit.training
     vit.eval()
     feats, labels = [], []
-    for images, target in tqdm(loader, desc=desc, leave=False, mininterval=5):
+    for images, target in tqdm(loader, desc=desc, leave=False, mininterval=5, disable=desc is None):
         with _autocast(device, amp):
             f = embed(vit, images.to(device, non_blocking=True), pooling)
         feats.append(f.float().cpu())
@@ -128,7 +129,8 @@ class FeatureCache:
         for start in tqdm(starts, desc=f"cache {self.dir.name}", leave=False, mininterval=5):
             idx = list(range(start, min(start + chunk_size, n)))
             loader = DataLoader(Subset(dataset, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-            feats, labels = extract_features(vit, loader, pooling, device=device, amp=amp, desc=f"chunk {start // chunk_size}")
+            feats, labels = extract_features(vit, loader, pooling, device=device, amp=amp,
+                                           desc=f"chunk {start // chunk_size}" if console.verbose() else None)
             name = f"chunk_{start // chunk_size:05d}.safetensors"
             atomic_save_safetensors({"features": feats, "labels": labels}, self.dir / name)
             manifest["chunks"].append(dict(file=name, count=len(idx)))

@@ -10,11 +10,22 @@ environment; ``lr = blr * effective_batch / 256``.
 Resumable through the shared epoch loop (:mod:`comad.eval.loop`): ``<work_dir>/checkpoint_last.pth``
 holds model / optimizer / scheduler / scaler / EMA / position / every RNG state, loadable with
 ``weights_only=True``; with ``num_workers=0`` a resumed run is bit-identical to an uninterrupted one.
+
+At the end the fine-tuned classifier is returned as a release (:func:`finetune_release`,
+published by the task layer into ``<work_dir>/release/``): ``<name>-<sha8>.pth`` with the weights
+and plain meta, and ``<name>.json`` that builds it in stock timm::
+
+    cfg = json.load(open("<name>.json"))
+    model = timm.models.vision_transformer.VisionTransformer(**cfg["model_args"])
+    model.load_state_dict(torch.load("<name>-<sha8>.pth", weights_only=True)["state_dict"])
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=cfg["pretrained_cfg"]))
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import json
 
 import torch
 from timm.data import Mixup
@@ -24,13 +35,15 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..checkpoint import content_sha256
+from ..release import Release
 from .features import _autocast
 from .linear_probe import _accuracy_counts, _finish_counts, build_scheduler
 from .loop import EpochLoop, Learner
 from .runtime import DistEnv, RunLog
 from .student import load_student
 
-__all__ = ["finetune_transforms", "build_finetune_model", "evaluate_classifier", "finetune"]
+__all__ = ["finetune_transforms", "build_finetune_model", "evaluate_classifier", "finetune", "finetune_release"]
 
 
 def finetune_transforms(cfg: Any):
@@ -169,5 +182,30 @@ def finetune(student: str | Path, train_set: Dataset, val_set: Dataset, num_clas
     if log is not None:
         log.scalars(dict(top1=metrics["top1"], top5=metrics["top5"], epoch=epoch), step)
         log.info(f"fine-tune done: {step} steps, top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f}")
-    info = dict(iters=step, epochs_done=epoch, lr=lr, steps_per_epoch=loop.steps_per_epoch, load_report=loaded.report)
+    info = dict(iters=step, epochs_done=epoch, lr=lr, steps_per_epoch=loop.steps_per_epoch, load_report=loaded.report,
+                release=finetune_release(loaded, cfg, num_classes, getattr(val_set, "classes", None), student, step))
     return metrics, info
+
+
+def finetune_release(loaded: Any, cfg: Any, num_classes: int, classes: list[str] | None, student: str | Path,
+                     step: int) -> Release:
+    """The fine-tuned classifier ``loaded.model`` as a :class:`~comad.release.Release` with a timm config (.json)."""
+    from .metrics_io import student_name
+
+    model = loaded.model
+    size = int(cfg.img_size)
+    args = {k: v for k, v in loaded.arch.items() if k != "num_positions"}  # as comad.checkpoint.build_vit builds it
+    args.update(img_size=size, num_heads=int(model.blocks[0].attn.num_heads), num_classes=int(num_classes),
+                global_pool=model.global_pool)
+    aug = cfg.aug
+    pretrained_cfg = dict(input_size=[3, size, size], interpolation=aug.interpolation, mean=list(cfg.mean),
+                          std=list(cfg.std), crop_pct=aug.crop_pct, crop_mode="center", num_classes=int(num_classes),
+                          first_conv="patch_embed.proj", classifier="head")
+    name = f"{Path(cfg.config_path).stem}_{student_name(student)}"
+    config = dict(architecture="timm.models.vision_transformer.VisionTransformer", model_args=args,
+                  pretrained_cfg=pretrained_cfg, classes=list(classes) if classes else None, weights=f"{name}-<sha8>.pth")
+    meta = dict(dataset_meta=dict(classes=list(classes) if classes else None), task="imagenet-ft", iter=int(step),
+                seed=int(cfg.seed), config=f"{name}.json", benchmark_config=str(cfg.config_path), student=str(student),
+                student_sha256=content_sha256(student), arch=args)
+    return Release(name=name, state_dict=model.state_dict(), meta=meta,
+                   config_text=json.dumps(config, indent=2, sort_keys=True) + "\n", config_suffix=".json")

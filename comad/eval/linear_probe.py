@@ -141,6 +141,9 @@ def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_
     sched = build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
     learner = Learner(head, lambda f, y: F.cross_entropy(head(f), y), opt, sched, state_name="head")
     step = 0
+    if log is not None:
+        total = cfg.epochs * steps_per_epoch
+        log.progress(min(total, max_iters) if max_iters is not None else total)
     stop = False
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=g)

@@ -135,6 +135,9 @@ class EpochLoop:
         path = Path(work_dir) / CHECKPOINT
         epoch, skip, step = self._start(learner, path, resume_key, log)
         epochs, every = int(self.cfg.epochs), int(self.cfg.get("checkpoint_interval", 1))
+        if log is not None:
+            total = epochs * self.steps_per_epoch
+            log.progress(min(total, max_iters) if max_iters is not None else total, step)
         stop = max_iters is not None and step >= max_iters
         while epoch < epochs and not stop:
             i, step, stop = self.train_one_epoch(learner, epoch, skip, step, max_iters, log)

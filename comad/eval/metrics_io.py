@@ -21,7 +21,9 @@ Optional keys: ``name`` (student name used to group seeds; default: from the stu
 see :func:`student_name`), ``units`` ('percent', the default, or 'fraction' — mmdet's
 CocoMetric returns fractions; the reader then multiplies every metric by 100),
 ``protocol`` (dict: the settings that define the number — pooling, BatchNorm, schedule, ...),
-``effective_batch`` (int), ``schema_version`` (int, 1), and anything else (kept, not read).
+``effective_batch`` (int), ``schema_version`` (int, 1), ``release`` (dict: ``checkpoint``, ``config``,
+``sha256`` of the task's release files, :mod:`comad.release`; dense tasks and the fine-tune), and
+anything else (kept, not read).
 """
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ returns a :class:`TaskResult` (metrics + provenance); it trains and evaluates, n
 (``transfer/run.py``, ``tools/linear_probe.py``) only build requests and call :func:`run_task`.
 
 A record holds, besides the schema's keys, the request as run (``max_iters``, ``cfg_options``,
-``data_root``, ``work_dir``, ``world_size``), ``git_dirty``, ``duration_s`` and the task's own
-``TaskResult.info`` keys.
+``data_root``, ``work_dir``, ``world_size``), ``git_dirty``, ``duration_s``, the task's own
+``TaskResult.info`` keys and, for a task that returns a :class:`~comad.release.Release` (the
+dense tasks, the ImageNet fine-tune), ``release``: ``{checkpoint, config, sha256}`` of the files
+:func:`finish_task` published into ``<work_dir>/release/``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..release import RELEASE_DIR, Release, publish
 from ..runtime import LAUNCHERS, rank, world_size
 from .metrics_io import git_dirty, make_record, write_metrics
 from .runtime import repo_relative
@@ -32,7 +35,9 @@ class TaskRequest:
     ``seed=None`` leaves the seed to the task (0 for the dense tasks, the config's ``seed`` for
     the ImageNet ones); ``config`` replaces the task's own benchmark config (ImageNet tasks;
     ``tools/linear_probe.py --config``). ``world_size`` / ``launcher`` say how the processes
-    were started (:mod:`comad.runtime`).
+    were started (:mod:`comad.runtime`). ``archive``: a work dir holding a run with other
+    settings (another student, ...) has that run moved to ``superseded_<time>/`` instead of
+    being refused.
     """
 
     student: Path
@@ -45,6 +50,7 @@ class TaskRequest:
     world_size: int = field(default_factory=world_size)
     launcher: str = "none"
     config: Path | None = None
+    archive: bool = False
 
     def __post_init__(self) -> None:
         for name in ("student", "data_root", "work_dir"):
@@ -62,7 +68,8 @@ class TaskResult:
 
     ``config``: the benchmark config run (repository-relative); ``seed``: the seed used;
     ``protocol``: the settings that define the number; ``units``: 'percent' or 'fraction' (mmdet);
-    ``name``: the record's row name (None: from the student path); ``info``: further record keys.
+    ``name``: the record's row name (None: from the student path); ``info``: further record keys;
+    ``release``: the trained model to publish (:mod:`comad.release`), or None.
     """
 
     metrics: dict[str, float]
@@ -72,6 +79,7 @@ class TaskResult:
     units: str = "percent"
     name: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    release: Release | None = None
 
 
 @dataclass(frozen=True)
@@ -107,22 +115,25 @@ def run_task(task: Task, request: TaskRequest) -> dict[str, Any]:
 
 
 def finish_task(task: Task, request: TaskRequest, result: TaskResult, duration_s: float) -> dict[str, Any]:
-    """The end of every task: check its metrics, build its record, write ``metrics.json`` (rank 0).
+    """The end of every task: check its metrics, publish its release, build its record, write ``metrics.json``.
 
-    Every process gets the record; only rank 0 writes it, the others wait for the write when a
-    process group is up. A task that raised never gets here, so its earlier record is kept.
-    What every task does once it has its result belongs here (the record now; a release
-    checkpoint or a console summary would follow it).
+    Every process gets the record; only rank 0 publishes the release (``<work_dir>/release/``,
+    :func:`comad.release.publish`) and writes the record, whose ``release`` key names the files;
+    the others wait for the writes when a process group is up. A task that raised never gets
+    here, so its earlier record is kept. What every task does once it has its result belongs here.
     """
     missing = [k for k in task.metric_keys if k not in result.metrics]
     if missing:
         raise RuntimeError(f"task {task.name} returned metrics {sorted(result.metrics)}, missing {missing}")
+    extra = dict(result.info)
+    if result.release is not None and rank() == 0:
+        extra["release"] = publish(result.release, request.work_dir / RELEASE_DIR)
     record = make_record(
         task.name, result.metrics, student=repo_relative(request.student), config=result.config, seed=result.seed,
         demo=request.demo, name=result.name, protocol=result.protocol, units=result.units,
         max_iters=request.max_iters, cfg_options=list(request.cfg_options), data_root=str(request.data_root),
         work_dir=str(request.work_dir), git_dirty=git_dirty(), duration_s=round(duration_s, 1),
-        world_size=request.world_size, **result.info)
+        world_size=request.world_size, **extra)
     if rank() == 0:
         write_metrics(record, request.work_dir)
     _barrier()

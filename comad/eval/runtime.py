@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config
 from torch.utils.data import Sampler
 
+from .. import console
 from ..io import atomic_torch_save, safe_torch_load
 from ..runtime import local_rank, parse_cfg_options, rank, world_size
 
@@ -200,6 +201,8 @@ class RunLog:
     Writes ``<work_dir>/<timestamp>/<timestamp>.log`` and
     ``<work_dir>/<timestamp>/vis_data/scalars.json`` (JSON lines, mmengine's
     ``LocalVisBackend``), the layout ``tools/make_tables.py`` reads. Only rank 0 writes.
+    The console gets warnings and, after :meth:`progress`, one bar that :meth:`scalars` moves;
+    every line with ``--verbose`` / ``COMAD_VERBOSE=1`` (:mod:`comad.console`).
     """
 
     def __init__(self, work_dir: str | Path, name: str, enabled: bool = True) -> None:
@@ -214,6 +217,7 @@ class RunLog:
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
         self._backend = None
+        self.name, self._bar = name, None
         if enabled:
             from mmengine.visualization import LocalVisBackend
 
@@ -222,6 +226,7 @@ class RunLog:
             fh.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
             sh = logging.StreamHandler()
             sh.setFormatter(logging.Formatter(f"[{name}] %(message)s"))
+            sh.setLevel(logging.INFO if console.verbose() else logging.WARNING)
             self.logger.addHandler(fh)
             self.logger.addHandler(sh)
             self._backend = LocalVisBackend(save_dir=str(self.dir / "vis_data"))
@@ -231,12 +236,33 @@ class RunLog:
     def info(self, msg: str) -> None:
         self.logger.info(msg)
 
+    def warning(self, msg: str) -> None:
+        self.logger.warning(msg)
+
+    @property
+    def file(self) -> Path:
+        """The text log."""
+        return self.dir / f"{self.dir.name}.log"
+
+    def progress(self, total: int, initial: int = 0) -> None:
+        """Open the console bar of this run (``total`` steps; :func:`comad.console.stage_bar`)."""
+        if self.enabled and self._bar is None:
+            self._bar = console.stage_bar(self.name, int(total), int(initial))
+
     def scalars(self, values: dict[str, float], step: int) -> None:
-        """Append one JSON line ``{..., 'step': step}`` to ``scalars.json``."""
+        """Append one JSON line ``{..., 'step': step}`` to ``scalars.json``; move the bar to ``step``."""
         if self._backend is not None:
             self._backend.add_scalars({k: float(v) for k, v in values.items()}, step=int(step))
+        if self._bar is not None:
+            self._bar.update(max(0, min(int(step), self._bar.total) - self._bar.n))
+            shown = next((k for k in ("top1", "loss") if k in values), None)
+            if shown:
+                self._bar.set_postfix_str(f"{shown} {float(values[shown]):.4g}", refresh=False)
 
     def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         for h in list(self.logger.handlers):
             h.close()
             self.logger.removeHandler(h)

@@ -26,7 +26,9 @@ from typing import Any, Callable
 
 from .data import build_split, imagenet_split_dirs
 from .demo_data import DEFAULT_DEMO_DIR, ensure_demo_imagenet
-from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot, file_sha256
+from ..checkpoint import content_sha256
+from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot
+from ..release import Release
 from .runner import Task, TaskRequest, TaskResult
 from .runtime import CONFIG_DIR, DistEnv, RunLog, effective_batch, init_distributed, load_task_config, repo_relative
 
@@ -41,8 +43,8 @@ DEFAULT_CONFIGS: dict[str, Path] = {
 
 
 def _resume_key(cfg: Any, student: Path) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: student file, config file, seed, schedule."""
-    return dict(student_sha256=file_sha256(student), config=repo_relative(cfg.config_path), seed=int(cfg.seed),
+    """What a checkpoint must match to be resumed: the student (by content), config file, seed, schedule."""
+    return dict(student_sha256=content_sha256(student), config=repo_relative(cfg.config_path), seed=int(cfg.seed),
                 epochs=int(cfg.epochs), batch_size=int(cfg.batch_size), img_size=int(cfg.img_size))
 
 
@@ -69,7 +71,7 @@ def _cached_features(run: "_Run", vit):
         raise RuntimeError(f"config {cfg.config_path}: the cached protocols run on one process; launch without torchrun "
                            f"(WORLD_SIZE={env.world_size})")
     ev = eval_transform(cfg)
-    key_common = dict(student_sha256=file_sha256(run.request.student), img_size=cfg.img_size, crop_pct=cfg.crop_pct,
+    key_common = dict(student_sha256=content_sha256(run.request.student), img_size=cfg.img_size, crop_pct=cfg.crop_pct,
                       interpolation=cfg.interpolation, mean=list(cfg.mean), std=list(cfg.std), transform=repr(ev))
     out = {}
     root = Path(cfg.cache_dir) if cfg.get("cache_dir") else run.request.work_dir.resolve().parent / "feature_cache"
@@ -119,6 +121,7 @@ class _Run:
     log: RunLog
     train_dir: Path
     val_dir: Path
+    release: Release | None = None  # set by a protocol that trains a model to publish (the fine-tune)
 
     @property
     def seed(self) -> int:
@@ -131,7 +134,24 @@ class _Run:
         return effective_batch(self.cfg, self.env, self.request.demo, self.log.logger)
 
     def resume_key(self) -> dict[str, Any]:
-        return _resume_key(self.cfg, self.request.student)
+        """The resume key; with ``request.archive`` a checkpoint made for another key is moved aside first."""
+        key = _resume_key(self.cfg, self.request.student)
+        if self.request.archive and self.env.is_main:
+            _archive_other_run(self.request.work_dir, key, self.log)
+        return key
+
+
+def _archive_other_run(work_dir: Path, key: dict[str, Any], log: RunLog) -> None:
+    """Move ``checkpoint_last.pth`` (and the record / release beside it) aside when it was made for another key."""
+    from ..engine.launch import archive_previous_run
+    from .loop import CHECKPOINT
+    from .runtime import load_checkpoint
+
+    path = work_dir / CHECKPOINT
+    if not path.is_file() or load_checkpoint(path).get("key") == key:
+        return
+    moved = archive_previous_run(work_dir, (CHECKPOINT, "metrics.json", "release"), marker=CHECKPOINT)
+    log.warning(f"{path} was made for another run (--archive): moved to {moved}; starting afresh")
 
 
 # A protocol: _Run -> (metrics, protocol entries, effective batch, the student's load report)
@@ -161,6 +181,9 @@ def _finetune(run: _Run):
     train_set, val_set, n_classes = run.sets(finetune_transforms)
     metrics, info = finetune(req.student, train_set, val_set, n_classes, cfg, run.env, req.work_dir, run.seed, eff,
                              req.max_iters, run.log, resume_key=run.resume_key())
+    run.release = info["release"]
+    if req.demo:
+        run.release.name += "_demo"
     protocol = dict(train_samples=len(train_set), optimizer="AdamW", blr=cfg.blr, lr=info["lr"],
                     layer_decay=cfg.layer_decay, drop_path=cfg.drop_path, epochs=cfg.epochs,
                     warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay, auto_augment=cfg.aug.auto_augment,
@@ -244,8 +267,9 @@ def run_imagenet_task(task: str, request: TaskRequest) -> TaskResult:
     env = init_distributed(cfg.get("device"))
     request.work_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(request.work_dir, task, enabled=env.is_main)
+    run = _Run(request, cfg, env, log, train_dir, val_dir)
     try:
-        metrics, entries, eff, report = PROTOCOLS[task](_Run(request, cfg, env, log, train_dir, val_dir))
+        metrics, entries, eff, report = PROTOCOLS[task](run)
     finally:
         log.close()
     protocol = {**dict(name=cfg.protocol_name, pooling=cfg.pooling, img_size=cfg.img_size, world_size=env.world_size,
@@ -254,7 +278,8 @@ def run_imagenet_task(task: str, request: TaskRequest) -> TaskResult:
     data = dict(data_info, train=str(train_dir), val=str(val_dir))
     return TaskResult(metrics={k: float(v) for k, v in metrics.items()}, config=repo_relative(cfg.config_path),
                       seed=int(cfg.seed), protocol=protocol, name=cfg.get("name") or None,
-                      info=dict(effective_batch=eff, data=data, load_report=report))
+                      info=dict(effective_batch=eff, data=data, load_report=report, log_dir=str(log.dir)),
+                      release=run.release)
 
 
 IMAGENET_TASKS: dict[str, Task] = {
