@@ -1,22 +1,18 @@
 """ImageNet fine-tune: exact resume from an atomic, weights_only-loadable checkpoint."""
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from comad.eval.finetune import _posterize_zero_bits_compat, finetune_transforms
 from comad.eval.metrics_io import read_metrics, record_name
 from comad.eval.runner import TaskRequest, run_task
 from comad.eval.runtime import load_task_config
 from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
-from comad.export import export_student
 from comad.io import safe_torch_load
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0)
-    return export_student(vit, tmp_path_factory.mktemp("stu") / "tiny" / "student")
+def student(tmp_path_factory, make_student):
+    return make_student(tmp_path_factory.mktemp("stu") / "tiny" / "student")
 
 
 def _opts(tmp_path, **kw):
@@ -59,11 +55,9 @@ def test_resume_is_exact(student, tmp_path):
     assert len(list((tmp_path / "b").glob("*/vis_data/scalars.json"))) == 2  # one log per launch
 
 
-def test_resume_refuses_another_student(student, tmp_path):
+def test_resume_refuses_another_student(student, tmp_path, make_student):
     ft(student, tmp_path / "data", tmp_path / "w", 1, True, _opts(tmp_path))
-    torch.manual_seed(1)
-    other = export_student(VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0),
-                           tmp_path / "other" / "student")
+    other = make_student(tmp_path / "other" / "student", seed=1)
     with pytest.raises(ValueError, match="checkpoint_last.pth: made for"):
         ft(other, tmp_path / "data", tmp_path / "w", 2, True, _opts(tmp_path))
 

@@ -3,8 +3,6 @@ import inspect
 import json
 
 import pytest
-import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from comad.data.once import MARKER
 from comad.eval.data import imagenet_split_dirs
@@ -13,7 +11,6 @@ from comad.eval.metrics_io import read_metrics
 from comad.eval.runner import Task, TaskRequest, run_task
 from comad.eval.runtime import REPO_ROOT, load_task_config
 from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
-from comad.export import export_student
 
 
 def _run(task, student, data_root, work_dir, max_iters=None, demo=False, opts=(), **kw):
@@ -23,10 +20,8 @@ def _run(task, student, data_root, work_dir, max_iters=None, demo=False, opts=()
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0)
-    return export_student(vit, tmp_path_factory.mktemp("s") / "tiny-student" / "student")
+def student(tmp_path_factory, make_student):
+    return make_student(tmp_path_factory.mktemp("s") / "tiny-student" / "student")
 
 
 @pytest.fixture(scope="module")

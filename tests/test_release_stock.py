@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from comad.eval.metrics_io import read_metrics
 from comad.eval.runtime import REPO_ROOT
-from comad.export import export_student
 
 pytestmark = pytest.mark.heavy
 
@@ -96,15 +94,13 @@ def _own_prediction(work_dir: Path, tmp: Path):
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory):
+def released(tmp_path_factory, make_student):
     """ade20k + coco demo runs (2 iterations) of a tiny student, the project's predictions, then no student file."""
     from transfer.demo_data import make_demo_data
     from transfer.run import main
 
     root = tmp_path_factory.mktemp("release")
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=64, patch_size=16, embed_dim=48, depth=6, num_heads=3, num_classes=0)
-    student = export_student(vit, root / "run" / "student")
+    student = make_student(root / "run" / "student", "transfer")
     data = make_demo_data(root / "demo" / "transfer", n_det_train=8, n_det_val=4)
     work = root / "work"
     main(["--demo", "--student", str(student), "--data-root", str(data), "--work-dir", str(work), "--max-iters", "2",
@@ -142,7 +138,7 @@ def test_stock_mmdet_and_det_inferencer_load_the_release_and_predict_the_same(re
     assert len(got["classes"]) == 80
 
 
-def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path):
+def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path, make_student):
     from PIL import Image
 
     from comad.eval.finetune import build_finetune_model, finetune_transforms
@@ -151,9 +147,7 @@ def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path):
     from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
     from comad.io import safe_torch_load
 
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0)
-    student = export_student(vit, tmp_path / "tiny" / "student")
+    student = make_student(tmp_path / "tiny" / "student")
     opts = (f"demo_data.data_dir={tmp_path / 'demo'}", "demo_data.per_class=20", "batch_size=16", "log_interval=1")
     record = run_task(IMAGENET_TASKS["imagenet-ft"], TaskRequest(student, tmp_path, tmp_path / "ft", 2, True, opts))
     meta = torch.load(record["release"]["checkpoint"], weights_only=True)["meta"]

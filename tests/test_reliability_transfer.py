@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 
 from comad.eval.metrics_io import make_record, read_metrics, write_metrics
 from comad.eval.runner import Task, TaskRequest, TaskResult
-from comad.export import export_student
 from comad.io import CheckpointError
 from transfer import tasks as task_table
 from transfer.datasets import DatasetError, check_ade20k, check_coco
@@ -29,16 +27,9 @@ from transfer.run import main
 from transfer.tasks import REPO_ROOT
 
 
-def _student(folder: Path, dim: int = 48, depth: int = 6, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    vit = timm.models.vision_transformer.VisionTransformer(img_size=64, patch_size=16, embed_dim=dim, depth=depth,
-                                                           num_heads=3, num_classes=0)
-    return export_student(vit, folder / "student")
-
-
 @pytest.fixture(scope="module")
-def student(tmp_path_factory) -> Path:
-    return _student(tmp_path_factory.mktemp("stu"))
+def student(tmp_path_factory, make_student) -> Path:
+    return make_student(tmp_path_factory.mktemp("stu") / "student", "transfer")
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +161,7 @@ class _Exploit:
 
 
 @pytest.mark.mm
-def test_bad_student_files_are_named_and_earlier_metrics_kept(tmp_path, student, demo_root):
+def test_bad_student_files_are_named_and_earlier_metrics_kept(tmp_path, student, demo_root, make_student):
     """Truncated safetensors / pth, a crafted pickle, a student of another depth: each stops the
     task before training with an error naming the file (or option); the task's earlier
     metrics.json is byte-identical afterwards and no checkpoint was written."""
@@ -197,7 +188,7 @@ def test_bad_student_files_are_named_and_earlier_metrics_kept(tmp_path, student,
         run(bad / "student.pth")
     assert str(bad / "student.pth") in str(e.value) and "refused" in str(e.value) and not marker.exists()
 
-    shallow = _student(tmp_path / "d4", depth=4)  # blocks 3,5,7,11 of 12 have no exact depth-4 counterpart
+    shallow = make_student(tmp_path / "d4" / "student", "transfer", depth=4)  # blocks 3,5,7,11 of 12 have no exact depth-4 counterpart
     with pytest.raises(ValueError, match=r"depth-4 student; pass -- --cfg-options model.backbone.out_indices"):
         run(shallow)
     assert (work / "ade20k/metrics.json").read_bytes() == before
