@@ -26,13 +26,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from .repo import REPO_ROOT
+
 __all__ = ["VERBOSE_ENV", "CONSOLE_ATTR", "verbose", "set_verbose", "notice", "ConsoleFilter", "quiet_logger",
            "route_warnings", "held_warnings", "log_files", "prints_to_log", "stage_bar"]
 
 VERBOSE_ENV = "COMAD_VERBOSE"
 #: A LogRecord attribute: the record is meant for the console (see :func:`notice`).
 CONSOLE_ATTR = "comad_console"
-_REPO = Path(__file__).resolve().parents[1]
 _held = {"warnings": 0}
 _original_showwarning = None
 
@@ -111,7 +112,7 @@ def log_files(logger: logging.Logger | None = None) -> list[str]:
 
 def _is_ours(filename: str) -> bool:
     path = Path(filename).resolve()
-    return _REPO in path.parents and "site-packages" not in path.parts
+    return REPO_ROOT in path.parents and "site-packages" not in path.parts
 
 
 def _showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

@@ -1,7 +1,6 @@
 """The run hook: training progress for schedules, provenance, export at the end, summary."""
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,7 @@ from mmengine.model import is_model_wrapper
 from ..console import log_files, notice
 from ..export import LATEST_POINTER, export_student, vit_arch
 from ..io import atomic_write_json
-
-
-def git_revision(cwd: str | Path | None = None) -> str:
-    """``git rev-parse HEAD`` (+ ``-dirty``), or ``unknown`` outside a checkout."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from ..repo import git_revision
 
 
 class ComadRunHook(Hook):
@@ -53,7 +42,7 @@ class ComadRunHook(Hook):
     def before_run(self, runner: Any) -> None:
         self._t0 = time.time()
         if is_main_process():
-            info = dict(self.run_info, git_rev=git_revision(), seed=runner.seed, config=runner.cfg.filename,
+            info = dict(self.run_info, git_rev=git_revision(mark_dirty=True), seed=runner.seed, config=runner.cfg.filename,
                         work_dir=runner.work_dir, experiment=runner.experiment_name, date=time.strftime("%Y-%m-%d %H:%M:%S"))
             atomic_write_json(info, Path(runner.work_dir) / "run_info.json")
 
@@ -75,7 +64,7 @@ class ComadRunHook(Hook):
         model = self._model(runner)
         path = None
         if self.export and is_main_process():
-            meta = dict(self.run_info, git_rev=git_revision(), seed=runner.seed, config=runner.cfg.filename,
+            meta = dict(self.run_info, git_rev=git_revision(mark_dirty=True), seed=runner.seed, config=runner.cfg.filename,
                         iterations=runner.iter, teachers=list(model.teacher_names))
             path = export_student(model.student, Path(runner.work_dir) / "student", meta, latest_pointer=self.latest_pointer)
         if is_main_process():

@@ -19,10 +19,11 @@ import torch
 from mmengine.config import Config
 
 from ..export import export_student
+from ..repo import REPO_ROOT
 
 __all__ = ["BASELINE_DIR", "KINDS", "read_baseline", "build_random_student", "export_random_student"]
 
-BASELINE_DIR = Path(__file__).resolve().parents[2] / "benchmark_configs" / "baselines"
+BASELINE_DIR = REPO_ROOT / "benchmark_configs" / "baselines"
 KINDS = ("distill", "random", "checkpoint")
 
 

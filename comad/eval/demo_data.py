@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.once import build_once
+from ..repo import REPO_ROOT
 
 __all__ = ["DEFAULT_DEMO_DIR", "FASHION_MNIST_DIR", "ensure_demo_imagenet", "load_source"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEMO_DIR = REPO_ROOT / "work_dirs" / "demo_data" / "imagenet-demo"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 KIND = "demo-imagenet"

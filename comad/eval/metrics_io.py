@@ -30,11 +30,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..io import atomic_write_json
+from ..repo import git_dirty, git_revision
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -123,28 +123,6 @@ def validate_metrics(record: Mapping[str, Any], source: str | Path | None = None
         _dt.datetime.fromisoformat(record["date"])
     except ValueError:
         raise MetricsError(f"{where}: key 'date' must be an ISO 8601 time, got {record['date']!r}") from None
-
-
-def git_revision(cwd: str | Path | None = None) -> str:
-    """``git rev-parse HEAD`` of the project (or of ``cwd``), or ``'unknown'``."""
-    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    rev = out.stdout.strip()
-    return rev if out.returncode == 0 and rev else "unknown"
-
-
-def git_dirty(cwd: str | Path | None = None) -> bool | None:
-    """Whether the project (or ``cwd``) has uncommitted changes to tracked files; None without git."""
-    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "-C", str(cwd), "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, check=True, timeout=20).stdout
-        return bool(out.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def make_record(task: str, metrics: Mapping[str, float], *, student: str | Path, config: str | Path,

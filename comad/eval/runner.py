@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 from ..release import RELEASE_DIR, Release, publish
 from ..runtime import LAUNCHERS, rank, world_size
-from .metrics_io import git_dirty, make_record, write_metrics
+from ..repo import git_dirty
+from .metrics_io import make_record, write_metrics
 from .runtime import repo_relative
 
 __all__ = ["TaskRequest", "TaskResult", "Task", "task_table", "run_task", "finish_task"]

@@ -17,6 +17,7 @@ from torch.utils.data import Sampler
 
 from .. import console
 from ..io import atomic_torch_save, safe_torch_load
+from ..repo import REPO_ROOT
 from ..runtime import local_rank, parse_cfg_options, rank, world_size
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "SkipSampler", "RunLog",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "benchmark_configs" / "imagenet"
 
 
