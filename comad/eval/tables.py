@@ -151,79 +151,91 @@ def _join(values: Iterable[Any]) -> str:
     return "; ".join(sorted({str(v) for v in values if v not in (None, "")}))
 
 
+def _seed_values(name: str, ok: Sequence[Run], warnings: list[str]) -> dict[str, dict[int, tuple[str, float]]]:
+    """Per metric id, per seed: (date, value) of the latest ok run (a duplicate is warned about)."""
+    task_to_metric = {(t, k): mid for mid, _, t, k in METRICS}
+    values: dict[str, dict[int, tuple[str, float]]] = {mid: {} for mid in METRIC_IDS}
+    for r in ok:
+        rec = r.record
+        for key, v in rec["metrics"].items():
+            mid = task_to_metric.get((rec["task"], key))
+            if mid is None:
+                continue
+            prev = values[mid].get(rec["seed"])
+            if prev is not None:
+                warnings.append(f"[duplicate] {name} / {rec['task']} seed {rec['seed']}: several runs; keeping the "
+                                f"latest ({max(prev[0], rec['date'])})")
+                if prev[0] > rec["date"]:
+                    continue
+            values[mid][rec["seed"]] = (rec["date"], float(v))
+    return values
+
+
+def _student_row(name: str, demo: bool, members: Sequence[Run], warnings: list[str]) -> dict[str, Any]:
+    """One student's row: mean, std and count over seeds per metric, status and provenance."""
+    ok = [r for r in members if r.status == "ok"]
+    values = _seed_values(name, ok, warnings)
+    row: dict[str, Any] = dict(row=_row_label(name, demo), kind="student", name=name, demo=demo)
+    for mid in METRIC_IDS:
+        vals = np.array([v for _, v in values[mid].values()], dtype=float)
+        row[mid] = float(vals.mean()) if vals.size else math.nan
+        row[f"{mid}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+        row[f"{mid}_n"] = int(vals.size)
+    excluded = [r for r in members if r.status != "ok"]
+    row["status"] = "ok" if not excluded else (
+        f"{len(excluded)} run(s) excluded: " + ", ".join(sorted(f"{r.task}:{r.status}" for r in excluded)))
+    recs = [r.record for r in ok]
+    row["config"] = _join(Path(x["config"]).name for x in recs)
+    row["git_rev"] = _join(x["git_rev"][:12] for x in recs)
+    row["seeds"] = ",".join(str(s) for s in sorted({x["seed"] for x in recs}))
+    row["date"] = max((x["date"] for x in recs), default="")
+    row["source"] = _join(x["student"] for x in recs)
+    row["protocol"] = _join(x.get("protocol", {}).get("name", "") for x in recs)
+    return row
+
+
+def _published_rows(published: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for method, g in published.groupby("method", sort=False):
+        row = dict(row=method, kind="published", name=method, demo=False, status="published")
+        for mid in METRIC_IDS:
+            vals = g.loc[g["metric"] == mid, "value"]
+            row[mid] = float(vals.iloc[0]) if len(vals) else math.nan
+            row[f"{mid}_std"] = math.nan
+            row[f"{mid}_n"] = int(len(vals))
+        row.update(config="", git_rev="", seeds="", date="", source=_join(g["source"]),
+                   protocol=_join(f"{LABELS[m]}: {p}" for m, p in zip(g["metric"], g["protocol"]) if p))
+        row["arch"] = _join(g["arch"])
+        rows.append(row)
+    return rows
+
+
+def _add_deltas(df: pd.DataFrame, baseline: str | None) -> None:
+    if baseline is None:
+        for mid in METRIC_IDS:
+            df[f"{mid}_delta"] = math.nan
+        return
+    match = df[df["row"] == baseline]
+    if match.empty:
+        raise KeyError(f"baseline {baseline!r}: no such row; rows are {list(df['row'])}")
+    base = match.iloc[0]
+    for mid in METRIC_IDS:
+        df[f"{mid}_delta"] = df[mid] - base[mid]
+
+
 def build_table(runs: Sequence[Run], published: pd.DataFrame | None = None,
                 baseline: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """(numeric table, warnings). Columns per metric id: ``<id>``, ``<id>_std``, ``<id>_n``, ``<id>_delta``."""
-    warnings: list[str] = []
-    for r in runs:
-        if r.status != "ok":
-            warnings.append(f"[{r.status}] {r.name} / {r.task}: " + " | ".join(r.problems))
-    task_to_metric = {(t, k): mid for mid, _, t, k in METRICS}
+    warnings = [f"[{r.status}] {r.name} / {r.task}: " + " | ".join(r.problems) for r in runs if r.status != "ok"]
     groups: dict[tuple[str, bool], list[Run]] = {}
     for r in runs:
-        if r.record is not None:
-            groups.setdefault((r.name, bool(r.record["demo"])), []).append(r)
-        else:
-            groups.setdefault((r.name, False), []).append(r)
-    rows = []
-    for (name, demo), members in sorted(groups.items()):
-        ok = [r for r in members if r.status == "ok"]
-        values: dict[str, dict[int, tuple[str, float]]] = {mid: {} for mid in METRIC_IDS}
-        for r in ok:
-            rec = r.record
-            for key, v in rec["metrics"].items():
-                mid = task_to_metric.get((rec["task"], key))
-                if mid is None:
-                    continue
-                prev = values[mid].get(rec["seed"])
-                if prev is not None:
-                    warnings.append(f"[duplicate] {name} / {rec['task']} seed {rec['seed']}: several runs; keeping the "
-                                    f"latest ({max(prev[0], rec['date'])})")
-                    if prev[0] > rec["date"]:
-                        continue
-                values[mid][rec["seed"]] = (rec["date"], float(v))
-        row: dict[str, Any] = dict(row=_row_label(name, demo), kind="student", name=name, demo=demo)
-        for mid in METRIC_IDS:
-            vals = np.array([v for _, v in values[mid].values()], dtype=float)
-            row[mid] = float(vals.mean()) if vals.size else math.nan
-            row[f"{mid}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
-            row[f"{mid}_n"] = int(vals.size)
-        excluded = [r for r in members if r.status != "ok"]
-        row["status"] = "ok" if not excluded else (
-            f"{len(excluded)} run(s) excluded: " + ", ".join(sorted(f"{r.task}:{r.status}" for r in excluded)))
-        recs = [r.record for r in ok]
-        row["config"] = _join(Path(x["config"]).name for x in recs)
-        row["git_rev"] = _join(x["git_rev"][:12] for x in recs)
-        row["seeds"] = ",".join(str(s) for s in sorted({x["seed"] for x in recs}))
-        row["date"] = max((x["date"] for x in recs), default="")
-        row["source"] = _join(x["student"] for x in recs)
-        row["protocol"] = _join(x.get("protocol", {}).get("name", "") for x in recs)
-        rows.append(row)
-    if published is not None:
-        for method, g in published.groupby("method", sort=False):
-            row = dict(row=method, kind="published", name=method, demo=False, status="published")
-            for mid in METRIC_IDS:
-                vals = g.loc[g["metric"] == mid, "value"]
-                row[mid] = float(vals.iloc[0]) if len(vals) else math.nan
-                row[f"{mid}_std"] = math.nan
-                row[f"{mid}_n"] = int(len(vals))
-            row.update(config="", git_rev="", seeds="", date="", source=_join(g["source"]),
-                       protocol=_join(f"{LABELS[m]}: {p}" for m, p in zip(g["metric"], g["protocol"]) if p))
-            row["arch"] = _join(g["arch"])
-            rows.append(row)
+        groups.setdefault((r.name, bool(r.record["demo"]) if r.record is not None else False), []).append(r)
+    rows = [_student_row(name, demo, members, warnings) for (name, demo), members in sorted(groups.items())]
+    rows += _published_rows(published) if published is not None else []
     df = pd.DataFrame(rows)
     if df.empty:
         return df, warnings
-    if baseline is not None:
-        match = df[df["row"] == baseline]
-        if match.empty:
-            raise KeyError(f"baseline {baseline!r}: no such row; rows are {list(df['row'])}")
-        base = match.iloc[0]
-        for mid in METRIC_IDS:
-            df[f"{mid}_delta"] = df[mid] - base[mid]
-    else:
-        for mid in METRIC_IDS:
-            df[f"{mid}_delta"] = math.nan
+    _add_deltas(df, baseline)
     ordered = ["row", "kind", "name", "demo"] + [c for mid in METRIC_IDS for c in (mid, f"{mid}_std", f"{mid}_n", f"{mid}_delta")]
     rest = [c for c in df.columns if c not in ordered]
     return df[ordered + rest], warnings
