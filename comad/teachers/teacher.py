@@ -9,10 +9,41 @@ from torch import Tensor, nn
 
 from ..models.vit import forward_kept_tokens
 
-__all__ = ["Teacher", "PRECISIONS"]
+__all__ = ["Teacher", "PRECISIONS", "check_teacher_inputs", "precision_context"]
 
 #: How a teacher computes (see :class:`Teacher`).
 PRECISIONS = ("amp", "bf16", "fp32")
+
+
+def check_teacher_inputs(owner: str, images: Tensor, keep_idx: Tensor | None, img_size: int, num_positions: int,
+                         size_hint: str) -> None:
+    """Validate a teacher's inputs: ``images`` (B, C, img_size, img_size) and ``keep_idx`` (B, K)
+    int64 with K <= num_positions (or ``None``); errors start with ``owner`` and end with
+    ``size_hint`` for a wrong image size."""
+    if images.ndim != 4:
+        raise ValueError(f"{owner}: images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if tuple(images.shape[-2:]) != (img_size, img_size):
+        raise ValueError(f"{owner}: images are {tuple(images.shape[-2:])}, the teacher takes {img_size}x{img_size} ({size_hint})")
+    if keep_idx is None:
+        return
+    if keep_idx.ndim != 2 or keep_idx.shape[0] != images.shape[0]:
+        raise ValueError(f"{owner}: keep_idx must be (B, K) with B={images.shape[0]}, got shape {tuple(keep_idx.shape)}")
+    if keep_idx.dtype != torch.int64:
+        raise ValueError(f"{owner}: keep_idx must be int64, got {keep_idx.dtype}")
+    if keep_idx.shape[1] > num_positions:
+        raise ValueError(f"{owner}: keep_idx keeps {keep_idx.shape[1]} patches, more than the {num_positions} of an image")
+
+
+def precision_context(precision: str, images: Tensor) -> tuple[Tensor, contextlib.AbstractContextManager]:
+    """The images in the teacher's compute dtype and the autocast context of ``precision``
+    (``amp``: bf16 autocast on CUDA, the caller's autocast elsewhere; ``bf16`` / ``fp32``: an
+    outer autocast, e.g. the runner's, must not recast the matmuls)."""
+    images = images.to(torch.bfloat16 if precision == "bf16" else torch.float32)
+    if precision == "amp" and images.is_cuda:
+        return images, torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if precision == "amp":
+        return images, contextlib.nullcontext()
+    return images, torch.autocast(device_type=images.device.type, enabled=False)
 
 
 class Teacher(nn.Module):
@@ -98,35 +129,11 @@ class Teacher(nn.Module):
             ``torch.no_grad`` (with bf16 autocast on CUDA for ``amp``, in bf16 for ``bf16``), so
             nothing keeps autograd state.
         """
-        if images.ndim != 4:
-            raise ValueError(f"teacher {self.name} ({self.source}): images must be (B, C, H, W), got shape {tuple(images.shape)}")
-        if tuple(images.shape[-2:]) != (self.img_size, self.img_size):
-            raise ValueError(
-                f"teacher {self.name} ({self.source}): images are {tuple(images.shape[-2:])}, the teacher takes "
-                f"{self.img_size}x{self.img_size} (load it with img_size=... to resample its position embeddings)"
-            )
-        if keep_idx is not None:
-            if keep_idx.ndim != 2 or keep_idx.shape[0] != images.shape[0]:
-                raise ValueError(
-                    f"teacher {self.name} ({self.source}): keep_idx must be (B, K) with B={images.shape[0]}, "
-                    f"got shape {tuple(keep_idx.shape)}"
-                )
-            if keep_idx.dtype != torch.int64:
-                raise ValueError(f"teacher {self.name} ({self.source}): keep_idx must be int64, got {keep_idx.dtype}")
-            if keep_idx.shape[1] > self.num_positions:
-                raise ValueError(
-                    f"teacher {self.name} ({self.source}): keep_idx keeps {keep_idx.shape[1]} patches, "
-                    f"more than the {self.num_positions} of an image"
-                )
+        check_teacher_inputs(f"teacher {self.name} ({self.source})", images, keep_idx, self.img_size, self.num_positions,
+                             "load it with img_size=... to resample its position embeddings")
         single = isinstance(layers, int)
         wanted = (layers,) if single else tuple(layers)
-        images = images.to(torch.bfloat16 if self.precision == "bf16" else torch.float32)
-        if self.precision == "amp" and images.is_cuda:
-            cast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        elif self.precision == "amp":  # off CUDA: whatever autocast the caller set
-            cast = contextlib.nullcontext()
-        else:  # bf16 / fp32: an outer autocast (the runner's) must not recast the matmuls
-            cast = torch.autocast(device_type=images.device.type, enabled=False)
+        images, cast = precision_context(self.precision, images)
         with torch.no_grad(), cast:
             outs = forward_kept_tokens(self.vit, images, keep_idx, wanted, return_prefix=return_cls)
         outs = [o.float() for o in outs]
