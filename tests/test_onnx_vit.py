@@ -143,10 +143,11 @@ def test_tool_writes_a_teacher_that_loads_as_patch_2_with_its_block_option(tmp_p
     assert (teacher.patch_size, teacher.num_positions, teacher.embed_dim) == (PATCH, GRID * GRID, DIM)
     ref = tiny_timm_vit()
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in want.items()})
-    x, keep = torch.randn(2, 3, GRID * PATCH, GRID * PATCH), torch.tensor([[0, 4, 8], [1, 2, 3]])
+    x = torch.randn(2, 3, GRID * PATCH, GRID * PATCH, generator=torch.Generator().manual_seed(0))
+    keep = torch.tensor([[0, 4, 8], [1, 2, 3]])
     with torch.no_grad():
         block0 = ref.blocks[0](ref._pos_embed(ref.patch_embed(x)))[:, 1:]
-    assert torch.allclose(teacher(x, None, layers=0), block0, atol=1e-5)
+    torch.testing.assert_close(teacher(x, None, layers=0), block0, rtol=1e-4, atol=1e-4)  # tokens of size ~40
     assert teacher(x, keep, layers=(0,)).shape == (2, 3, DIM)
 
 

@@ -32,7 +32,7 @@ from ..io import CheckpointError
 from ..models.vit import gather_tokens
 from .cnn_layouts import IMAGENET_MEAN, IMAGENET_STD, CnnLayout, build_cnn, cnn_layout, detect_cnn_format, to_model_keys
 from .load import read_checkpoint
-from .teacher import PRECISIONS, check_teacher_inputs, precision_context
+from .teacher import FrozenTeacher, check_teacher_inputs, precision_context
 
 __all__ = ["CNN_STRIDE", "CNNTeacher", "fill_dropped_patches", "load_cnn_strict", "load_cnn_teacher"]
 
@@ -88,7 +88,7 @@ def load_cnn_strict(net: nn.Module, sd: dict[str, Tensor], source: str = "<file>
     return {"missing_keys": missing, "unexpected_keys": unexpected}
 
 
-class CNNTeacher(nn.Module):
+class CNNTeacher(FrozenTeacher):
     """A frozen, eval-mode CNN teacher on the 16-pixel token grid (see the module docstring).
 
     Attributes:
@@ -100,6 +100,8 @@ class CNNTeacher(nn.Module):
         precision: ``amp`` / ``bf16`` / ``fp32`` as for :class:`comad.teachers.teacher.Teacher`.
         load_info: format, source, taps and the (empty) missing / unexpected key lists.
     """
+
+    frozen_attr = "net"
 
     def __init__(self, net: nn.Module, layout: CnnLayout, source: str, img_size: int = 224, precision: str = "amp",
                  input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD,
@@ -125,9 +127,7 @@ class CNNTeacher(nn.Module):
             raise ValueError(f"teacher {layout.name}: taps {missing} are not among the body modules {names}")
         self._body = body  # a plain list: the modules are registered once, under ``net``
         self._tap_pos = [names.index(t) for t in self.taps]
-        self.net.requires_grad_(False)
-        self.net.eval()
-        self.set_precision(precision)
+        self.freeze(precision)
         self.embed_dim = self._check_grid()
 
     def _check_grid(self) -> int:
@@ -141,24 +141,6 @@ class CNNTeacher(nn.Module):
             raise ValueError(f"teacher {self.name}: taps {list(self.taps)} give maps {shapes} at {self.img_size}px; "
                              f"expected one width at the stride-16 grid ({g}, {g})")
         return int(shapes[0][0])
-
-    def set_precision(self, precision: str) -> "CNNTeacher":
-        """Switch to ``amp`` / ``bf16`` / ``fp32`` (``bf16`` casts the weights)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"teacher {self.name} ({self.source}): precision must be one of {PRECISIONS}, got {precision!r}")
-        self.net.to(torch.bfloat16 if precision == "bf16" else torch.float32)
-        self.precision = precision
-        return self
-
-    @property
-    def amp(self) -> bool:
-        return self.precision == "amp"
-
-    def train(self, mode: bool = True) -> "CNNTeacher":
-        """Set the wrapper's flag; the network stays in eval mode (BatchNorm uses its statistics)."""
-        super().train(mode)
-        self.net.eval()
-        return self
 
     def _run(self, x: Tensor, taps: list[int]) -> list[Tensor]:
         """Run the body up to the last wanted tap: one (B, C, H/16, W/16) map per index of ``taps``."""

@@ -1,4 +1,4 @@
-"""A frozen teacher: a timm ViT run on the kept patches only, without autograd state."""
+"""Frozen teachers: the shared base (precision, eval mode, input checks) and the timm ViT run on the kept patches only."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..models.vit import forward_kept_tokens
 
-__all__ = ["Teacher", "PRECISIONS", "check_teacher_inputs", "precision_context"]
+__all__ = ["Teacher", "FrozenTeacher", "PRECISIONS", "check_teacher_inputs", "precision_context"]
 
 #: How a teacher computes (see :class:`Teacher`).
 PRECISIONS = ("amp", "bf16", "fp32")
@@ -46,7 +46,53 @@ def precision_context(precision: str, images: Tensor) -> tuple[Tensor, contextli
     return images, torch.autocast(device_type=images.device.type, enabled=False)
 
 
-class Teacher(nn.Module):
+class FrozenTeacher(nn.Module):
+    """What every frozen teacher shares: a precision switch and a network that stays in eval mode.
+
+    A subclass keeps its network in the attribute named by ``frozen_attr`` (the ViT's ``vit``,
+    a CNN's ``net``) and sets ``name`` and ``source`` (for the error messages).
+    """
+
+    frozen_attr = "vit"
+    name: str
+    source: str
+    precision: str
+
+    def _frozen(self) -> nn.Module:
+        return getattr(self, self.frozen_attr)
+
+    def freeze(self, precision: str) -> None:
+        """No gradients, eval mode, and ``precision`` (call once the network is set)."""
+        self._frozen().requires_grad_(False)
+        self._frozen().eval()
+        self.set_precision(precision)
+
+    def set_precision(self, precision: str) -> "FrozenTeacher":
+        """Switch to ``amp`` / ``bf16`` / ``fp32`` (``bf16`` casts the weights; leaving it casts them
+        back to fp32, which keeps their bf16 rounding)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"teacher {self.name} ({self.source}): precision must be one of {PRECISIONS}, got {precision!r}")
+        self._frozen().to(torch.bfloat16 if precision == "bf16" else torch.float32)
+        self.precision = precision
+        return self
+
+    @property
+    def amp(self) -> bool:
+        return self.precision == "amp"
+
+    @amp.setter
+    def amp(self, on: bool) -> None:
+        self.set_precision("amp" if on else "fp32")
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        """Set the wrapper's flag; the network stays in eval mode (no dropout / drop path, BatchNorm
+        on its statistics)."""
+        super().train(mode)
+        self._frozen().eval()
+        return self
+
+
+class Teacher(FrozenTeacher):
     """A frozen, eval-mode ViT teacher.
 
     Attributes:
@@ -79,32 +125,7 @@ class Teacher(nn.Module):
         self.num_positions = int(vit.patch_embed.num_patches)
         self.patch_size = int(vit.patch_embed.patch_size[0])
         self.img_size = int(vit.patch_embed.img_size[0])
-        self.vit.requires_grad_(False)
-        self.vit.eval()
-        self.set_precision(precision)
-
-    def set_precision(self, precision: str) -> "Teacher":
-        """Switch to ``amp`` / ``bf16`` / ``fp32`` (``bf16`` casts the weights; leaving it casts them
-        back to fp32, which keeps their bf16 rounding)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"teacher {self.name} ({self.source}): precision must be one of {PRECISIONS}, got {precision!r}")
-        self.vit.to(torch.bfloat16 if precision == "bf16" else torch.float32)
-        self.precision = precision
-        return self
-
-    @property
-    def amp(self) -> bool:
-        return self.precision == "amp"
-
-    @amp.setter
-    def amp(self, on: bool) -> None:
-        self.set_precision("amp" if on else "fp32")
-
-    def train(self, mode: bool = True) -> "Teacher":
-        """Set the wrapper's flag; the ViT stays in eval mode (no dropout / drop path)."""
-        super().train(mode)
-        self.vit.eval()
-        return self
+        self.freeze(precision)
 
     def forward(
         self,
