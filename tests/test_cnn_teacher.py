@@ -170,6 +170,8 @@ def test_the_stride16_grid_is_checked(files):
     with pytest.raises(ValueError, match=r"give maps \[\(96, 4, 4\), \(160, 2, 2\)\] at 64px; expected one width at the "
                                          r"stride-16 grid \(4, 4\)"):
         CNNTeacher(net, stride32, str(path), img_size=IMG)
+    with pytest.raises(ValueError, match=r"input_mean and input_std need 3 values each \(std > 0\), got \(0\.5,\), \(0\.5,\)"):
+        CNNTeacher(net, lay, str(path), img_size=IMG, input_mean=(0.5,), input_std=(0.5,))
     t = CNNTeacher(net, lay, str(path), img_size=128)
     assert t.num_positions == 64 and t(torch.zeros(1, 3, 128, 128)).shape == (1, 64, 96)
 

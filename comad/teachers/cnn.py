@@ -109,6 +109,9 @@ class CNNTeacher(FrozenTeacher):
         super().__init__()
         if img_size % CNN_STRIDE:
             raise ValueError(f"teacher {layout.name} ({source}): img_size {img_size} is not a multiple of {CNN_STRIDE}")
+        if len(input_mean) != 3 or len(input_std) != 3 or min(input_std) <= 0:
+            raise ValueError(f"teacher {layout.name} ({source}): input_mean and input_std need 3 values each (std > 0), "
+                             f"got {tuple(input_mean)}, {tuple(input_std)}")
         self.net, self.name, self.source, self.encoder = net, layout.name, source, None
         self.layout, self.taps = layout, layout.taps
         self.img_size, self.patch_size = int(img_size), CNN_STRIDE
