@@ -19,4 +19,4 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not heavy and not mm" $(PYTEST_ARGS)
 
 clean-demo:
-	rm -rf work_dirs/demo* work_dirs/LATEST_STUDENT
+	rm -rf work_dirs/demo* work_dirs/transfer-demo work_dirs/LATEST_STUDENT

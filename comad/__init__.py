@@ -1,6 +1,6 @@
 """CoMAD: consensus-oriented masked distillation (arXiv 2508.04816), reproducible.
 
-The distillation core (``comad.masking``, ``comad.adapters``, ``comad.gating``,
+The distillation core (``comad.masking``, ``comad.adapters``, ``comad.align``, ``comad.gating``,
 ``comad.losses``, ``comad.models``, ``comad.teachers``) imports with torch + timm (+ mmengine
 for the distiller and runner); nothing here imports mmcv, mmseg or mmdet.
 """

@@ -1,50 +1,76 @@
-"""Per-teacher adapters: ``A_k(t) = LayerNorm(W_k t)`` from teacher width to student width.
+"""Per-teacher adapters: ``A_k(t) = LayerNorm(W_k t + b_k)`` from teacher width to student width.
 
-Frozen by default with a seeded orthogonal ``W_k`` (SPEC §2.3): the framework stays
-parameter-free and a trainable target-side projection cannot collapse the targets. ``pca``
-initialises ``W_k`` from the principal directions of the teacher's own features (first batch).
+With ``model.adapter.align`` set (the default, SPEC §2.3) ``W_k`` and ``b_k`` are the maps that
+:mod:`comad.align` fits on all teachers' features at the same tokens, so that every adapted
+teacher lives in one shared space; until then (and with ``align='none'``, the earlier reading)
+``W_k`` is a seeded orthogonal matrix, or the principal directions of the teacher's own
+features (``init='pca'``). Frozen by default (parameter-free; a trainable target-side
+projection can collapse the targets: ``trainable=True``, an ablation). ``trainable='orthogonal'``
+trains only a rotation after the map (``torch.nn.utils.parametrizations.orthogonal``, from the
+identity): a rotation keeps each token's norm and each teacher's covariance spectrum, so it
+cannot collapse the targets. The maps and the LayerNorm run in fp32 with autocast off, so that
+an outer bf16 autocast does not round the targets.
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.utils import parametrizations
 
-__all__ = ["Adapter"]
+from .align import finite_rows, mean_cov, moments, principal_axes, reduce_moments
+
+__all__ = ["Adapter", "INITS", "TRAINABLE"]
 
 INITS = ("orthogonal", "pca")
+#: ``trainable``: frozen, the whole linear map, or a rotation after it.
+TRAINABLE = (False, True, "orthogonal")
 
 
 class Adapter(nn.Module):
-    """Linear (no bias) + LayerNorm without affine.
+    """Linear + LayerNorm without affine.
 
     Args:
         in_dim: teacher width (768 for ViT-B).
         out_dim: student width (192 for ViT-Tiny).
         init: ``orthogonal`` (seeded) or ``pca`` (call :meth:`init_pca` with features first;
             until then the weights are the seeded orthogonal ones and ``needs_pca`` is True).
-        trainable: let the loss update ``W_k`` (off by default).
+        trainable: ``False`` (frozen, default), ``True`` (the loss updates the linear map) or
+            ``'orthogonal'`` (the map stays; the loss updates an orthogonal ``out_dim`` square
+            rotation applied after it, starting at the identity).
         seed: seed of the orthogonal init.
+        bias: give the linear map a bias (zero until :meth:`set_map`; the aligned maps centre
+            each teacher on its token mean).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, init: str = "orthogonal", trainable: bool = False, seed: int = 0) -> None:
+    def __init__(self, in_dim: int, out_dim: int, init: str = "orthogonal", trainable: bool | str = False,
+                 seed: int = 0, bias: bool = False) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"adapter init must be one of {INITS}, got {init!r}")
+        if not (isinstance(trainable, bool) or trainable == "orthogonal"):
+            raise ValueError(f"adapter trainable must be one of {TRAINABLE}, got {trainable!r}")
         self.init = init
-        self.proj = nn.Linear(in_dim, out_dim, bias=False)
+        self.proj = nn.Linear(in_dim, out_dim, bias=bias)
         self.norm = nn.LayerNorm(out_dim, elementwise_affine=False)
         g = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             nn.init.orthogonal_(self.proj.weight, generator=g)
+            if bias:
+                self.proj.bias.zero_()
         # Persisted so a resumed run does not redo the PCA on other images.
         self.register_buffer("pca_done", torch.tensor(init != "pca"))
         self._pca_pending = init == "pca"  # host-side mirror: reading the buffer would sync a GPU each step
-        self.proj.weight.requires_grad_(bool(trainable))
+        self.proj.requires_grad_(trainable is True)
+        self.rotation: nn.Module | None = None
+        if trainable == "orthogonal":
+            self.rotation = parametrizations.orthogonal(nn.Linear(out_dim, out_dim, bias=False))
+            with torch.no_grad():
+                self.rotation.weight = torch.eye(out_dim)
 
     @property
     def trainable(self) -> bool:
-        return self.proj.weight.requires_grad
+        """Whether the loss updates anything here (the map or the rotation)."""
+        return any(p.requires_grad for p in self.parameters())
 
     @property
     def needs_pca(self) -> bool:
@@ -59,27 +85,33 @@ class Adapter(nn.Module):
         """Set ``W_k`` to the top principal directions of ``feats`` (M, in_dim).
 
         Under torch.distributed the mean and covariance are summed over all ranks first, so
-        every rank gets the same weights.
+        every rank gets the same weights. Rows with a non-finite value (a corrupt image) are left
+        out, so that one bad batch does not make the weights NaN for the rest of the run.
         """
         out_dim, in_dim = self.proj.weight.shape
-        x = feats.reshape(-1, feats.shape[-1]).double()
-        if x.shape[-1] != in_dim:
-            raise ValueError(f"adapter pca init: features have width {x.shape[-1]}, expected {in_dim}")
-        stats = torch.cat([x.sum(0), (x.T @ x).flatten(), x.new_tensor([x.shape[0]])])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        n = stats[-1]
-        if n < 2:
+        if feats.shape[-1] != in_dim:
+            raise ValueError(f"adapter pca init: features have width {feats.shape[-1]}, expected {in_dim}")
+        stats = reduce_moments(moments(finite_rows(feats.reshape(-1, in_dim))))
+        if stats[0] < 2:
             raise ValueError("adapter pca init needs at least 2 feature vectors")
-        mean = stats[:in_dim] / n
-        cov = stats[in_dim:-1].view(in_dim, in_dim) / n - torch.outer(mean, mean)
-        evals, evecs = torch.linalg.eigh(cov)  # ascending
-        top = evecs[:, evals.argsort(descending=True)[:out_dim]].T  # (out_dim, in_dim)
-        # Fix each direction's sign (largest entry positive) so the result is deterministic.
-        sign = torch.sign(top.gather(1, top.abs().argmax(1, keepdim=True)))
-        self.proj.weight.copy_((top * sign).to(self.proj.weight.dtype))
+        top = principal_axes(mean_cov(stats, in_dim)[1], out_dim)[1].T  # (out_dim, in_dim), signs fixed
+        self.proj.weight.copy_(top.to(self.proj.weight.dtype))
         self.pca_done.fill_(True)
         self._pca_pending = False
 
+    @torch.no_grad()
+    def set_map(self, weight: Tensor, bias: Tensor) -> None:
+        """Set the linear map to ``weight`` (out_dim, in_dim) and ``bias`` (out_dim,) (e.g. a fitted alignment)."""
+        if self.proj.bias is None:
+            raise ValueError("adapter: set_map needs an adapter built with bias=True")
+        if weight.shape != self.proj.weight.shape or bias.shape != self.proj.bias.shape:
+            raise ValueError(f"adapter: map of shapes {tuple(weight.shape)}, {tuple(bias.shape)}; expected "
+                             f"{tuple(self.proj.weight.shape)}, {tuple(self.proj.bias.shape)}")
+        self.proj.weight.copy_(weight)
+        self.proj.bias.copy_(bias)
+
     def forward(self, t: Tensor) -> Tensor:
-        return self.norm(self.proj(t))
+        """(..., in_dim) teacher tokens -> (..., out_dim) adapted tokens, float32."""
+        with torch.autocast(device_type=t.device.type, enabled=False):
+            z = self.proj(t.float())
+            return self.norm(z if self.rotation is None else self.rotation(z))

@@ -1,11 +1,13 @@
 """The CoMAD distiller: an mmengine ``BaseModel`` composing the plain-torch pieces.
 
-images -> masks -> frozen teachers (kept tokens) -> adapters -> gating -> fused targets;
-images -> student (25 % of tokens) -> decoder (full map); both -> token KL + map KL.
+images -> masks -> frozen teachers (kept tokens) -> adapters (fitted into one shared space,
+comad.align) -> gating -> fused targets; images -> student (25 % of tokens) -> decoder (full
+map); both -> token KL + map KL.
 
 Teachers are held outside the module tree: they are not in ``state_dict`` (checkpoints hold
-the student, decoder and adapters only; the teachers are re-read from their files), DDP does
-not see them, and ``.to()`` / ``.cuda()`` still move them (see :meth:`_apply`).
+the student, decoder, adapters and the alignment's state only; the teachers are re-read from
+their files), DDP does not see them, and ``.to()`` / ``.cuda()`` still move them (see
+:meth:`_apply`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from .adapters import Adapter
+from .align import ALIGNS, SHRINKAGE, Alignment
 from .gating import consensus_gating
 from .losses import map_kl, token_kl
 from .masking import MaskGenerator, Masks
@@ -63,6 +66,26 @@ def _mask_seed(seed: int, step: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def _teacher_precision(teacher_precision: str, teacher_amp: bool | None) -> str:
+    if teacher_amp is not None:
+        if teacher_precision != "amp":
+            raise ValueError("model.teacher_amp and model.teacher_precision are both set; keep teacher_precision")
+        teacher_precision = "amp" if teacher_amp else "fp32"
+    if teacher_precision not in PRECISIONS:
+        raise ValueError(f"model.teacher_precision must be one of {PRECISIONS}, got {teacher_precision!r}")
+    return teacher_precision
+
+
+def _has_cls(vit: nn.Module) -> bool:
+    return getattr(vit, "cls_token", None) is not None
+
+
+TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size")
+#: ``model.adapter`` keys and their defaults (SPEC §2.3; see comad.align).
+ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=SHRINKAGE, fit_images=4096, init="orthogonal",
+                        trainable=False)
+
+
 class CoMADDistiller(BaseModel):
     """Distil several frozen teachers into a ViT student (SPEC §2).
 
@@ -74,9 +97,18 @@ class CoMADDistiller(BaseModel):
         decoder: ``embed_dim`` (default: student width), ``depth`` (2), ``num_heads`` (3).
         masking: ``student_keep`` (0.25), ``teacher_keep`` (one ratio per teacher),
             ``nested`` (True), ``teacher_keep_end`` (None: no schedule).
-        adapter: ``init`` (orthogonal | pca), ``trainable`` (False).
+        adapter: how the teachers are mapped to the student width and into one space
+            (comad.align): ``align`` (``gcca`` | ``procrustes`` | ``none``), ``whiten``
+            (procrustes), ``shrinkage``, ``fit_images`` (the fit uses the first steps until this
+            many images, all ranks), ``init`` (``orthogonal`` | ``pca``: the per-teacher init of
+            ``align='none'``), ``trainable`` (``False``; ``True``: the loss trains the maps, which
+            can collapse the targets; ``'orthogonal'``: it trains a rotation after each map, which
+            cannot). Defaults: :data:`ADAPTER_DEFAULTS`.
         gating: ``mode``, ``combine``, ``temperature``, ``stop_gradient`` (see comad.gating).
         loss: ``token_weight``, ``map_weight``, ``token_tau``, ``map_tau``, ``map_positions``.
+        include_cls: the teachers' CLS tokens become one more target, gated like a position
+            every teacher saw, and matched by the student's CLS token in the token loss (the map
+            loss stays on the patch grid). Off by default (SPEC §2.2).
         img_size: training resolution.
         mask_seed: seed of the mask stream (masks of step t depend on (mask_seed, t) only).
         nan_policy: what a non-finite loss term does (on any rank; all ranks agree):
@@ -94,8 +126,8 @@ class CoMADDistiller(BaseModel):
             gating, losses: one graph, forward and backward): ``False`` (default), ``True``,
             ``'auto'`` (compile when the images are on CUDA, eager on the CPU, where inductor's
             C++ build takes long and gains little), or a dict of options (as ``compile_options``).
-            Masks are drawn outside the graph; the step that runs an adapter's PCA init runs
-            eagerly. Token counts are fixed per teacher, so one graph serves the run (a
+            Masks are drawn outside the graph; the steps that fit the adapters (alignment, PCA
+            init) run eagerly. Token counts are fixed per teacher, so one graph serves the run (a
             ``teacher_keep_end`` schedule changes them: the first new count recompiles with
             dynamic shapes, PyTorch's default for ``dynamic=None``).
         compile_options: keyword arguments of ``torch.compile`` used when compiling
@@ -113,6 +145,7 @@ class CoMADDistiller(BaseModel):
         adapter: dict[str, Any] | None = None,
         gating: dict[str, Any] | None = None,
         loss: dict[str, Any] | None = None,
+        include_cls: bool = False,
         img_size: int = 224,
         mask_seed: int = 0,
         nan_policy: str = "raise",
@@ -125,46 +158,15 @@ class CoMADDistiller(BaseModel):
         init_cfg: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        from .teachers import load_teacher  # the teachers package reads checkpoints
-
-        student = dict(student or {})
-        decoder = dict(decoder or {})
-        masking = dict(masking or {})
-        adapter = dict(adapter or {})
-        self.gating_cfg = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
-        self.loss_cfg = dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions="targets")
+        student, decoder, masking = dict(student or {}), dict(decoder or {}), dict(masking or {})
         _check_keys("student", student, ["arch", "drop_path_rate"])
         _check_keys("decoder", decoder, ["embed_dim", "depth", "num_heads"])
         _check_keys("masking", masking, ["student_keep", "teacher_keep", "nested", "teacher_keep_end"])
-        _check_keys("adapter", adapter, ["init", "trainable"])
-        _check_keys("gating", gating or {}, list(self.gating_cfg))
-        _check_keys("loss", loss or {}, list(self.loss_cfg))
-        self.gating_cfg.update(gating or {})
-        self.loss_cfg.update(loss or {})
-        if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-        self.nan_policy = nan_policy
-        if not isinstance(max_skipped, int) or max_skipped < 0:
-            raise ValueError(f"model.max_skipped must be an int >= 0, got {max_skipped!r}")
-        self.max_skipped = max_skipped
+        self._set_options(gating, loss, nan_policy, max_skipped)
+        self._set_compile(compile, compile_options)
+        teacher_precision = _teacher_precision(teacher_precision, teacher_amp)
         if not teachers:
             raise ValueError("model.teachers: at least one teacher is needed")
-        if teacher_amp is not None:
-            if teacher_precision != "amp":
-                raise ValueError("model.teacher_amp and model.teacher_precision are both set; keep teacher_precision")
-            teacher_precision = "amp" if teacher_amp else "fp32"
-        if teacher_precision not in PRECISIONS:
-            raise ValueError(f"model.teacher_precision must be one of {PRECISIONS}, got {teacher_precision!r}")
-        self.compile_auto = compile == "auto"
-        self.compile_cfg = {} if self.compile_auto else _compile_options(compile)
-        if compile_options is not None:
-            if not isinstance(compile_options, dict):
-                raise ValueError(f"model.compile_options must be a dict of torch.compile options {COMPILE_KEYS}, "
-                                 f"got {compile_options!r}")
-            _check_keys("compile_options", compile_options, COMPILE_KEYS)
-            if self.compile_cfg is not None:
-                self.compile_cfg = {**compile_options, **self.compile_cfg}
-        self._compiled: Any = None
 
         self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,
                                  drop_path_rate=student.get("drop_path_rate", 0.0))
@@ -186,16 +188,66 @@ class CoMADDistiller(BaseModel):
         self.mask_seed = int(mask_seed)
         self.progress = 0.0  # set by comad.engine.ComadRunHook (0 -> 1 over training)
 
+        self._load_teachers(teachers, img_size, teacher_precision, patch, n)
+        self.include_cls = bool(include_cls)
+        if self.include_cls:
+            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not _has_cls(t.vit)]
+            lacking += ["the student"] if not _has_cls(self.student) else []
+            if lacking:
+                raise ValueError(f"model.include_cls=True needs a CLS token; {', '.join(lacking)} has none")
+        self.decoder = MaskedDecoder(dim, n, embed_dim=decoder.get("embed_dim", dim), depth=decoder.get("depth", 2),
+                                     num_heads=decoder.get("num_heads", 3), out_dim=dim)
+        self._build_adapters(dict(adapter or {}), dim)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # drives the mask stream
+        self._host_step = 0  # host mirror of ``step`` (reading a CUDA buffer would sync every step)
+        # run-wide counters (all ranks), saved in checkpoints so a resumed run keeps counting
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("corrupt_skipped", torch.zeros((), dtype=torch.long))
+        self._batch_corrupt = 0
+
+    # ------------------------------------------------------------------ construction
+    def _set_options(self, gating: dict[str, Any] | None, loss: dict[str, Any] | None, nan_policy: str,
+                     max_skipped: int) -> None:
+        self.gating_cfg = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
+        self.loss_cfg = dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions="targets")
+        _check_keys("gating", gating or {}, list(self.gating_cfg))
+        _check_keys("loss", loss or {}, list(self.loss_cfg))
+        self.gating_cfg.update(gating or {})
+        self.loss_cfg.update(loss or {})
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        self.nan_policy = nan_policy
+        if not isinstance(max_skipped, int) or max_skipped < 0:
+            raise ValueError(f"model.max_skipped must be an int >= 0, got {max_skipped!r}")
+        self.max_skipped = max_skipped
+
+    def _set_compile(self, compile: bool | str | dict[str, Any], compile_options: dict[str, Any] | None) -> None:
+        self.compile_auto = compile == "auto"
+        self.compile_cfg = {} if self.compile_auto else _compile_options(compile)
+        if compile_options is not None:
+            if not isinstance(compile_options, dict):
+                raise ValueError(f"model.compile_options must be a dict of torch.compile options {COMPILE_KEYS}, "
+                                 f"got {compile_options!r}")
+            _check_keys("compile_options", compile_options, COMPILE_KEYS)
+            if self.compile_cfg is not None:
+                self.compile_cfg = {**compile_options, **self.compile_cfg}
+        self._compiled: Any = None
+
+    def _load_teachers(self, teachers: list[dict[str, Any]], img_size: int, precision: str, patch: int,
+                       n: int) -> None:
+        """Load the frozen teachers (outside the module tree) and check they share the student's grid."""
+        from .teachers import load_teacher  # the teachers package reads checkpoints
+
         loaded, self.teacher_names, self.teacher_layers = [], [], []
         for i, t in enumerate(teachers):
             t = dict(t)
-            _check_keys(f"teachers[{i}]", t, ["name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size"])
+            _check_keys(f"teachers[{i}]", t, TEACHER_KEYS)
             if "checkpoint" not in t:
                 raise ValueError(f"model.teachers[{i}]: 'checkpoint' (the teacher file) is required")
             name = t.get("name", f"teacher{i}")
             kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "patch_size") if k in t}
             teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size,
-                                   precision=teacher_precision, **kw)
+                                   precision=precision, **kw)
             if teacher.patch_size != patch:
                 raise ValueError(
                     f"teacher {name} ({t['checkpoint']}): patch size {teacher.patch_size}, the student's is {patch}; "
@@ -211,19 +263,24 @@ class CoMADDistiller(BaseModel):
             self.teacher_layers.append(int(t.get("layer", -1)))
         object.__setattr__(self, "_teachers", loaded)  # not a submodule: see the module docstring
 
-        self.decoder = MaskedDecoder(dim, n, embed_dim=decoder.get("embed_dim", dim), depth=decoder.get("depth", 2),
-                                     num_heads=decoder.get("num_heads", 3), out_dim=dim)
+    def _build_adapters(self, cfg: dict[str, Any], dim: int) -> None:
+        """The per-teacher adapters and, unless ``align='none'``, the :class:`~comad.align.Alignment`
+        that fits them into one space (``align='none'`` keeps the earlier module tree, so its
+        checkpoints load)."""
+        _check_keys("adapter", cfg, list(ADAPTER_DEFAULTS))
+        cfg = {**ADAPTER_DEFAULTS, **cfg}
+        if cfg["align"] not in ALIGNS:
+            raise ValueError(f"model.adapter.align must be one of {ALIGNS}, got {cfg['align']!r}")
+        aligned = cfg["align"] != "none"
+        if aligned and cfg["init"] != "orthogonal":
+            raise ValueError(f"model.adapter.init={cfg['init']!r} is the per-teacher init of align='none'; "
+                             f"align={cfg['align']!r} fits its own maps (set align='none' to use it)")
         self.adapters = nn.ModuleList(
-            Adapter(tch.embed_dim, dim, init=adapter.get("init", "orthogonal"),
-                    trainable=adapter.get("trainable", False), seed=1000 + i)
-            for i, tch in enumerate(loaded)
+            Adapter(t.embed_dim, dim, init=cfg["init"], trainable=cfg["trainable"], seed=1000 + i, bias=aligned)
+            for i, t in enumerate(self._teachers)
         )
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # drives the mask stream
-        self._host_step = 0  # host mirror of ``step`` (reading a CUDA buffer would sync every step)
-        # run-wide counters (all ranks), saved in checkpoints so a resumed run keeps counting
-        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("corrupt_skipped", torch.zeros((), dtype=torch.long))
-        self._batch_corrupt = 0
+        self.alignment = (Alignment([t.embed_dim for t in self._teachers], dim, cfg["align"], whiten=cfg["whiten"],
+                                    shrinkage=cfg["shrinkage"], fit_images=cfg["fit_images"]) if aligned else None)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -263,30 +320,71 @@ class CoMADDistiller(BaseModel):
 
     # ------------------------------------------------------------------ forward
     def teacher_targets(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor]:
-        """Adapted teacher tokens on each teacher's kept positions: (K, B, N, D) maps + seen (K, B, N).
+        """Adapted teacher tokens on each teacher's kept positions: (K, B, P + N, D) maps + seen (K, B, P + N).
 
-        Teachers never keep autograd state; adapters do only when ``adapter.trainable``.
+        ``P`` is 1 with ``include_cls`` (position 0 holds the CLS tokens, seen by every teacher),
+        else 0. Teachers never keep autograd state; adapters do only when ``adapter.trainable``.
+        On the steps that fit the adapters (:meth:`fit_pending`) the fit runs first.
         """
-        maps, seen, n = [], [], masks.num_positions
-        for teacher, adapter, layer, idx in zip(self._teachers, self.adapters, self.teacher_layers, masks.teachers):
-            with torch.no_grad():
-                tok = teacher(images, idx, layers=(layer,)).float()
-                if adapter.needs_pca:
-                    adapter.init_pca(tok)
+        n, p = masks.num_positions, int(self.include_cls)
+        with torch.no_grad():
+            toks = [teacher(images, idx, layers=(layer,), return_cls=self.include_cls)
+                    for teacher, layer, idx in zip(self._teachers, self.teacher_layers, masks.teachers)]
+        seen = masks.teacher_masks()  # (K, B, N)
+        if self.fit_pending():
+            self._fit_adapters([t[:, t.shape[1] - idx.shape[1]:] for t, idx in zip(toks, masks.teachers)],
+                               masks, seen)
+        maps = []
+        for adapter, tok, idx in zip(self.adapters, toks, masks.teachers):
             with torch.set_grad_enabled(torch.is_grad_enabled() and adapter.trainable):
-                maps.append(scatter_tokens(adapter(tok), idx, n))
-            seen.append(torch.zeros(images.shape[0], n, dtype=torch.bool, device=images.device).scatter(1, idx, True))
-        return torch.stack(maps), torch.stack(seen)
+                a = adapter(tok)  # (B, [P_k +] n_k, D)
+            m = scatter_tokens(a[:, a.shape[1] - idx.shape[1]:], idx, n)
+            maps.append(torch.cat([a[:, :1], m], 1) if p else m)
+        if p:
+            seen = torch.cat([seen.new_ones(seen.shape[0], seen.shape[1], 1), seen], 2)
+        return torch.stack(maps), seen
+
+    def fit_pending(self) -> bool:
+        """Whether this step fits adapters (the alignment's first ``fit_images`` images, a PCA init);
+        host-side state only, no device sync."""
+        return (self.alignment is not None and self.alignment.pending) or any(a.needs_pca for a in self.adapters)
+
+    @torch.no_grad()
+    def _fit_adapters(self, toks: list[Tensor], masks: Masks, seen: Tensor) -> None:
+        """Fit on this step's patch tokens (K of (B, n_k, C_k)); the alignment uses the positions every
+        teacher saw, so that all teachers' features are of the same tokens."""
+        for adapter, tok in zip(self.adapters, toks):
+            if adapter.needs_pca:
+                adapter.init_pca(tok)
+        if self.alignment is None or not self.alignment.pending:
+            return
+        shared = seen.all(0)  # (B, N)
+        feats = [scatter_tokens(tok, idx, masks.num_positions)[shared] for tok, idx in zip(toks, masks.teachers)]
+        maps = self.alignment.observe(feats, images=seen.shape[1])
+        if self.alignment.dropped:
+            print_log(f"model.adapter: non-finite teacher features at step {self._host_step} (on some rank); the "
+                      "step is left out of the alignment's fit", logger="current", level=30)
+        if maps is None:  # no refit this step: the adapters keep their maps
+            return
+        for adapter, (w, b) in zip(self.adapters, maps):
+            adapter.set_map(w, b)
+        if not self.alignment.pending:
+            images, tokens = self.alignment.fitted_on
+            width = sum(self.alignment.dims)
+            print_log(f"model.adapter: align={self.alignment.method!r} fitted on {tokens} tokens (the positions every "
+                      f"teacher saw) of {images} images, then frozen", logger="current")
+            if tokens < 10 * width:
+                print_log(f"model.adapter: {tokens} tokens for teachers of joint width {width} is few: the fit "
+                          "over-fits (raise model.adapter.fit_images)", logger="current", level=30)
 
     def compute_losses(self, images: Tensor, masks: Masks) -> dict[str, Tensor]:
         """Named losses and gating statistics for one batch with the given masks.
 
         Runs the ``torch.compile``d graph when ``model.compile`` is set (built on first use),
-        except for a step that must first initialise an adapter by PCA.
+        except for the steps that fit the adapters (:meth:`fit_pending`), which run eagerly.
         """
         args = (images, masks.student, tuple(masks.teachers), masks.num_positions)
-        if (self.compile_cfg is None or (self.compile_auto and not images.is_cuda)
-                or any(a.needs_pca for a in self.adapters)):
+        if self.compile_cfg is None or (self.compile_auto and not images.is_cuda) or self.fit_pending():
             return self._losses(*args)
         if self._compiled is None:
             import torch._dynamo
@@ -316,29 +414,45 @@ class CoMADDistiller(BaseModel):
 
     def student_losses(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> dict[str, Tensor]:
         """The student's side of the step: student and decoder forward, gating, losses and gate
-        statistics against the adapted teacher maps ``t_maps`` (K, B, N, D) seen at ``seen`` (K, B, N)."""
-        h = forward_kept_tokens(self.student, images, masks.student)[0]  # (B, n_s, D)
+        statistics against the adapted teacher maps ``t_maps`` (K, B, P + N, D) seen at ``seen``
+        (K, B, P + N), as :meth:`teacher_targets` gives them."""
+        p = int(self.include_cls)
+        h = forward_kept_tokens(self.student, images, masks.student, return_prefix=bool(p))[0]  # (B, [P_s +] n_s, D)
+        h_cls, h = h[:, :p], h[:, h.shape[1] - masks.student.shape[1]:]
         recon = self.decoder(h, masks.student)  # (B, N, D)
-        s_mask = torch.zeros_like(seen[0]).scatter(1, masks.student, True).unsqueeze(-1)
+        s_mask = masks.student_mask().unsqueeze(-1)
         pred = torch.where(s_mask, scatter_tokens(h, masks.student, masks.num_positions), recon)
-        g = consensus_gating(pred, t_maps, seen, **self.gating_cfg)
+        g = consensus_gating(torch.cat([h_cls, pred], 1), t_maps, seen, **self.gating_cfg)
+        target, has_target = g.target[:, p:], g.has_target[:, p:]
         lc = self.loss_cfg
-        y_s = gather_tokens(g.target, masks.student)
         out: dict[str, Tensor] = {}
-        if lc["token_weight"]:
-            out["loss_token"] = lc["token_weight"] * token_kl(y_s, h, tau=lc["token_tau"])
+        if lc["token_weight"]:  # student tokens (and the CLS) against the targets where a teacher saw them
+            y_tok = torch.cat([g.target[:, :p], gather_tokens(target, masks.student)], 1)
+            valid = torch.cat([g.has_target[:, :p], has_target.gather(1, masks.student)], 1)
+            out["loss_token"] = lc["token_weight"] * token_kl(y_tok, torch.cat([h_cls, h], 1), tau=lc["token_tau"],
+                                                             valid=valid)
         if lc["map_weight"]:
-            out["loss_map"] = lc["map_weight"] * map_kl(g.target, recon, g.has_target, tau=lc["map_tau"],
+            out["loss_map"] = lc["map_weight"] * map_kl(target, recon, has_target, tau=lc["map_tau"],
                                                        positions=lc["map_positions"])
         if not out:
             raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
-        with torch.no_grad():
-            w = g.weights.float()
-            sv = seen.float()
-            for k, name in enumerate(self.teacher_names):
-                out[f"gate_{name}"] = (w[k] * sv[k]).sum() / sv[k].sum().clamp(min=1)
-            out["agreement"] = (g.agreement * sv).sum() / sv.sum().clamp(min=1)
-            out["affinity"] = (g.affinity * sv).sum() / sv.sum().clamp(min=1)
+        out.update(self._gate_stats(g.weights[:, :, p:], g.agreement[:, :, p:], g.affinity[:, :, p:], seen[:, :, p:]))
+        return out
+
+    @torch.no_grad()
+    def _gate_stats(self, weights: Tensor, agreement: Tensor, affinity: Tensor, seen: Tensor) -> dict[str, Tensor]:
+        """Logged means over the patch positions (all (K, B, N)): ``gate_<teacher>`` (its weight where it
+        saw p), ``gate_shared_<teacher>`` (its weight where every teacher saw p: where the gating
+        chooses among all of them), ``agreement`` and ``affinity`` (where seen)."""
+        w, sv = weights.float(), seen.float()
+        shared = seen.all(0).float()
+        out: dict[str, Tensor] = {}
+        for k, name in enumerate(self.teacher_names):
+            out[f"gate_{name}"] = (w[k] * sv[k]).sum() / sv[k].sum().clamp(min=1)
+        for k, name in enumerate(self.teacher_names):
+            out[f"gate_shared_{name}"] = (w[k] * shared).sum() / shared.sum().clamp(min=1)
+        out["agreement"] = (agreement * sv).sum() / sv.sum().clamp(min=1)
+        out["affinity"] = (affinity * sv).sum() / sv.sum().clamp(min=1)
         return out
 
     def forward(self, inputs: Tensor, data_samples: Any = None, mode: str = "loss", **kwargs: Any) -> Any:

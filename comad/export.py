@@ -11,6 +11,9 @@ Layout of an exported student folder (``<work_dir>/student/``):
   backbone (``transfer.backbone``), loadable with ``torch.load(weights_only=True)``.
 - ``config.json`` — the timm ``pretrained_cfg`` plus ``meta`` (provenance).
 
+:mod:`comad.checkpoint` reads both weight files (its ``comad_student`` and
+``comad_student_pth`` layouts) for every task.
+
 ``work_dirs/LATEST_STUDENT`` (beside the work dirs) names the last exported
 ``student.safetensors``; ``tools/run_transfer.sh`` uses it when no ``--student`` is given.
 """
@@ -65,10 +68,10 @@ def export_student(vit: nn.Module, out_dir: str | Path, meta: dict[str, Any] | N
     arch = vit_arch(vit)
     sd = student_state_dict(vit)
     if img_size is not None and img_size != arch["img_size"]:
-        from timm.layers import resample_abs_pos_embed
+        from .checkpoint import resample_pos_embed
 
         grid = img_size // arch["patch_size"]
-        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], [grid, grid], num_prefix_tokens=vit.num_prefix_tokens)
+        sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], grid, num_prefix_tokens=vit.num_prefix_tokens)
         meta = dict(meta or {}, trained_img_size=arch["img_size"])
         arch["img_size"] = img_size
     meta = dict(meta or {})

@@ -7,6 +7,9 @@ agreement ``c_k(p) = mean_{j != k, j saw p} cos(t_k(p), t_j(p))`` (1 when k is a
 ``score = a + c`` (``combine='sum'``) or ``a * c`` (``'product'``); ``mode='affinity'`` or
 ``'agreement'`` keep one term, ``'mean'`` weights the teachers that saw p equally.
 Fused target ``y(p) = sum_k w_k(p) t_k(p)``.
+
+Everything runs in fp32 with autocast off: an outer bf16 autocast (mmengine's AMP) would
+otherwise run the einsums in bf16 and change the weights by up to 0.04.
 """
 from __future__ import annotations
 
@@ -50,6 +53,9 @@ def consensus_gating(
         combine: ``sum | product`` (how ``joint`` combines affinity and agreement).
         temperature: softmax temperature tau_g.
         stop_gradient: compute weights (not the targets' values) without gradient.
+
+    Returns:
+        :class:`GatingOutput`, all float32 (computed with autocast off).
     """
     if mode not in MODES:
         raise ValueError(f"gating mode must be one of {MODES}, got {mode!r}")
@@ -62,10 +68,17 @@ def consensus_gating(
             f"gating: expected student (B,N,D), teachers (K,B,N,D), seen (K,B,N); got "
             f"{tuple(student.shape)}, {tuple(teachers.shape)}, {tuple(seen.shape)}"
         )
+    with torch.autocast(device_type=teachers.device.type, enabled=False):
+        return _gate(student.float(), teachers.float(), seen, mode, combine, temperature, stop_gradient)
+
+
+def _gate(student: Tensor, teachers: Tensor, seen: Tensor, mode: str, combine: str, temperature: float,
+          stop_gradient: bool) -> GatingOutput:
+    """:func:`consensus_gating` on fp32 inputs (checked), under whatever autocast state the caller set."""
     teachers = teachers * seen.unsqueeze(-1)  # unseen positions hold exact zeros
     with torch.set_grad_enabled(torch.is_grad_enabled() and not stop_gradient):
-        s_n = F.normalize(student.float(), dim=-1)
-        t_n = F.normalize(teachers.float(), dim=-1)
+        s_n = F.normalize(student, dim=-1)
+        t_n = F.normalize(teachers, dim=-1)
         affinity = torch.einsum("bnd,kbnd->kbn", s_n, t_n)
         pair = torch.einsum("kbnd,jbnd->kjbn", t_n, t_n)  # (K, K, B, N)
         k = teachers.shape[0]
@@ -83,5 +96,5 @@ def consensus_gating(
         logits = (score / temperature).masked_fill(~seen, float("-inf"))
         has_target = seen.any(0)
         weights = torch.softmax(logits, dim=0).nan_to_num(0.0)  # columns with no teacher -> 0
-    target = torch.einsum("kbn,kbnd->bnd", weights.to(teachers.dtype), teachers)
+    target = torch.einsum("kbn,kbnd->bnd", weights, teachers)
     return GatingOutput(weights, target, has_target, affinity, agreement)

@@ -2,7 +2,8 @@
 
 Token level (local): at each student-visible position, the distribution over channels;
 map level (global): for each channel, the distribution over positions (channel-wise
-distillation). Both are ``tau^2 * KL(target || prediction)``.
+distillation). Both are ``tau^2 * KL(target || prediction)``, computed in fp32 with autocast
+off (an outer bf16 autocast would otherwise round the softmaxes).
 """
 from __future__ import annotations
 
@@ -15,20 +16,33 @@ __all__ = ["token_kl", "map_kl", "MAP_POSITIONS"]
 MAP_POSITIONS = ("targets", "all")
 
 
-def token_kl(target: Tensor, pred: Tensor, tau: float = 1.0) -> Tensor:
+def token_kl(target: Tensor, pred: Tensor, tau: float = 1.0, valid: Tensor | None = None) -> Tensor:
     """``tau^2 * KL(softmax(y/tau) || softmax(h/tau))`` over the last dim, mean over tokens.
 
     Args:
-        target: (..., D) fused teacher tokens y (no gradient is taken through them unless
+        target: (..., T, D) fused teacher tokens y (no gradient is taken through them unless
             they carry one).
-        pred: (..., D) student tokens h, same shape.
+        pred: (..., T, D) student tokens h, same shape.
+        tau: temperature tau_t.
+        valid: optional (..., T) bool, tokens that have a target. Each row of T tokens (an
+            image) then contributes the mean over its valid tokens (0 when it has none) and the
+            result is the mean over rows: tokens without a target neither pull the student
+            nor dilute the others, and every image weighs the same (so that DDP's gradient
+            average stays the full-batch gradient). With every token valid this is the plain
+            mean.
     """
     if target.shape != pred.shape:
         raise ValueError(f"token_kl: target {tuple(target.shape)} and prediction {tuple(pred.shape)} differ")
-    log_p = F.log_softmax(target.float() / tau, dim=-1)
-    log_q = F.log_softmax(pred.float() / tau, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-    return tau**2 * kl.mean()
+    if valid is not None and valid.shape != target.shape[:-1]:
+        raise ValueError(f"token_kl: valid {tuple(valid.shape)} does not match the tokens {tuple(target.shape[:-1])}")
+    with torch.autocast(device_type=target.device.type, enabled=False):
+        log_p = F.log_softmax(target.float() / tau, dim=-1)
+        log_q = F.log_softmax(pred.float() / tau, dim=-1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+        if valid is None:
+            return tau**2 * kl.mean()
+        per_row = (kl * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        return tau**2 * per_row.mean()
 
 
 def map_kl(target: Tensor, pred: Tensor, valid: Tensor, tau: float = 4.0, positions: str = "targets") -> Tensor:
@@ -55,10 +69,11 @@ def map_kl(target: Tensor, pred: Tensor, valid: Tensor, tau: float = 4.0, positi
         )
     m = valid.unsqueeze(-1)
     neg_inf = torch.finfo(torch.float32).min
-    log_p = F.log_softmax((target.float() / tau).masked_fill(~m, neg_inf), dim=1)
-    pred_logits = pred.float() / tau
-    if positions == "targets":
-        pred_logits = pred_logits.masked_fill(~m, neg_inf)
-    log_q = F.log_softmax(pred_logits, dim=1)
-    kl = torch.where(m, log_p.exp() * (log_p - log_q), torch.zeros_like(log_p)).sum(1)  # (B, D)
-    return tau**2 * kl.mean()
+    with torch.autocast(device_type=target.device.type, enabled=False):
+        log_p = F.log_softmax((target.float() / tau).masked_fill(~m, neg_inf), dim=1)
+        pred_logits = pred.float() / tau
+        if positions == "targets":
+            pred_logits = pred_logits.masked_fill(~m, neg_inf)
+        log_q = F.log_softmax(pred_logits, dim=1)
+        kl = torch.where(m, log_p.exp() * (log_p - log_q), torch.zeros_like(log_p)).sum(1)  # (B, D)
+        return tau**2 * kl.mean()

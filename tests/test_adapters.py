@@ -70,3 +70,48 @@ def test_pca_state_survives_a_checkpoint():
     assert b.needs_pca
     b.load_state_dict(a.state_dict())
     assert not b.needs_pca and torch.equal(a.proj.weight, b.proj.weight)
+
+
+def test_set_map_and_bias():
+    a = Adapter(6, 3, bias=True)
+    assert a.proj.bias is not None and not a.proj.bias.requires_grad and a.proj.bias.abs().sum() == 0
+    w, b = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    a.set_map(w, b)
+    x = torch.randn(4, 6)
+    z = x @ w.float().T + b.float()
+    torch.testing.assert_close(a(x), torch.nn.functional.layer_norm(z, (3,)), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        a.set_map(w[:2], b[:2])
+    with pytest.raises(ValueError, match="bias=True"):
+        Adapter(6, 3).set_map(w, b)
+    assert set(Adapter(6, 3).state_dict()) == {"pca_done", "proj.weight"}  # the earlier layout without a bias
+
+
+def test_forward_is_fp32_under_bf16_autocast():
+    a = Adapter(16, 8, bias=True)
+    x = torch.randn(5, 16)
+    ref = a(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert a.proj(x).dtype == torch.bfloat16  # autocast reaches a plain Linear
+        out = a(x.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, a(x.bfloat16().float()), rtol=0, atol=1e-6)
+    assert (ref - out).abs().max() < 0.05
+
+
+def test_orthogonal_trainable_adapter_trains_a_rotation_only():
+    a = Adapter(8, 4, trainable="orthogonal", bias=True)
+    assert a.trainable and not a.proj.weight.requires_grad and not a.proj.bias.requires_grad
+    torch.testing.assert_close(a.rotation.weight, torch.eye(4))
+    x = torch.randn(10, 8)
+    torch.testing.assert_close(a(x), Adapter(8, 4, bias=True)(x), rtol=0, atol=1e-6)  # identity at the start
+    opt = torch.optim.SGD([p for p in a.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        a(x)[:, 0].sum().backward()
+        opt.step()
+    r = a.rotation.weight
+    assert not torch.allclose(r, torch.eye(4), atol=1e-3)
+    torch.testing.assert_close(r @ r.T, torch.eye(4), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="adapter trainable must be one of"):
+        Adapter(8, 4, trainable="yes")

@@ -1,13 +1,15 @@
-"""The distillation throughput benchmark: FLOP count, naive reference pieces, GPU-decode crops
-(on the CPU) and a tiny CPU run of the tool (columns and files; no timing is asserted)."""
+"""The distillation throughput benchmark (comad.bench): FLOP count, naive reference pieces,
+GPU-decode crops (on the CPU), the row runners, and tiny CPU runs of the package and of the tool
+(columns and files; no timing is asserted)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import math
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from comad.fast import (
+import comad.bench as bd
+from comad.bench import context as bench_context
+from comad.bench.gpu_decode import (
     EncodedImageDataset,
     GpuRandomResizedCrop,
     collate_encoded,
@@ -32,17 +36,7 @@ from comad.models.student import build_vit
 from comad.models.vit import forward_kept_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_distill", ROOT / "tools" / "benchmark_distill.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bd = _load_tool()
+TOOL = ROOT / "tools" / "benchmark_distill.py"
 
 
 def _tiny_vit(seed: int = 0):
@@ -259,7 +253,7 @@ def test_encoded_dataset_refuses_non_jpeg_naming_the_file(tmp_path):
         ds[0]
 
 
-# ------------------------------------------------------------------------------ tool, tiny
+# ----------------------------------------------------------------- package and tool, tiny
 @pytest.fixture(scope="module")
 def tiny_photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
@@ -267,20 +261,55 @@ def tiny_photos(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def teachers_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("teachers")
+
+
+def _settings(out: Path, teachers: Path, **kw) -> bd.Settings:
+    """The tiny CPU settings of the tests (what ``--tiny --batches 2 --steps 1 --warmup 0
+    --workers 0 --rounds 1 --no-e2e`` resolves to), with ``kw`` replaced."""
+    base = dict(device=torch.device("cpu"), preset="tiny", batches=[2], variants=["naive", "shipped"], steps=1,
+                e2e_steps=1, rounds=1, warmup=0, workers=0, prefetch=2, out=out, teachers_dir=teachers)
+    return bd.Settings(**{**base, **kw})
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_step_flop_model_equals_the_counter_on_whole_tiny_steps(teachers_dir):
+    """One whole training step of each kind (forward, backward, AdamW) on the tiny preset, counted
+    by FlopCounterMode (model FLOPs for fused attention), against the hand model per image. The
+    counter also sees the gating's einsums, which the hand model leaves out as negligible:
+    affinity K·N·D, pairwise agreement K²·N·D, fused target K·N·D multiply-adds."""
+    preset = bd.PRESETS["tiny"]
+    model, parts = bd.build_parts(preset, bd.write_teachers(preset, teachers_dir), torch.device("cpu"))
+    b = 2
+    x = torch.randn(b, 3, preset["img_size"], preset["img_size"])
+    assert bd.count_flops(lambda: bd.NaiveStep(parts)(x, 0)) == b * bd.flops_for(parts, naive=True)["total"]
+    k, n, d = len(parts.teachers), parts.mask_generator.num_positions, parts.student.embed_dim
+    gating = 2 * n * d * (k + k * k + k)
+    shipped = bd.count_flops(lambda: bd.ShippedStep(model, None)(x, 0))
+    assert shipped == b * (bd.flops_for(parts, naive=False)["total"] + gating)
+
+
 @pytest.mark.heavy
-def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, capsys):
+def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, teachers_dir):
     out = tmp_path / "out"
-    rc = bd.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "1", "--workers", "0",
-                  "--rounds", "2", "--e2e-steps", "1",
-                  "--variants", "naive,shipped", "--data", str(tiny_photos), "--out", str(out),
-                  "--teachers-dir", str(tmp_path / "teachers")])
-    assert rc == 0
-    text = capsys.readouterr().out
+    proc = _tool("--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "1", "--workers", "0",
+                 "--rounds", "2", "--e2e-steps", "1",
+                 "--variants", "naive,shipped", "--data", str(tiny_photos), "--out", str(out),
+                 "--teachers-dir", str(teachers_dir))
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
     assert "img/s" in text and "MFU" in text and "b/a" in text
     rows = list(csv.DictReader(io.StringIO((out / "benchmark_distill.csv").read_text())))
     assert list(rows[0]) == bd.COLUMNS
     assert [(r["variant"], r["data"]) for r in rows] == [("naive", "model"), ("shipped", "model"), ("naive", "e2e"),
-                                                          ("shipped", "e2e")]
+                                                          ("shipped", "e2e"), ("shipped", "align-fit")]
+    assert (out / "benchmark_distill.txt").read_text() in text
     js = json.loads((out / "benchmark_distill.json").read_text())
     meta = js["meta"]
     assert meta["matmul_peak"]["fp32"]["tflops"] > 0 and "fp32" in meta["mfu_denominator"]
@@ -288,7 +317,9 @@ def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, capsys):
                                        "student": True, "decoder": True}
     assert meta["teacher_params_trainable_or_with_grad"] == 0
     by = {(r["variant"], r["data"]): r for r in js["rows"]}
-    for r in js["rows"]:
+    fit = by.pop(("shipped", "align-fit"))  # the one-off fit: timed twice, no throughput columns
+    assert fit["status"] == "ok" and fit["steps"] == 2 and fit["fit_s"] > 0 and fit.get("img_per_s") is None
+    for r in by.values():
         assert r["status"] == "ok" and r["steps"] == 2 and len(r["per_step_ms"]) == 2  # 2 rounds of 1 step
         assert r["img_per_s"] > 0 and math.isclose(r["ms_per_step"], 1e3 * 2 / r["img_per_s"], rel_tol=1e-9)
         assert math.isclose(r["tflops"], r["gflop_per_img"] * r["img_per_s"] / 1e3, rel_tol=1e-9)
@@ -302,26 +333,26 @@ def test_tool_tiny_cpu_run_writes_table_csv_json(tmp_path, tiny_photos, capsys):
     assert by[("naive", "model")]["b_over_a"] is None
 
 
-def test_tool_without_the_distiller_runs_naive_and_names_the_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(bd, "_load_distiller", lambda: (None, "comad.distiller is not importable (No module named 'mmengine')"))
+def test_without_the_distiller_the_naive_rows_run_and_the_reason_is_named(tmp_path, teachers_dir, monkeypatch):
+    monkeypatch.setattr(bench_context, "load_distiller",
+                        lambda: (None, "comad.distiller is not importable (No module named 'mmengine')"))
     out = tmp_path / "out"
-    rc = bd.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "0", "--no-e2e", "--rounds", "1",
-                  "--variants", "naive,shipped", "--out", str(out), "--teachers-dir", str(tmp_path / "t")])
+    rc = bd.run_benchmark(_settings(out, teachers_dir))
     assert rc == 3
     js = json.loads((out / "benchmark_distill.json").read_text())
     status = {r["variant"]: r["status"] for r in js["rows"]}
     assert status["naive"] == "ok"
     assert "mmengine" in status["shipped"] and status["shipped"].startswith("failed")
+    assert js["meta"]["distiller_available"] is False and "mmengine" in js["meta"]["distiller_missing_reason"]
 
 
 @pytest.mark.heavy
-def test_tool_option_rows_profile_and_the_model_restored(tmp_path, capsys):
+def test_option_rows_profile_and_the_model_restored(tmp_path, teachers_dir, capsys):
     """+bf16t and +compile rows run through the distiller's own switches (compile last), the
     profile records every phase, and the model is left as it was configured."""
     out = tmp_path / "out"
-    rc = bd.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "1", "--no-e2e",
-                  "--rounds", "1", "--variants", "naive,shipped+compile,shipped+bf16t,shipped+bf16", "--profile",
-                  "--out", str(out), "--teachers-dir", str(tmp_path / "teachers")])
+    rc = bd.run_benchmark(_settings(out, teachers_dir, warmup=1, profile=True,
+                                    variants=["naive", "shipped+compile", "shipped+bf16t", "shipped+bf16"]))
     assert rc == 0
     js = json.loads((out / "benchmark_distill.json").read_text())
     assert [r["variant"] for r in js["rows"]] == ["naive", "shipped+bf16t", "shipped+bf16", "shipped+compile"]
@@ -350,16 +381,71 @@ def test_variant_names_and_the_configured_model(tmp_path):
     assert model.compile_cfg is None and {t.vit.pos_embed.dtype for t in model.teachers} == {torch.float32}
 
 
+def test_settings_refuse_bad_values_naming_the_field(tmp_path):
+    cases = [(dict(variants=["naive", "fast"]), "variants", "variant 'fast'"),
+             (dict(device=torch.device("cuda"), variants=["shipped+bf16"]), "variants", r"\+bf16 is the CPU's autocast"),
+             (dict(e2e_variants=["shipped+bf16t"]), "e2e_variants", r"\['shipped\+bf16t'\] not among"),
+             (dict(preset="huge"), "preset", "huge")]
+    for kw, field, msg in cases:
+        with pytest.raises(bd.SettingsError, match=msg) as err:
+            _settings(tmp_path, tmp_path, **kw)
+        assert err.value.field == field
+    with pytest.raises(bd.SettingsError, match="expected kinds among") as err:
+        bd.run_benchmark(_settings(tmp_path / "o", tmp_path, data_kinds=["model", "e2e-disk"]))
+    assert err.value.field == "data_kinds"
+
+
 def test_tool_bad_options_are_named(tmp_path):
-    with pytest.raises(SystemExit, match="--batches"):
-        bd.main(["--device", "cpu", "--tiny", "--batches", "a,b", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--data .*train/"):
-        bd.main(["--device", "cpu", "--tiny", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="--variants"):
-        bd.main(["--device", "cpu", "--tiny", "--variants", "naive,fast", "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match=r"--e2e-variants: \['shipped\+bf16t'\] not among"):
-        bd.main(["--device", "cpu", "--tiny", "--variants", "naive,shipped", "--e2e-variants", "shipped+bf16t",
-                 "--out", str(tmp_path / "o")])
+    cases = [(["--batches", "a,b"], "--batches"),
+             (["--data", str(tmp_path)], "--data .*train/"),
+             (["--variants", "naive,fast"], "--variants"),
+             (["--variants", "naive,shipped", "--e2e-variants", "shipped+bf16t"], r"--e2e-variants: \['shipped\+bf16t'\] not among")]
+    for args, msg in cases:
+        proc = _tool("--device", "cpu", "--tiny", *args, "--out", str(tmp_path / "o"))
+        assert proc.returncode != 0 and re.search(msg, proc.stderr), (args, proc.stderr)
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_runners_alone_and_a_new_row_kind_as_one_class(tmp_path, teachers_dir, monkeypatch):
+    """``Runner.run()`` measures one row by itself; a Runner subclass registered in RUNNERS gets
+    its rows in table order (here a one-off row measured in round 0 of 2, shipped only) and its
+    failure is recorded in its row while the other rows stand."""
+    settings = _settings(tmp_path / "out", teachers_dir, rounds=2, steps=2, data_kinds=["model", "fit"])
+    calls = []
+
+    class FitRunner(bd.Runner):
+        data = "fit"
+
+        @classmethod
+        def wants(cls, variant, settings):
+            return variant != "naive"
+
+        def measure(self, r):
+            calls.append(r)
+            if r == 0:
+                self.row.update(steps=1, note=f"fit of {self.variant} at B={self.batch}")
+
+    monkeypatch.setitem(bd.RUNNERS, "fit", FitRunner)
+    bench = bd.Bench(settings, teachers_dir)
+    row = bd.ModelOnlyRunner(bench, "naive", 2).run()
+    assert row["status"] == "ok" and row["steps"] == 4 and len(row["per_step_ms"]) == 4  # 2 rounds of 2
+    suite = bd.Suite(bench)
+    assert suite.run() == 0
+    js = json.loads((settings.out / "benchmark_distill.json").read_text())
+    assert [(r["row"], r["variant"], r["data"]) for r in js["rows"]] == [(0, "naive", "model"), (1, "shipped", "model"),
+                                                                         (2, "shipped", "fit")]
+    assert js["rows"][2]["note"] == "fit of shipped at B=2" and js["rows"][2]["b_over_a"] is None and calls == [0, 1]
+    csv_rows = list(csv.DictReader(io.StringIO((settings.out / "benchmark_distill.csv").read_text())))
+    assert csv_rows[2]["data"] == "fit" and csv_rows[2]["steps"] == "1"
+
+    def broken(self, r):
+        raise RuntimeError("the fit diverged")
+
+    monkeypatch.setattr(FitRunner, "measure", broken)
+    assert bd.Suite(bench).run() == 1
+    js = json.loads((settings.out / "benchmark_distill.json").read_text())
+    assert js["rows"][2]["status"] == "failed: RuntimeError: the fit diverged" and "Traceback" in js["rows"][2]["traceback"]
+    assert [r["status"] for r in js["rows"][:2]] == ["ok", "ok"]
 
 
 def test_tool_loaders_yield_normalised_device_batches(tiny_photos):
@@ -385,3 +471,32 @@ def test_gpu_crop_names_the_file_that_does_not_decode(tmp_path):
     with pytest.raises(CorruptImageError, match="bad.jpg") as err:
         crop(encoded, [str(good), "/data/bad.jpg"])
     assert str(good) not in str(err.value)
+
+
+def test_align_fit_row_times_the_fit_that_the_distiller_runs(tmp_path, teachers_dir):
+    """The bench fits the alignment before any timed step (so the timed steps are steady-state
+    ones), and the ``align-fit`` row times that fit: the statistics, the float64 fit and the
+    fitted adapters' forward, with the fit reproducing the maps the distiller installed."""
+    from comad.align import fit_from_moments, moments
+    from comad.models.vit import scatter_tokens
+
+    settings = _settings(tmp_path / "out", teachers_dir, variants=["shipped"], data_kinds=["model", "align-fit"])
+    bench = bd.Bench(settings, teachers_dir)
+    m = bench.model
+    assert m.alignment.method == "gcca" and not m.alignment.pending and not m.fit_pending()
+    row = bd.AlignFitRunner(bench, "shipped", 2).run()
+    assert row["status"] == "ok" and row["fit_s"] > 0 and row["moments_ms"] > 0 and row["adapter_ms"] > 0
+    assert row["ms_per_step"] == row["adapter_ms"] and row["note"].startswith("align='gcca': fit ")
+    assert "joint width 96" in row["note"]  # three tiny teachers of width 32
+    # what the row fits is what the distiller fits: the same statistics give the installed maps
+    preset = bd.PRESETS["tiny"]
+    x = torch.randn(1, 3, preset["img_size"], preset["img_size"], generator=torch.Generator().manual_seed(0))
+    masks = m.make_masks(1, torch.device("cpu"), step=0)
+    toks = [t(x, idx, layers=(layer,)) for t, layer, idx in zip(m.teachers, m.teacher_layers, masks.teachers)]
+    shared = masks.teacher_masks().all(0)
+    feats = [scatter_tokens(t, idx, masks.num_positions)[shared] for t, idx in zip(toks, masks.teachers)]
+    maps = fit_from_moments(moments(torch.cat(feats, -1)), m.alignment.dims, m.alignment.out_dim, "gcca")
+    for adapter, (w, b) in zip(m.adapters, maps):
+        assert torch.allclose(adapter.proj.weight.double(), w, atol=1e-5)
+        assert torch.allclose(adapter.proj.bias.double(), b, atol=1e-5)
+    assert bd.RUNNERS["align-fit"] is bd.AlignFitRunner

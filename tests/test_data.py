@@ -1,7 +1,6 @@
 """comad.data: dataset layouts and their errors, file lists, corrupt images, transforms, demo photos."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from comad.data import (
     make_demo_imagefolder,
     write_corrupt_jpeg,
 )
-from comad.data.demo import MANIFEST_NAME
+from comad.data.once import read_marker
 from comad.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
@@ -354,8 +353,8 @@ def test_transform_option_errors() -> None:
 
 # -------------------------------------------------------------------------------------- demo
 def test_demo_layout_and_real_photos(demo_root: Path) -> None:
-    manifest = json.loads((demo_root / MANIFEST_NAME).read_text())
-    assert manifest["params"]["img_size"] == 96 and manifest["classes"] == list(DEMO_PHOTOS)
+    marker = read_marker(demo_root)
+    assert marker["params"]["img_size"] == 96 and marker["info"]["classes"] == list(DEMO_PHOTOS)
     ds = ImageFolderDataset(demo_root, split="train", transform=build_train_transform(32))
     assert len(ds) == 6 * len(DEMO_PHOTOS) and ds.classes == sorted(DEMO_PHOTOS)
     assert len(ImageFolderDataset(demo_root, split="val")) == 2 * len(DEMO_PHOTOS)
@@ -396,7 +395,7 @@ def test_demo_idempotent_deterministic_and_reparameterised(demo_root: Path, tmp_
 def test_demo_refuses_foreign_folder_and_bad_options(tmp_path: Path) -> None:
     (tmp_path / "data" / "train" / "n01").mkdir(parents=True)
     (tmp_path / "data" / "train" / "n01" / "mine.JPEG").write_bytes(b"x")
-    with pytest.raises(FileExistsError, match=r"demo output .*data holds files .* \(e\.g\. train/n01/mine\.JPEG\)"):
+    with pytest.raises(FileExistsError, match=r"demo-photos folder .*data holds files .* \(e\.g\. train/n01/mine\.JPEG\)"):
         make_demo_imagefolder(tmp_path / "data", n_per_image=1)
     assert (tmp_path / "data" / "train" / "n01" / "mine.JPEG").read_bytes() == b"x"
     with pytest.raises(ValueError, match=r"photos: unknown \['lena'\]"):

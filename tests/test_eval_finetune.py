@@ -5,6 +5,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from comad.eval.finetune import _posterize_zero_bits_compat, finetune_transforms
 from comad.eval.metrics_io import read_metrics, record_name
+from comad.eval.runner import TaskRequest, run_task
 from comad.eval.runtime import load_task_config
 from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
 from comad.export import export_student
@@ -25,8 +26,13 @@ def _opts(tmp_path, **kw):
     return [f"{k}={v}" for k, v in base.items()]
 
 
+def ft(student, data_root, work_dir, max_iters, demo, opts):
+    """The fine-tune task through the runner (which writes metrics.json); returns its metrics."""
+    request = TaskRequest(student, data_root, work_dir, max_iters, demo, tuple(opts))
+    return run_task(IMAGENET_TASKS["imagenet-ft"], request)["metrics"]
+
+
 def test_resume_is_exact(student, tmp_path):
-    ft = IMAGENET_TASKS["imagenet-ft"]
     full = ft(student, tmp_path / "data", tmp_path / "a", 7, True, _opts(tmp_path))
     first = ft(student, tmp_path / "data", tmp_path / "b", 3, True, _opts(tmp_path))
     state_b3 = safe_torch_load(tmp_path / "b" / "checkpoint_last.pth")  # weights_only=True
@@ -54,7 +60,6 @@ def test_resume_is_exact(student, tmp_path):
 
 
 def test_resume_refuses_another_student(student, tmp_path):
-    ft = IMAGENET_TASKS["imagenet-ft"]
     ft(student, tmp_path / "data", tmp_path / "w", 1, True, _opts(tmp_path))
     torch.manual_seed(1)
     other = export_student(VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0),

@@ -56,6 +56,49 @@ def test_cached_probe_matches_online_probe(digits, tmp_path):
     assert abs(online["top1"] - cached["top1"]) <= 5.0, (online, cached)
 
 
+class _Log:
+    """A RunLog stand-in that keeps what it is given."""
+
+    def __init__(self):
+        self.lines, self.rows = [], []
+
+    def info(self, msg):
+        self.lines.append(msg)
+
+    def scalars(self, values, step):
+        self.rows.append((step, values))
+
+
+def test_online_probe_resume_is_exact(digits, tmp_path):
+    """Stopped mid-epoch by max_iters, then run again: the head, LARS state and metrics equal an
+    uninterrupted run's bit for bit (the epoch loop the fine-tune shares)."""
+    from comad.io import safe_torch_load
+
+    train, val = digits
+    cfg = _cfg(epochs=3, resume=True)
+    full, info = online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "a", seed=0, eff_batch=64)
+    steps = len(train) // 64
+    part, _ = online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "b", seed=0, eff_batch=64,
+                           max_iters=steps + 5)
+    mid = safe_torch_load(tmp_path / "b" / "checkpoint_last.pth")
+    assert (mid["epoch"], mid["iter_in_epoch"], mid["step"]) == (1, 5, steps + 5)
+    torch.manual_seed(123)  # whatever the process did in between, the checkpoint's RNG states come back
+    log = _Log()
+    resumed, rinfo = online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "b", seed=0, eff_batch=64,
+                                  log=log)
+    assert f"epoch 1, micro-batch 5, step {steps + 5}" in log.lines[0]  # resumed, not started afresh
+    assert min(step for step, _ in log.rows) == (steps + 5) // 5 * 5 + 5  # its first line: the next multiple of 5
+    a, b = (safe_torch_load(tmp_path / w / "checkpoint_last.pth") for w in ("a", "b"))
+    assert a["step"] == b["step"] == info["iters"] == rinfo["iters"] == 3 * steps and b["epoch"] == 3
+    for k, v in a["head"].items():
+        assert torch.equal(v, b["head"][k]), k
+    assert torch.equal(a["optimizer"]["state"][0]["momentum_buffer"], b["optimizer"]["state"][0]["momentum_buffer"])
+    assert resumed == full and part != full
+    with pytest.raises(ValueError, match="checkpoint_last.pth: made for"):
+        online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "b", seed=0, eff_batch=64,
+                     resume_key={"student_sha256": "other"})
+
+
 def test_backbone_assertion_fires_on_moved_weights():
     vit = _vit()
     snap = backbone_snapshot(vit)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from comad.eval.student import infer_vit_arch, load_student
+from comad.eval.student import load_student
 from comad.export import export_student
 from comad.io import CheckpointError
 
@@ -49,11 +49,12 @@ def test_user_checkpoint_arch_from_shapes_head_dropped(tmp_path):
     torch.testing.assert_close(loaded.model.eval().forward_features(x), vit.forward_features(x))
 
 
-def test_num_heads_cannot_be_guessed_for_odd_width():
-    sd = _vit(embed_dim=48, num_heads=3).state_dict()
+def test_num_heads_cannot_be_guessed_for_odd_width(tmp_path):
+    torch.save(_vit(embed_dim=48, num_heads=3).state_dict(), tmp_path / "w48.pth")
     with pytest.raises(CheckpointError, match="cannot infer num_heads for embed_dim 48"):
-        infer_vit_arch(sd)
-    assert infer_vit_arch(sd, num_heads=3)["num_heads"] == 3
+        load_student(tmp_path / "w48.pth")
+    loaded = load_student(tmp_path / "w48.pth", num_heads=3)
+    assert loaded.arch["num_heads"] == 3 and loaded.arch_source == "shapes (num_heads given)"
 
 
 def test_finetune_model_reports_fresh_head_and_fc_norm(tmp_path):
@@ -69,7 +70,7 @@ def test_bad_files_name_the_problem(tmp_path):
     sd = _vit().state_dict()
     sd.pop("blocks.1.mlp.fc2.weight")
     torch.save(sd, tmp_path / "broken.pth")
-    with pytest.raises(CheckpointError, match=r"missing \['blocks.1.mlp.fc2.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"missing keys \['blocks.1.mlp.fc2.weight'\]"):
         load_student(tmp_path / "broken.pth", num_heads=2)
     torch.save({"something": torch.zeros(3)}, tmp_path / "notvit.pth")
     with pytest.raises(CheckpointError, match="not a timm VisionTransformer state dict"):

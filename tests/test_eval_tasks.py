@@ -1,4 +1,4 @@
-"""IMAGENET_TASKS: the runner interface, data layout errors, configs, demo runs end to end."""
+"""IMAGENET_TASKS: the task-table interface, data layout errors, configs, demo runs end to end."""
 import inspect
 import json
 
@@ -6,12 +6,20 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from comad.data.once import MARKER
 from comad.eval.data import imagenet_split_dirs
 from comad.eval.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
 from comad.eval.metrics_io import read_metrics
-from comad.eval.runtime import load_task_config
+from comad.eval.runner import Task, TaskRequest, run_task
+from comad.eval.runtime import REPO_ROOT, load_task_config
 from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
 from comad.export import export_student
+
+
+def _run(task, student, data_root, work_dir, max_iters=None, demo=False, opts=(), **kw):
+    """One ImageNet task through the runner (which writes metrics.json); returns its metrics."""
+    request = TaskRequest(student, data_root, work_dir, max_iters, demo, tuple(opts), **kw)
+    return run_task(IMAGENET_TASKS[task], request)["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +36,10 @@ def demo_dir(tmp_path_factory):
 
 def test_task_table_interface():
     assert {"imagenet-ft", "imagenet-linear", "imagenet-knn"} <= set(IMAGENET_TASKS)
-    for fn in IMAGENET_TASKS.values():
-        params = list(inspect.signature(fn).parameters)
-        assert params[:6] == ["student", "data_root", "work_dir", "max_iters", "demo", "cfg_options"]
+    for name, task in IMAGENET_TASKS.items():
+        assert isinstance(task, Task) and task.name == name and task.metric_keys == ("top1", "top5")
+        assert len(inspect.signature(task.run).parameters) == 1  # run(request)
+        assert (REPO_ROOT / task.description) == DEFAULT_CONFIGS[name]
     for task, path in DEFAULT_CONFIGS.items():
         cfg = load_task_config(path)
         assert cfg.task == task and path.is_file()
@@ -39,7 +48,7 @@ def test_task_table_interface():
 
 def test_missing_or_empty_imagenet_names_the_layout(student, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"imagenet/train: no such folder; expected layout .*/imagenet/train/<class>/\*\.JPEG"):
-        IMAGENET_TASKS["imagenet-knn"](student, tmp_path, tmp_path / "w", None, False, [])
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w")
     (tmp_path / "imagenet" / "train" / "n01440764").mkdir(parents=True)
     (tmp_path / "imagenet" / "val").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="n01440764 holds no images"):
@@ -54,15 +63,17 @@ def test_missing_or_empty_imagenet_names_the_layout(student, tmp_path):
 
 
 def test_bad_cfg_options_and_student(student, tmp_path):
-    knn = IMAGENET_TASKS["imagenet-knn"]
     with pytest.raises(KeyError, match="unknown config key 'kk'"):
-        knn(student, tmp_path, tmp_path / "w", None, True, ["kk=3"])
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True, ["kk=3"])
     with pytest.raises(ValueError, match="expected key=value"):
-        knn(student, tmp_path, tmp_path / "w", None, True, ["k"])
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True, ["k"])
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
-        knn(tmp_path / "nope.safetensors", tmp_path, tmp_path / "w", None, True, [])
+        _run("imagenet-knn", tmp_path / "nope.safetensors", tmp_path, tmp_path / "w", None, True)
     with pytest.raises(ValueError, match="is for task 'imagenet-knn', not 'imagenet-ft'"):
-        IMAGENET_TASKS["imagenet-ft"](student, tmp_path, tmp_path / "w", None, True, [], config=DEFAULT_CONFIGS["imagenet-knn"])
+        _run("imagenet-ft", student, tmp_path, tmp_path / "w", None, True, config=DEFAULT_CONFIGS["imagenet-knn"])
+    with pytest.raises(RuntimeError, match="process group comes from torchrun"):
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True, launcher="slurm")
+    assert not (tmp_path / "w" / "metrics.json").exists()
 
 
 def test_demo_data_made_once_and_checked(demo_dir, tmp_path):
@@ -70,9 +81,9 @@ def test_demo_data_made_once_and_checked(demo_dir, tmp_path):
     train, val = imagenet_split_dirs(root)
     assert len(list(train.glob("*/*.JPEG"))) == 40 and len(list(val.glob("*/*.JPEG"))) == 10
     assert sorted(p.name for p in train.iterdir()) == [f"digit_{i}" for i in range(10)]
-    mtime = (root / ".complete").stat().st_mtime_ns
+    mtime = (root / MARKER).stat().st_mtime_ns
     assert ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=5) == root
-    assert (root / ".complete").stat().st_mtime_ns == mtime
+    assert (root / MARKER).stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="was made with"):
         ensure_demo_imagenet(tmp_path / "d", img_size=32, per_class=5)
     if not FASHION_MNIST_DIR.is_dir():
@@ -85,10 +96,10 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
     """k-NN, cached and online probes on the real digits demo: metrics.json, logs, shared cache."""
     opts = [f"demo_data.data_dir={demo_dir}", "demo_data.per_class=40"]
     run = tmp_path / "tiny-student"
-    knn = IMAGENET_TASKS["imagenet-knn"](student, tmp_path, run / "imagenet-knn", None, True, opts)
-    cached = IMAGENET_TASKS["imagenet-linear-cached"](student, tmp_path, run / "imagenet-linear-cached", None, True,
-                                                      opts + ["pooling=mean"])
-    online = IMAGENET_TASKS["imagenet-linear"](student, tmp_path, run / "imagenet-linear", 20, True, opts)
+    knn = _run("imagenet-knn", student, tmp_path, run / "imagenet-knn", None, True, opts)
+    cached = _run("imagenet-linear-cached", student, tmp_path, run / "imagenet-linear-cached", None, True,
+                  opts + ["pooling=mean"])
+    online = _run("imagenet-linear", student, tmp_path, run / "imagenet-linear", 20, True, opts)
     for m in (knn, cached, online):
         assert set(m) == {"top1", "top5"} and 0 <= m["top1"] <= m["top5"] <= 100
     assert knn["top1"] > 30  # 10 classes: chance is 10 %
@@ -107,7 +118,7 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
     # one cache per (student, pooling, transform): cls (k-NN) and mean (cached probe); a cls probe reuses k-NN's
     caches = sorted((run / "feature_cache").iterdir())
     assert len(caches) == 2
-    IMAGENET_TASKS["imagenet-linear-cached"](student, tmp_path, run / "cached-cls", 5, True, opts)
+    _run("imagenet-linear-cached", student, tmp_path, run / "cached-cls", 5, True, opts)
     assert sorted((run / "feature_cache").iterdir()) == caches
     assert "reusing 320 samples" in next((run / "cached-cls").glob("*/*.log")).read_text()
     manifest = json.loads((caches[0] / "train" / "manifest.json").read_text())
@@ -129,5 +140,5 @@ def test_train_subset_is_class_balanced_and_refused_by_cached(student, demo_dir,
     assert len(sub) == 40 and sorted(labels.count(c) for c in range(10)) == [4] * 10
     assert _subset(cfg, full, seed=0).indices == sub.indices
     with pytest.raises(ValueError, match="train_subset applies to the online protocols"):
-        IMAGENET_TASKS["imagenet-knn"](student, tmp_path, tmp_path / "w", None, True,
-                                       [f"demo_data.data_dir={demo_dir}", "demo_data.per_class=40", "train_subset=10"])
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True,
+             [f"demo_data.data_dir={demo_dir}", "demo_data.per_class=40", "train_subset=10"])

@@ -86,3 +86,19 @@ def test_bad_options(kw, msg):
     s, t, seen = example()
     with pytest.raises(ValueError, match=msg):
         consensus_gating(s, t, seen, **kw)
+
+
+def test_gating_under_bf16_autocast_equals_fp32():
+    """mmengine's AMP runs the step under bf16 autocast; the gating must not (it runs with autocast off)."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 9, 16, generator=g)
+    t = torch.randn(3, 2, 9, 16, generator=g)
+    seen = torch.rand(3, 2, 9, generator=g) < 0.7
+    ref = consensus_gating(s, t, seen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.einsum("bnd,kbnd->kbn", s, t).dtype == torch.bfloat16  # autocast does reach einsum
+        out = consensus_gating(s, t, seen)
+    for name in ("weights", "target", "affinity", "agreement"):
+        a, b = getattr(out, name), getattr(ref, name)
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

@@ -58,3 +58,33 @@ def test_loss_shape_errors():
         token_kl(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="positions must be one of"):
         map_kl(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.bool), positions="some")
+
+
+def test_losses_under_bf16_autocast_equal_fp32():
+    g = torch.Generator().manual_seed(0)
+    y, h = torch.randn(2, 7, 16, generator=g), torch.randn(2, 7, 16, generator=g)
+    valid = torch.rand(2, 7, generator=g) < 0.8
+    ref = token_kl(y, h), token_kl(y, h, valid=valid), map_kl(y, h, valid), map_kl(y, h, valid, positions="all")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (y @ h[0].T).dtype == torch.bfloat16  # the context is live
+        out = token_kl(y, h), token_kl(y, h, valid=valid), map_kl(y, h, valid), map_kl(y, h, valid, positions="all")
+    for a, b in zip(out, ref):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_token_kl_skips_tokens_without_a_target_per_image():
+    g = torch.Generator().manual_seed(2)
+    y, h = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    valid = torch.tensor([[True, False, True, True], [False, False, False, False], [True, True, True, True]])
+    per = lambda b, i: token_kl(y[b, i], h[b, i]).item()  # noqa: E731
+    image0 = (per(0, 0) + per(0, 2) + per(0, 3)) / 3
+    image2 = sum(per(2, i) for i in range(4)) / 4
+    expected = (image0 + 0.0 + image2) / 3  # an image without targets contributes 0 and still counts
+    assert token_kl(y, h, valid=valid).item() == pytest.approx(expected, rel=1e-5)
+    assert token_kl(y, h, valid=torch.ones(3, 4, dtype=torch.bool)).item() == pytest.approx(token_kl(y, h).item(), rel=1e-6)
+    y2 = y.clone()
+    y2[~valid] = 100.0  # values where there is no target do not matter
+    assert token_kl(y2, h, valid=valid).item() == pytest.approx(token_kl(y, h, valid=valid).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="valid"):
+        token_kl(y, h, valid=valid[:, :3])

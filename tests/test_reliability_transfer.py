@@ -20,6 +20,7 @@ import timm
 import torch
 
 from comad.eval.metrics_io import make_record, read_metrics, write_metrics
+from comad.eval.runner import Task, TaskRequest, TaskResult
 from comad.export import export_student
 from comad.io import CheckpointError
 from transfer import tasks as task_table
@@ -68,12 +69,11 @@ def _equal(a, b) -> bool:
 
 @pytest.mark.heavy
 @pytest.mark.mm
-def test_kill9_then_rerun_equals_uninterrupted(tmp_path, student, demo_root, monkeypatch):
+def test_kill9_then_rerun_equals_uninterrupted(tmp_path, student, demo_root):
     """ade20k demo, 4 iterations, a checkpoint every 2: SIGKILL once iter_2.pth exists, run the
     same command again; weights, AdamW state, random states and metrics equal the uninterrupted
     run's. ``last_checkpoint`` is also made to name a missing file (what a kill between mmengine's
     checkpoint write and its ``last_checkpoint`` update leaves): the rerun resumes anyway."""
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
     args = ["--demo", "--student", str(student), "--data-root", str(demo_root), "--max-iters", "4", "ade20k",
             "--", "--cfg-options", "default_hooks.checkpoint.interval=2"]
     ref = main(["--work-dir", str(tmp_path / "ref"), *args])["ade20k"]
@@ -108,8 +108,8 @@ def test_cfg_options_for_checkpoint_hook_survive_max_iters(student, tmp_path):
     from transfer.mm_runner import prepare_config
     from transfer.tasks import MM_TASKS
 
-    cfg, changes = prepare_config(MM_TASKS["ade20k"], student, tmp_path, tmp_path / "w", 6, True,
-                                  ["default_hooks.checkpoint.interval=2"])
+    cfg, changes = prepare_config(MM_TASKS["ade20k"], TaskRequest(student, tmp_path, tmp_path / "w", 6, True,
+                                                                  ("default_hooks.checkpoint.interval=2",)))
     ck = cfg.default_hooks.checkpoint
     assert (ck.interval, ck.max_keep_ckpts, ck.backend_args["backend"]) == (2, 2, "atomic_local")
     assert any(h["type"] == "ExactResumeHook" for h in cfg.custom_hooks)
@@ -170,11 +170,10 @@ class _Exploit:
 
 
 @pytest.mark.mm
-def test_bad_student_files_are_named_and_earlier_metrics_kept(tmp_path, student, demo_root, monkeypatch):
+def test_bad_student_files_are_named_and_earlier_metrics_kept(tmp_path, student, demo_root):
     """Truncated safetensors / pth, a crafted pickle, a student of another depth: each stops the
     task before training with an error naming the file (or option); the task's earlier
     metrics.json is byte-identical afterwards and no checkpoint was written."""
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
     work = tmp_path / "w"
     (work / "ade20k").mkdir(parents=True)
     before = _earlier_metrics(work / "ade20k")
@@ -206,10 +205,9 @@ def test_bad_student_files_are_named_and_earlier_metrics_kept(tmp_path, student,
 
 
 @pytest.mark.mm
-def test_student_of_another_width_than_the_config_says_names_file(tmp_path, student, demo_root, monkeypatch):
+def test_student_of_another_width_than_the_config_says_names_file(tmp_path, student, demo_root):
     """--cfg-options forcing the backbone to another width than the student file: the strict
     backbone load names the file and both widths."""
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
     with pytest.raises(CheckpointError) as e:
         main(["--demo", "--student", str(student), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
               "--max-iters", "2", "ade20k", "--", "--cfg-options", "model.backbone.embed_dim=96",
@@ -220,19 +218,15 @@ def test_student_of_another_width_than_the_config_says_names_file(tmp_path, stud
 # --------------------------------------------------------------------------- outputs are never lost
 
 def _fake_tasks(monkeypatch, **tasks) -> None:
-    import types
-
-    mod = types.ModuleType("fake_reliability_tasks")
-    mod.IMAGENET_TASKS = tasks
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", mod.__name__)
+    for name, run in tasks.items():
+        monkeypatch.setitem(task_table.TASKS, name, Task(name, run))
 
 
 def test_a_failing_task_keeps_the_metrics_written_before(tmp_path, student, monkeypatch):
-    def good(student, data_root, work_dir, max_iters, demo, cfg_options):
-        return {"top1": 50.0}
+    def good(request):
+        return TaskResult(metrics={"top1": 50.0}, config="c", seed=0)
 
-    def bad(student, data_root, work_dir, max_iters, demo, cfg_options):
+    def bad(request):
         raise RuntimeError("task exploded")
 
     _fake_tasks(monkeypatch, **{"t-good": good, "t-bad": bad})
@@ -256,12 +250,10 @@ def test_kill_during_the_metrics_write_keeps_the_old_file(tmp_path, student):
     write_metrics(make_record("t", {"top1": 1.0}, student="old", config="c", seed=0, demo=False), tmp_path / "t")
     old = (tmp_path / "t/metrics.json").read_bytes()
     script = textwrap.dedent(f"""
-        import os, signal, sys, types
-        mod = types.ModuleType("fake_kill_tasks")
-        mod.IMAGENET_TASKS = {{"t": lambda *a: {{"top1": 99.0}}}}
-        sys.modules[mod.__name__] = mod
+        import os, signal
+        from comad.eval.runner import Task, TaskResult
         from transfer import tasks
-        tasks.IMAGENET_TASKS_MODULE = mod.__name__
+        tasks.TASKS["t"] = Task("t", lambda request: TaskResult(metrics={{"top1": 99.0}}, config="c", seed=0))
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies between write and rename
         from transfer.run import main
         main(["--student", {str(student)!r}, "--work-dir", {str(tmp_path)!r}, "--data-root", {str(tmp_path)!r}, "t"])

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from transfer.datasets import DatasetError, check_ade20k, check_coco
+from comad.data.once import MARKER
+from transfer.datasets import DatasetError, check_ade20k, check_coco, check_coco_classes
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,7 @@ def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
     from transfer.demo_data import DET_SCENE, make_demo_data
 
     ade, coco = check_ade20k(demo_root), check_coco(demo_root)
+    check_coco_classes(demo_root)  # the demo uses COCO's own category names
     assert (ade.train_images, ade.val_images) == (32, 8)
     assert (coco.train_images, coco.val_images) == (96, 16)
     # ADE20K: the real VOC photo (full image in val) keeps its people (ADE20K 'person' = 13)
@@ -51,8 +53,8 @@ def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
     train_dir, val_dir = demo_root / "coco/train2017", demo_root / "coco/val2017"
     assert not {p.read_bytes() for p in val_dir.glob("*.jpg")} & {p.read_bytes() for p in train_dir.glob("*.jpg")}
     # made once, reused: a second call does not rebuild
-    stamp = (demo_root / "DEMO_DATA.json").stat().st_mtime_ns
-    assert make_demo_data(demo_root) == demo_root and (demo_root / "DEMO_DATA.json").stat().st_mtime_ns == stamp
+    stamp = (demo_root / MARKER).stat().st_mtime_ns
+    assert make_demo_data(demo_root) == demo_root and (demo_root / MARKER).stat().st_mtime_ns == stamp
 
 
 @pytest.mark.mm
@@ -131,7 +133,24 @@ def test_demo_refuses_foreign_folder(tmp_path):
     from transfer.demo_data import make_demo_data
 
     (tmp_path / "mine.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match="holds no DEMO_DATA.json"):
+    with pytest.raises(FileExistsError, match="holds files that this tool did not write .*mine.txt"):
         make_demo_data(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep"
     shutil.rmtree(tmp_path)
+
+
+def test_coco_custom_category_names_are_named_before_training(tmp_path):
+    _coco(tmp_path, [])
+    for split in ("train", "val"):
+        ann = tmp_path / f"coco/annotations/instances_{split}2017.json"
+        data = json.loads(ann.read_text())
+        data["categories"] = [dict(id=1, name="Person"), dict(id=2, name="lorry")]  # renamed / custom set
+        ann.write_text(json.dumps(data))
+    coco80 = ("person", "bicycle", "car")  # what the dataset keeps (mmdet's 80 by default; the check reads them)
+    with pytest.raises(DatasetError) as e:
+        check_coco_classes(tmp_path, coco80)
+    msg = str(e.value)
+    assert str(tmp_path / "coco/annotations/instances_train2017.json") in msg
+    assert "'Person', 'lorry'" in msg and "'person', 'bicycle', 'car'" in msg
+    assert "metainfo.classes" in msg and "num_classes" in msg
+    check_coco_classes(tmp_path, ("Person", "lorry"))  # a custom metainfo that names them passes

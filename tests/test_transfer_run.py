@@ -1,21 +1,23 @@
-"""The task runner: student resolution, the task table's ImageNet plug-in, and end-to-end
-demo runs (2 iterations + evaluation per task on CPU), resume, and the work-dir guard."""
+"""The task runner: student resolution, the task table (dense + ImageNet), the request a task
+gets and the record the runner writes, and end-to-end demo runs (2 iterations + evaluation per
+task on CPU), resume, and the work-dir guard."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import types
 
 import pytest
 import timm
 import torch
 
 from comad.eval.metrics_io import read_metrics
+from comad.eval.runner import Task, TaskResult, task_table
+from comad.eval.tasks import IMAGENET_TASKS
 from comad.export import export_student
-from transfer import tasks as task_table
+from transfer import tasks as tasks_module
 from transfer.run import main, resolve_student
-from transfer.tasks import REPO_ROOT, MM_TASKS, get_tasks
+from transfer.tasks import REPO_ROOT, MM_TASKS, TASKS
 
 
 def _student(folder, dim=48, depth=6, seed=0):
@@ -43,42 +45,45 @@ def test_resolve_student(tmp_path, tiny_student):
         resolve_student("nope.pth", pointer)
 
 
-def _fake_module(monkeypatch, name, **attrs):
-    mod = types.ModuleType(name)
-    mod.__dict__.update(attrs)
-    monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", name)
-    return mod
-
-
-def test_imagenet_tasks_plug_in(monkeypatch, tmp_path, tiny_student):
+def test_imagenet_tasks_in_the_table(monkeypatch, tmp_path, tiny_student):
+    assert list(TASKS) == [*MM_TASKS, *IMAGENET_TASKS]
     calls = []
 
-    def knn(student, data_root, work_dir, max_iters, demo, cfg_options):
-        calls.append((student, data_root, work_dir, max_iters, demo, cfg_options))
-        return {"top1": 12.5, "top5": 40.0}
+    def knn(request):
+        calls.append(request)
+        return TaskResult(metrics={"top1": 12.5, "top5": 40.0}, config="benchmark_configs/x.py", seed=7,
+                          protocol={"k": 10}, info={"extra": 1})
 
-    _fake_module(monkeypatch, "fake_imagenet_tasks", IMAGENET_TASKS={"imagenet-knn": knn})
-    assert list(get_tasks()) == [*MM_TASKS, "imagenet-knn"]
+    monkeypatch.setitem(tasks_module.TASKS, "imagenet-knn", Task("imagenet-knn", knn, ("top1",)))
     out = main(["--student", str(tiny_student), "--work-dir", str(tmp_path), "--data-root", str(tmp_path / "d"),
                 "--max-iters", "3", "imagenet-knn", "--", "--cfg-options", "k=10"])
-    assert calls == [(tiny_student, tmp_path / "d", tmp_path / "imagenet-knn", 3, False, ["k=10"])]
+    [req] = calls
+    assert (req.student, req.data_root, req.work_dir, req.max_iters, req.demo, req.cfg_options) == \
+        (tiny_student, tmp_path / "d", tmp_path / "imagenet-knn", 3, False, ("k=10",))
+    assert req.seed is None and req.world_size == 1 and req.launcher == "none"  # no --seed: the task's own
     rec = read_metrics(tmp_path / "imagenet-knn")  # the runner wrote a schema-valid record
     assert rec["metrics"] == {"top1": 12.5, "top5": 40.0} and rec["task"] == "imagenet-knn" and not rec["demo"]
+    assert (rec["seed"], rec["config"], rec["protocol"], rec["extra"]) == (7, "benchmark_configs/x.py", {"k": 10}, 1)
+    assert (rec["max_iters"], rec["cfg_options"], rec["world_size"]) == (3, ["k=10"], 1)
     assert out["imagenet-knn"]["metrics"]["top1"] == 12.5
+    main(["--student", str(tiny_student), "--work-dir", str(tmp_path), "--seed", "5", "imagenet-knn"])
+    assert calls[-1].seed == 5
+
+    def no_top1(request):
+        return TaskResult(metrics={"top5": 1.0}, config="c", seed=0)
+
+    monkeypatch.setitem(tasks_module.TASKS, "imagenet-knn", Task("imagenet-knn", no_top1, ("top1",)))
+    with pytest.raises(RuntimeError, match=r"task imagenet-knn returned metrics \['top5'\], missing \['top1'\]"):
+        main(["--student", str(tiny_student), "--work-dir", str(tmp_path), "imagenet-knn"])
+    assert read_metrics(tmp_path / "imagenet-knn")["metrics"]["top1"] == 12.5  # the earlier record is kept
 
 
-def test_imagenet_module_absent_or_broken(monkeypatch, tmp_path):
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
-    assert list(get_tasks()) == list(MM_TASKS)  # absent module: no ImageNet tasks
-    (tmp_path / "broken_tasks_mod.py").write_text("import no_such_dependency_xyz\nIMAGENET_TASKS = {}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "broken_tasks_mod")
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):  # other import errors propagate
-        get_tasks()
-    _fake_module(monkeypatch, "fake_tasks_bad", IMAGENET_TASKS={"ade20k": print})
-    with pytest.raises(ValueError, match="redefines task 'ade20k'"):
-        get_tasks()
+def test_task_table_refuses_a_name_twice():
+    dense = {name: TASKS[name] for name in MM_TASKS}
+    with pytest.raises(ValueError, match="task 'ade20k' is defined twice"):
+        task_table(dense, {"ade20k": Task("ade20k", print)})
+    with pytest.raises(ValueError, match="entry 'x' holds task 'y'"):
+        task_table({"x": Task("y", print)})
 
 
 @pytest.mark.mm
@@ -101,8 +106,7 @@ def demo_root(tmp_path_factory):
 
 @pytest.mark.heavy
 @pytest.mark.mm
-def test_demo_end_to_end_resume_and_guard(tmp_path, tiny_student, demo_root, monkeypatch):
-    monkeypatch.setattr(task_table, "IMAGENET_TASKS_MODULE", "comad.no_such_tasks_module")
+def test_demo_end_to_end_resume_and_guard(tmp_path, tiny_student, demo_root):
     args = ["--demo", "--student", str(tiny_student), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
             "--max-iters", "2"]
     out = main([*args, "ade20k", "coco"])

@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from comad.checkpoint import (ARCH_PRESETS, FORMATS, build_vit, check_arch, expected_arch, load_strict,  # noqa: E402
+                              read_encoder)
 from comad.io import CheckpointError, atomic_save_safetensors  # noqa: E402
-from comad.teachers.formats import FORMATS  # noqa: E402
+from comad.checkpoint.vit import read_vit_arch  # noqa: E402
 from comad.teachers.onnx_vit import convert_onnx_vit  # noqa: E402
-from comad.teachers.load import (ARCH_PRESETS, build_vit, check_arch, expected_arch, infer_arch,  # noqa: E402
-                                 load_encoder_state_dict, load_strict)
 
 TOOL_FORMATS = ("auto",) + FORMATS
 
@@ -62,12 +62,13 @@ def convert(src: str | Path, dst: str | Path, fmt: str = "auto", encoder: str | 
             raise ValueError(f"{src}: --format and --encoder name checkpoint layouts; an ONNX source has none")
         onnx_vit = convert_onnx_vit(src)
         fmt, enc, sd, dropped = "hf_dinov2_onnx", None, onnx_vit.state_dict, onnx_vit.dropped
+        arch_found = read_vit_arch(sd, source)[0]
     else:
-        fmt, enc, sd = load_encoder_state_dict(src, format=fmt, encoder=encoder)
-    found = infer_arch(sd, source)
+        ckpt = read_encoder(src, format=fmt, encoder=encoder)
+        fmt, enc, sd, arch_found = ckpt.format, ckpt.encoder, ckpt.state_dict, ckpt.arch
+    found = {k: v for k, v in arch_found.items() if k != "num_heads"}  # the shapes; heads are not in the tensors
     check_arch(found, expected_arch(arch, patch_size or None), source)
-    heads = found["embed_dim"] // 64 if found["embed_dim"] % 64 == 0 else 1  # heads do not change shapes
-    report = load_strict(build_vit(found, num_heads=heads), sd, source)
+    report = load_strict(build_vit(found, num_heads=arch_found["num_heads"] or 1), sd, source)
     meta = {"format": fmt, "encoder": enc, "source": source, "arch": found, **report}
     if dropped is not None:
         meta["dropped"] = dropped

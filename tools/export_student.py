@@ -28,9 +28,9 @@ def main() -> None:
     p.add_argument("--latest", action="store_true", help=f"also point work_dirs/{LATEST_POINTER} at it")
     a = p.parse_args()
 
+    from comad.checkpoint import build_vit, load_strict
     from comad.engine.launch import latest_checkpoint
     from comad.mm_compat import load_local_checkpoint
-    from comad.models.student import build_vit
 
     src = Path(a.src)
     ckpt_path = latest_checkpoint(src) if src.is_dir() else src
@@ -47,12 +47,11 @@ def main() -> None:
     student_sd = {k[len("student."):]: v for k, v in sd.items() if k.startswith("student.")}
     if not student_sd:
         sys.exit(f"export_student: error: {ckpt_path} holds no 'student.*' weights")
-    vit = build_vit(arch, img_size=img_size)
-    result = vit.load_state_dict(student_sd, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(("head.", "fc_norm."))]
-    if missing or result.unexpected_keys:
-        sys.exit(f"export_student: error: {ckpt_path}: student keys do not match the config's architecture "
-                 f"(missing {missing[:8]}, unexpected {result.unexpected_keys[:8]})")
+    vit = build_vit(arch, img_size=img_size, what=f"{ckpt_path}: meta.student_arch")
+    try:
+        load_strict(vit, student_sd, str(ckpt_path))
+    except CheckpointError as e:
+        sys.exit(f"export_student: error: {e} (the 'student.*' weights do not fit meta.student_arch {arch})")
     step = ckpt.get("meta", {}).get("iter", "x")
     out = Path(a.out) if a.out else ckpt_path.parent / f"student_iter{step}"
     meta = dict(checkpoint=str(ckpt_path), iterations=step)

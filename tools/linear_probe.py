@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from comad.eval.metrics_io import student_name  # noqa: E402
+from comad.eval.runner import TaskRequest, run_task  # noqa: E402
 from comad.eval.tasks import IMAGENET_TASKS  # noqa: E402
 
 PROTOCOLS = {"mae": "imagenet-linear", "cached": "imagenet-linear-cached", "knn": "imagenet-knn", "finetune": "imagenet-ft"}
@@ -41,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     task = PROTOCOLS[a.protocol]
     work_dir = a.work_dir or REPO / "work_dirs" / student_name(a.student) / (task + ("-demo" if a.demo else ""))
-    metrics = IMAGENET_TASKS[task](a.student, a.data_root, work_dir, a.max_iters, a.demo, a.cfg_options, config=a.config)
-    print(json.dumps(dict(task=task, work_dir=str(work_dir), metrics=metrics), indent=2))
+    request = TaskRequest(student=a.student, data_root=a.data_root, work_dir=work_dir, max_iters=a.max_iters,
+                          demo=a.demo, cfg_options=tuple(a.cfg_options), config=a.config)
+    record = run_task(IMAGENET_TASKS[task], request)
+    print(json.dumps(dict(task=task, work_dir=str(work_dir), metrics=record["metrics"]), indent=2))
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train + evaluate the CoMAD student on dense transfer benchmarks (and ImageNet tasks when
-# comad/eval/tasks.py provides them), one task after the other.
+# Train + evaluate the CoMAD student on dense transfer benchmarks and ImageNet tasks (the task
+# table: transfer/tasks.py), one task after the other.
 #
 #   tools/run_transfer.sh [--student CKPT] [--gpus N] [--data-root DIR] [--work-dir DIR]
 #                         [--max-iters N] [--demo] [--seed S] TASK... [-- --cfg-options k=v ...]

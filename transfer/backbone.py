@@ -26,17 +26,15 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block, init_weights_vit_timm
 from torch import Tensor, nn
 
+from comad.checkpoint import POS_INTERPOLATION, EncoderCheckpoint, read_encoder, resample_pos_embed
+from comad.checkpoint.vit import default_num_heads
 from comad.io import CheckpointError
 
-from .student import StudentWeights, read_student
-
 __all__ = ["ComadMAEViT", "to_student_key"]
-
-_POS_INTERP = "bicubic"
 
 
 def to_student_key(name: str) -> str:
@@ -59,14 +57,17 @@ class ComadMAEViT(BaseModule):
     """A ViT encoder that returns feature maps of chosen blocks.
 
     Args:
-        student: exported student (``student.safetensors`` or ``student.pth``), loaded strictly;
+        student: a student file, loaded strictly: ``student.safetensors`` / ``student.pth`` from
+            :func:`comad.export.export_student`, or any ViT file :mod:`comad.checkpoint` reads (a
+            timm or DeiT state dict: arch from the shapes, heads from ``num_heads`` or width / 64);
             ``None`` keeps a random (timm) initialisation, for building configs without weights.
         img_size: training crop (H, W); the student's position embedding is resampled to this
             grid once at load (bicubic, timm ``resample_abs_pos_embed``) and to any other input
             grid on the fly in ``forward``.
         patch_size, embed_dim, depth, num_heads: the architecture; ``None`` takes it from the
-            student's ``arch`` metadata; a value that differs from it is an error (naming the
-            file, the differing fields and the missing / unexpected / mis-shaped keys).
+            student (its ``arch`` metadata, else its shapes); a value that differs from it is an
+            error (naming the file, the differing fields and the missing / unexpected / mis-shaped
+            keys). ``num_heads`` is the head count of a student whose file does not state one.
         mlp_ratio: MLP width / embed_dim (timm default 4; the MLP weight shapes check it).
         out_indices: blocks whose outputs are returned (negative counts from the end). The last
             of them must be the last block (otherwise later blocks would be dead weights).
@@ -91,7 +92,9 @@ class ComadMAEViT(BaseModule):
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
-        weights = read_student(student) if student is not None else None
+        weights = read_encoder(student, num_heads=num_heads) if student is not None else None
+        if weights is not None and weights.arch["num_heads"] is None:
+            default_num_heads(weights.arch["embed_dim"], f"checkpoint {weights.source}")  # raises: heads unknown
         given = dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
         arch = {}
         for k, v in given.items():  # the config's value wins; load_student reports any difference
@@ -142,7 +145,7 @@ class ComadMAEViT(BaseModule):
         """The exported-student (timm) keys this backbone loads, all of them required."""
         return sorted(to_student_key(k) for k in self.state_dict())
 
-    def load_student(self, weights: StudentWeights) -> dict[str, Any]:
+    def load_student(self, weights: EncoderCheckpoint) -> dict[str, Any]:
         """Load a student strictly; the report lands in ``self.load_report``.
 
         Raises:
@@ -168,7 +171,7 @@ class ComadMAEViT(BaseModule):
         arch_diff = [f"{k}: {weights.arch[k]} in the file, {v} here" for k, v in own_arch.items() if weights.arch[k] != v]
         if missing or unexpected or mismatched or arch_diff:
             raise CheckpointError(
-                f"student {weights.path} does not fit this backbone "
+                f"student {weights.source} does not fit this backbone "
                 f"({', '.join(f'{k}={v}' for k, v in own_arch.items())}; file arch {weights.arch}"
                 f"{'; differs in ' + ', '.join(arch_diff) if arch_diff else ''}). "
                 f"Missing keys {_summarise(missing)}; unexpected keys {_summarise(unexpected)}; "
@@ -178,19 +181,18 @@ class ComadMAEViT(BaseModule):
             )
         grid = self.grid_size(*self.img_size)
         state = {k: weights.state_dict[sk] for sk, k in by_student_key.items() if sk != "pos_embed"}
-        state["pos_embed"] = resample_abs_pos_embed(pos.float(), new_size=list(grid), old_size=[src_grid, src_grid],
-                                                    num_prefix_tokens=1, interpolation=_POS_INTERP)
+        state["pos_embed"] = resample_pos_embed(pos.float(), grid, src_grid)
         result = self.load_state_dict(state, strict=True)
         self.load_report = {
-            "student": str(weights.path),
+            "student": str(weights.source),
             "expected_keys": len(by_student_key),
             "missing_keys": list(result.missing_keys),
             "unexpected_keys": list(result.unexpected_keys),
             "pos_embed": (f"{src_grid}x{src_grid} -> {grid[0]}x{grid[1]} at load, to each input grid in forward "
-                          f"({_POS_INTERP}, antialiased when shrinking: timm resample_abs_pos_embed; CLS slot kept)"),
+                          f"({POS_INTERPOLATION}, antialiased when shrinking: timm resample_abs_pos_embed; CLS slot kept)"),
         }
         self._is_init = True
-        print_log(f"ComadMAEViT: loaded {weights.path} strictly ({len(by_student_key)} keys, missing [], "
+        print_log(f"ComadMAEViT: loaded {weights.source} strictly ({len(by_student_key)} keys, missing [], "
                   f"unexpected []); pos_embed {self.load_report['pos_embed']}", logger="current")
         return self.load_report
 
@@ -203,8 +205,7 @@ class ComadMAEViT(BaseModule):
         own = self.grid_size(*self.img_size)
         if grid == own:
             return self.pos_embed
-        return resample_abs_pos_embed(self.pos_embed, new_size=list(grid), old_size=list(own),
-                                      num_prefix_tokens=1, interpolation=_POS_INTERP)
+        return resample_pos_embed(self.pos_embed, grid, own)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, 3, H, W) -> one (B, embed_dim, ceil(H/p), ceil(W/p)) map per ``out_indices`` entry."""

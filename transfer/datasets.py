@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DatasetError", "DataSummary", "ADE_LAYOUT", "COCO_LAYOUT", "check_ade20k", "check_coco"]
+__all__ = ["DatasetError", "DataSummary", "ADE_LAYOUT", "COCO_LAYOUT", "check_ade20k", "check_coco", "check_coco_classes"]
 
 
 class DatasetError(FileNotFoundError):
@@ -109,3 +109,40 @@ def check_coco(data_root: str | Path) -> DataSummary:
     train = _check_coco_split(root, "train")
     val = _check_coco_split(root, "val")
     return DataSummary(root=str(root / "coco"), train_images=train, val_images=val)
+
+
+def check_coco_classes(data_root: str | Path, classes: tuple[str, ...] | list[str] | None = None) -> None:
+    """Refuse COCO annotation files whose category names do not include the classes the dataset keeps.
+
+    mmdet's ``CocoDataset`` keeps only the annotations whose category *name* is one of its
+    ``metainfo['classes']`` (COCO's 80 unless the config sets ``metainfo``); with a custom or
+    renamed category set every annotation is dropped, the train set comes out empty, and the run
+    dies inside mmengine ("need at least one array to concatenate"). This says so beforehand.
+
+    Args:
+        data_root: holds ``coco/annotations/instances_{train,val}2017.json``.
+        classes: the dataset's class names (None: mmdet's ``CocoDataset.METAINFO['classes']``).
+
+    Raises:
+        DatasetError: a file none of whose categories is a kept class, naming the file, the names
+            found and the names expected, and how to pass a custom ``metainfo``.
+    """
+    if classes is None:
+        from mmdet.datasets import CocoDataset
+
+        classes = CocoDataset.METAINFO["classes"]
+    wanted = set(classes)
+    for split in ("train", "val"):
+        ann = Path(data_root) / "coco" / "annotations" / f"instances_{split}2017.json"
+        with open(ann, "rb") as f:
+            names = [c.get("name") for c in json.load(f)["categories"] if isinstance(c, dict)]
+        if wanted & set(names):
+            continue
+        shown = ", ".join(repr(n) for n in names[:10]) + (f", ... ({len(names)} categories)" if len(names) > 10 else "")
+        expected = ", ".join(repr(n) for n in list(classes)[:6]) + f", ... ({len(classes)} classes)"
+        raise DatasetError(
+            f"COCO: {ann} has categories [{shown}], none of which is a class the dataset keeps "
+            f"([{expected}]); mmdet would drop every annotation and train on an empty set. For a custom category "
+            f"set pass its names as metainfo, e.g. -- --cfg-options "
+            f"train_dataloader.dataset.metainfo.classes=\"({', '.join(repr(n) for n in names[:3])}, ...)\" "
+            f"(the same for val_dataloader and test_dataloader) and model.roi_head.bbox_head.num_classes / mask_head.num_classes")

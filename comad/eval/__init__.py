@@ -11,7 +11,11 @@ Modules (each imports only what it needs; nothing here imports mmcv, mmseg or mm
 - :mod:`comad.eval.features` — pooling, feature extraction, the on-disk feature cache, the
   unchanged-backbone check.
 - :mod:`comad.eval.knn`, :mod:`comad.eval.linear_probe`, :mod:`comad.eval.finetune` — the
-  protocols.
-- :mod:`comad.eval.tasks` — ``IMAGENET_TASKS`` for ``tools/run_transfer.sh``.
+  protocols; :mod:`comad.eval.loop` — the one resumable epoch loop of the fine-tune and the
+  online probe; :mod:`comad.eval.runtime` — configs, torchrun env, RNG states, run logs.
+- :mod:`comad.eval.runner` — the task layer: ``TaskRequest`` -> ``Task.run`` -> ``TaskResult``,
+  and ``run_task`` / ``finish_task``, the one writer of every task's ``metrics.json``.
+- :mod:`comad.eval.tasks` — ``IMAGENET_TASKS``, the ImageNet rows of the task table
+  (``transfer/tasks.py`` adds the dense ones; ``tools/run_transfer.sh``, ``tools/linear_probe.py``).
 - :mod:`comad.eval.tables` — ``tools/make_tables.py``.
 """

@@ -3,26 +3,24 @@
 Default source: scikit-learn's digits (1,797 real 8x8 handwritten digits, 10 classes),
 upscaled (bicubic) to ``img_size`` RGB. Alternative: Fashion-MNIST from the Debian package
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``), a class-balanced subset.
-The set is written once (into a temporary folder renamed into place, with a ``.complete``
-marker holding its parameters) and reused.
+The set is written once (:func:`comad.data.once.build_once`: a temporary folder renamed into
+place, its marker holding the parameters) and reused.
 """
 from __future__ import annotations
 
 import gzip
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..data.once import build_once
 
 __all__ = ["DEFAULT_DEMO_DIR", "FASHION_MNIST_DIR", "ensure_demo_imagenet", "load_source"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEMO_DIR = REPO_ROOT / "work_dirs" / "demo_data" / "imagenet-demo"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-MARKER = ".complete"
+KIND = "demo-imagenet"
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -64,39 +62,20 @@ def ensure_demo_imagenet(root: str | Path = DEFAULT_DEMO_DIR, img_size: int = 32
     An existing set is reused when its marker records the same parameters; a set made with
     other parameters raises ``ValueError`` naming both (delete the folder or choose another).
     """
-    root = Path(root)
     params = dict(source=source, img_size=int(img_size), val_fraction=float(val_fraction), per_class=per_class, seed=int(seed))
-    marker = root / MARKER
-    if marker.is_file():
-        made = json.loads(marker.read_text())
-        if made != params:
-            raise ValueError(f"demo data {root} was made with {made}, asked for {params}; delete the folder or set another data_dir")
-        return root
-    if root.exists():
-        raise FileExistsError(f"demo data {root} exists but has no {MARKER} marker (not made by this tool?); remove it")
-    from PIL import Image
-    from sklearn.model_selection import train_test_split
 
-    images, labels, names = load_source(source, per_class)
-    idx_train, idx_val = train_test_split(np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    def make(tmp: Path) -> None:
+        from PIL import Image
+        from sklearn.model_selection import train_test_split
+
+        images, labels, names = load_source(source, per_class)
+        idx_train, idx_val = train_test_split(np.arange(len(labels)), test_size=val_fraction, stratify=labels,
+                                              random_state=seed)
         for split, idx in (("train", idx_train), ("val", idx_val)):
             for c in names:
                 (tmp / split / c).mkdir(parents=True)
             for i in sorted(idx):
                 img = Image.fromarray(images[i]).resize((img_size, img_size), Image.BICUBIC).convert("RGB")
                 img.save(tmp / split / names[labels[i]] / f"{source}_{i:06d}.JPEG", quality=95)
-        (tmp / MARKER).write_text(json.dumps(params, sort_keys=True))
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not marker.is_file():  # not a concurrent maker that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    made = json.loads(marker.read_text())
-    if made != params:
-        raise ValueError(f"demo data {root} was made with {made}, asked for {params}")
-    return root
+
+    return build_once(root, KIND, params, make, on_mismatch="raise")

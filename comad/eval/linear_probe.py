@@ -7,7 +7,8 @@ adaptation on the weight matrix, none on the bias — as MAE's LARS, which skips
 ``lr = blr * effective_batch / 256``, linear warm-up then cosine (timm scheduler, per step).
 
 - **online** (MAE): every step embeds augmented crops (RandomResizedCrop + flip) with the
-  frozen backbone; DDP over the head; resumable from ``<work_dir>/checkpoint_last.pth``.
+  frozen backbone; DDP over the head; resumable from ``<work_dir>/checkpoint_last.pth`` (the
+  epoch loop of the fine-tune, :mod:`comad.eval.loop`).
 - **cached**: features of centre crops are extracted once (:class:`~comad.eval.features.FeatureCache`)
   and the head is trained on the cache; a single process.
 
@@ -26,16 +27,14 @@ from timm.optim import Lars
 from timm.scheduler import create_scheduler_v2
 from timm.utils import accuracy
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .features import _autocast, assert_backbone_unchanged, backbone_snapshot, embed
-from .runtime import (DistEnv, RunLog, SkipSampler, resume_state, rng_state, save_checkpoint, seed_everything,
-                      set_rng_state)
+from .loop import EpochLoop, Learner, log_step
+from .runtime import DistEnv, RunLog
 
 __all__ = ["LinearProbeHead", "build_lars", "build_scheduler", "eval_transform", "probe_transforms", "train_head_on_features",
            "evaluate_head", "online_probe"]
-
-CHECKPOINT = "checkpoint_last.pth"
 
 
 class LinearProbeHead(nn.Module):
@@ -123,18 +122,6 @@ def evaluate_head(head: nn.Module, batches, env: DistEnv | None = None) -> dict[
 
 
 
-def _probe_step(head: nn.Module, feats: Tensor, labels: Tensor, opt: torch.optim.Optimizer, sched: Any, step: int,
-                epoch: int, cfg: Any, log: Any) -> int:
-    """One probe update (cross-entropy, optimizer step, per-iteration lr), logged; returns the new step count."""
-    loss = F.cross_entropy(head(feats), labels)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    step += 1
-    sched.step_update(step)
-    if log is not None and (step % cfg.log_interval == 0 or step == 1):
-        log.scalars(dict(loss=loss.item(), lr=opt.param_groups[0]["lr"], epoch=epoch, iter=step), step)
-    return step
 
 def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tensor, num_classes: int,
                            cfg: Any, seed: int, max_iters: int | None = None, log: RunLog | None = None,
@@ -152,14 +139,17 @@ def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_
     lr = cfg.blr * bs / 256
     opt = build_lars(head, lr, cfg.weight_decay, cfg.momentum, cfg.trust_coeff)
     sched = build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
+    learner = Learner(head, lambda f, y: F.cross_entropy(head(f), y), opt, sched, state_name="head")
     step = 0
     stop = False
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             idx = perm[i * bs:(i + 1) * bs]
-            f, y = train_f[idx].to(device), train_y[idx].to(device)
-            step = _probe_step(head, f, y, opt, sched, step, epoch, cfg, log)
+            loss = learner.backward(train_f[idx].to(device), train_y[idx].to(device))
+            step += 1
+            learner.optimizer_step(step)
+            log_step(log, loss, opt, epoch, step, cfg.log_interval)
             if max_iters is not None and step >= max_iters:
                 stop = True
                 break
@@ -178,76 +168,41 @@ def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_
 def online_probe(vit: nn.Module, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: Any, env: DistEnv,
                  work_dir: str | Path, seed: int, eff_batch: int, max_iters: int | None = None, log: RunLog | None = None,
                  resume_key: dict[str, Any] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """MAE's online linear probe (resumable); returns (metrics, info). Asserts the backbone is unchanged."""
-    work_dir = Path(work_dir)
+    """MAE's online linear probe (resumable, :class:`~comad.eval.loop.EpochLoop`); returns (metrics, info).
+    Asserts the backbone is unchanged."""
     device = env.device
     vit = vit.to(device).eval()
     for p in vit.parameters():
         p.requires_grad_(False)
     snapshot = backbone_snapshot(vit)
     head = LinearProbeHead(vit.embed_dim, num_classes, bn=cfg.bn).to(device)
-    train_head = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None) \
-        if env.distributed else head
-    base = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True)
-    sampler = SkipSampler(base)
-    bs = int(cfg.batch_size)
-    loader = DataLoader(train_set, batch_size=bs, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
-    steps_per_epoch = len(base) // bs
-    if steps_per_epoch < 1:
-        raise ValueError(f"online probe: {len(base)} samples per process < batch_size {bs}")
+    ddp = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None) \
+        if env.distributed else None
+    loop = EpochLoop(train_set, cfg, env, seed, "online probe")
     lr = cfg.blr * eff_batch / 256
     opt = build_lars(head, lr, cfg.weight_decay, cfg.momentum, cfg.trust_coeff)
-    sched = build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
-    start_epoch, skip, step = 0, 0, 0
-    ckpt_path = work_dir / CHECKPOINT
-    state = resume_state(ckpt_path, cfg, resume_key)
-    if state is not None:
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, skip, step = state["epoch"], state["iter_in_epoch"], state["step"]
-        set_rng_state(state["rng"])
-        if log is not None:
-            log.info(f"resumed from {ckpt_path}: epoch {start_epoch}, iter {skip}, step {step}")
-    else:
-        seed_everything(seed + env.rank)  # python, numpy, torch: augmentations, mixup, drop path
+    sched = build_scheduler(opt, cfg.epochs, cfg.warmup_epochs, loop.steps_per_epoch, cfg.min_lr)
+    net = ddp if ddp is not None else head
 
-    def checkpoint(epoch: int, iter_in_epoch: int) -> None:
-        if env.is_main:
-            save_checkpoint(ckpt_path, dict(head=head.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                                            epoch=epoch, iter_in_epoch=iter_in_epoch, step=step, rng=rng_state(),
-                                            key=resume_key))
+    def loss(images: Tensor, target: Tensor) -> Tensor:
+        with torch.no_grad(), _autocast(device, cfg.get("amp")):
+            f = embed(vit, images.to(device, non_blocking=True), cfg.pooling)
+        return F.cross_entropy(net(f.float()), target.to(device))
 
-    stop = max_iters is not None and step >= max_iters
-    epoch = start_epoch
-    while epoch < cfg.epochs and not stop:
-        sampler.set_epoch(epoch, skip=skip * bs)
-        head.train()
-        i = skip
-        for images, target in loader:
-            with torch.no_grad(), _autocast(device, cfg.get("amp")):
-                f = embed(vit, images.to(device, non_blocking=True), cfg.pooling)
-            step = _probe_step(train_head, f.float(), target.to(device), opt, sched, step, epoch, cfg, log)
-            i += 1
-            if max_iters is not None and step >= max_iters:
-                stop = True
-                break
-        skip = 0
-        if i >= steps_per_epoch:
-            epoch, i = epoch + 1, 0
-        checkpoint(epoch, i)
-    idx = list(range(env.rank, len(val_set), env.world_size))
-    val_loader = DataLoader(Subset(val_set, idx), batch_size=bs, shuffle=False, num_workers=cfg.num_workers)
-
-    def val_batches():
-        for images, target in val_loader:
-            with torch.no_grad(), _autocast(device, cfg.get("amp")):
-                yield embed(vit, images.to(device), cfg.pooling).float(), target.to(device)
-
-    metrics = evaluate_head(head, val_batches(), env)
+    step, epoch = loop.run(Learner(head, loss, opt, sched, state_name="head", ddp=ddp), work_dir, max_iters, log,
+                           resume_key)
+    metrics = evaluate_head(head, _embedded_batches(vit, val_set, env, cfg), env)
     assert_backbone_unchanged(vit, snapshot)
     if log is not None:
         log.scalars(dict(top1=metrics["top1"], top5=metrics["top5"]), step)
         log.info(f"online probe: {step} iters, top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f}")
-    return metrics, dict(iters=step, epochs_done=epoch, lr=lr, steps_per_epoch=steps_per_epoch)
+    return metrics, dict(iters=step, epochs_done=epoch, lr=lr, steps_per_epoch=loop.steps_per_epoch)
+
+
+def _embedded_batches(vit: nn.Module, val_set: Dataset, env: DistEnv, cfg: Any):
+    """(pooled features, labels) of this rank's shard of ``val_set`` (no padding), through the frozen ``vit``."""
+    idx = list(range(env.rank, len(val_set), env.world_size))
+    for images, target in DataLoader(Subset(val_set, idx), batch_size=int(cfg.batch_size), shuffle=False,
+                                     num_workers=cfg.num_workers):
+        with torch.no_grad(), _autocast(env.device, cfg.get("amp")):
+            yield embed(vit, images.to(env.device), cfg.pooling).float(), target.to(env.device)

@@ -44,6 +44,7 @@ __all__ = [
     "write_metrics",
     "read_metrics",
     "git_revision",
+    "git_dirty",
     "student_name",
     "record_name",
 ]
@@ -131,6 +132,17 @@ def git_revision(cwd: str | Path | None = None) -> str:
         return "unknown"
     rev = out.stdout.strip()
     return rev if out.returncode == 0 and rev else "unknown"
+
+
+def git_dirty(cwd: str | Path | None = None) -> bool | None:
+    """Whether the project (or ``cwd``) has uncommitted changes to tracked files; None without git."""
+    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(cwd), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, check=True, timeout=20).stdout
+        return bool(out.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def make_record(task: str, metrics: Mapping[str, float], *, student: str | Path, config: str | Path,

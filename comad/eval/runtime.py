@@ -1,10 +1,8 @@
 """Shared plumbing of the evaluation loops: configs, torchrun env, RNG, checkpoints, logs."""
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import logging
-import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -14,19 +12,29 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from torch.utils.data import Sampler
 
 from ..io import atomic_torch_save, safe_torch_load
+from ..runtime import local_rank, parse_cfg_options, rank, world_size
 
 __all__ = [
-    "REPO_ROOT", "CONFIG_DIR", "DistEnv", "init_distributed", "load_task_config", "effective_batch",
+    "REPO_ROOT", "CONFIG_DIR", "repo_relative", "DistEnv", "init_distributed", "load_task_config", "effective_batch",
     "seed_everything", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
     "SkipSampler", "RunLog",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "benchmark_configs" / "imagenet"
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it, else absolute (as records name files)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 @dataclass
@@ -52,16 +60,14 @@ def init_distributed(device: str | None = None) -> DistEnv:
 
     ``device``: 'cuda' / 'cpu' / None (cuda when available). NCCL on GPUs, gloo on CPUs.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world, local = world_size("pytorch"), local_rank("pytorch")
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
+    return DistEnv(rank=rank("pytorch"), world_size=world, local_rank=local, device=dev)
 
 
 def _check_keys(cfg: Config, options: dict[str, Any], source: str) -> None:
@@ -91,14 +97,8 @@ def load_task_config(path: str | Path, cfg_options: Sequence[str] = (), demo: bo
         overrides = dict(cfg.demo)
         _check_keys(cfg, overrides, f"config {path} (demo overrides)")
         cfg.merge_from_dict(overrides)
-    opts = list(cfg_options or ())
-    for opt in opts:
-        if "=" not in opt:
-            raise ValueError(f"cfg option {opt!r}: expected key=value (config {path})")
-    if opts:
-        parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-        parsed = parser.parse_args(["--cfg-options", *opts]).cfg_options
+    parsed = parse_cfg_options(cfg_options, f"config {path}")
+    if parsed:
         _check_keys(cfg, parsed, f"cfg_options for config {path}")
         cfg.merge_from_dict(parsed)
     cfg.config_path = str(path)

@@ -1,9 +1,11 @@
-"""ImageNet tasks for the transfer runner (``tools/run_transfer.sh`` / ``transfer/run.py``).
+"""ImageNet tasks of the task table (``tools/run_transfer.sh`` / ``transfer/run.py``, ``tools/linear_probe.py``).
 
-``IMAGENET_TASKS[name](student, data_root, work_dir, max_iters, demo, cfg_options, config=None)``
-runs one protocol on one student and returns its metrics dict (``{'top1', 'top5', ...}``,
-percent); it also writes ``<work_dir>/metrics.json`` (schema: :mod:`comad.eval.metrics_io`)
-with provenance, and mmengine-style logs under ``<work_dir>/<timestamp>/``.
+``IMAGENET_TASKS[name]`` is a :class:`~comad.eval.runner.Task`: ``run(request)`` runs one
+protocol on one student and returns a :class:`~comad.eval.runner.TaskResult` (metrics
+``{'top1', 'top5', ...}`` in percent, the protocol as run, the load report); it writes
+mmengine-style logs under ``<work_dir>/<timestamp>/`` and, for the trained protocols,
+``<work_dir>/checkpoint_last.pth``. ``metrics.json`` is written by
+:func:`comad.eval.runner.run_task`, for every task alike.
 
 - ``imagenet-ft``: fine-tune (``finetune_vit-tiny_8xb128-300e_in1k-224.py``)
 - ``imagenet-linear``: MAE online linear probe (``linprobe-mae_vit-tiny_8xb2048-90e_in1k-224.py``)
@@ -17,17 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from .data import build_split, imagenet_split_dirs
 from .demo_data import DEFAULT_DEMO_DIR, ensure_demo_imagenet
 from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot, file_sha256
-from .metrics_io import make_record, write_metrics
-from .runtime import CONFIG_DIR, REPO_ROOT, RunLog, effective_batch, init_distributed, load_task_config
+from .runner import Task, TaskRequest, TaskResult
+from .runtime import CONFIG_DIR, DistEnv, RunLog, effective_batch, init_distributed, load_task_config, repo_relative
 
-__all__ = ["IMAGENET_TASKS", "DEFAULT_CONFIGS", "run_imagenet_task"]
+__all__ = ["IMAGENET_TASKS", "DEFAULT_CONFIGS", "PROTOCOLS", "run_imagenet_task"]
 
 DEFAULT_CONFIGS: dict[str, Path] = {
     "imagenet-ft": CONFIG_DIR / "finetune_vit-tiny_8xb128-300e_in1k-224.py",
@@ -37,17 +40,9 @@ DEFAULT_CONFIGS: dict[str, Path] = {
 }
 
 
-def _rel(path: Path) -> str:
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def _resume_key(cfg: Any, student: Path) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: student file, config file, seed, schedule."""
-    return dict(student_sha256=file_sha256(student), config=_rel(Path(cfg.config_path)), seed=int(cfg.seed),
+    return dict(student_sha256=file_sha256(student), config=repo_relative(cfg.config_path), seed=int(cfg.seed),
                 epochs=int(cfg.epochs), batch_size=int(cfg.batch_size), img_size=int(cfg.img_size))
 
 
@@ -62,10 +57,11 @@ def _data_dirs(cfg: Any, data_root: Path, demo: bool) -> tuple[Path, Path, dict[
     return train, val, dict(root=str(root))
 
 
-def _cached_features(cfg: Any, vit, train_dir: Path, val_dir: Path, student: Path, work_dir: Path, env, log: RunLog):
+def _cached_features(run: "_Run", vit):
     """Build (or reuse) the train/val feature caches; returns (train_f, train_y, val_f, val_y, classes, info)."""
     from .linear_probe import eval_transform
 
+    cfg, env = run.cfg, run.env
     if cfg.get("train_subset"):
         raise ValueError(f"config {cfg.config_path}: train_subset applies to the online protocols; the cached ones "
                          f"extract the whole split (set train_subset=None)")
@@ -73,20 +69,20 @@ def _cached_features(cfg: Any, vit, train_dir: Path, val_dir: Path, student: Pat
         raise RuntimeError(f"config {cfg.config_path}: the cached protocols run on one process; launch without torchrun "
                            f"(WORLD_SIZE={env.world_size})")
     ev = eval_transform(cfg)
-    key_common = dict(student_sha256=file_sha256(student), img_size=cfg.img_size, crop_pct=cfg.crop_pct,
+    key_common = dict(student_sha256=file_sha256(run.request.student), img_size=cfg.img_size, crop_pct=cfg.crop_pct,
                       interpolation=cfg.interpolation, mean=list(cfg.mean), std=list(cfg.std), transform=repr(ev))
     out = {}
-    root = Path(cfg.cache_dir) if cfg.get("cache_dir") else Path(work_dir).resolve().parent / "feature_cache"
+    root = Path(cfg.cache_dir) if cfg.get("cache_dir") else run.request.work_dir.resolve().parent / "feature_cache"
     digest = hashlib.sha1(json.dumps(dict(key_common, pooling=cfg.pooling), sort_keys=True).encode()).hexdigest()[:16]
     snapshot = backbone_snapshot(vit)
     classes = None
-    for split, folder in (("train", train_dir), ("val", val_dir)):
+    for split, folder in (("train", run.train_dir), ("val", run.val_dir)):
         ds = build_split(folder, ev)
         classes = classes or ds.classes
         key = dict(key_common, split=split, data=str(Path(folder).resolve()), num_samples=len(ds), classes=ds.classes)
         cache = FeatureCache(root / digest / split)
         cache.build(vit, ds, key, pooling=cfg.pooling, batch_size=cfg.extract_batch_size, chunk_size=cfg.chunk_size,
-                    num_workers=cfg.num_workers, device=env.device, amp=cfg.get("amp"), log=log.info)
+                    num_workers=cfg.num_workers, device=env.device, amp=cfg.get("amp"), log=run.log.info)
         out[split] = cache.load()[:2]
     assert_backbone_unchanged(vit, snapshot)
     info = dict(cache_dir=str(root / digest), pooling=cfg.pooling)
@@ -113,94 +109,155 @@ def _train_val_sets(cfg: Any, transforms: Any, train_dir: Path, val_dir: Path, s
     return _subset(cfg, full, seed), build_split(val_dir, ev), len(full.classes)
 
 
-def run_imagenet_task(task: str, student: Path, data_root: Path, work_dir: Path, max_iters: int | None, demo: bool,
-                      cfg_options: Sequence[str], config: Path | None = None) -> dict[str, float]:
-    """Run one ImageNet task; write ``<work_dir>/metrics.json``; return the metrics (percent)."""
-    import torch
+@dataclass
+class _Run:
+    """One ImageNet task being run: the request, its config, data folders, process group and log."""
 
+    request: TaskRequest
+    cfg: Any
+    env: DistEnv
+    log: RunLog
+    train_dir: Path
+    val_dir: Path
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    def sets(self, transforms: Callable) -> tuple[Any, Any, int]:
+        return _train_val_sets(self.cfg, transforms, self.train_dir, self.val_dir, self.seed)
+
+    def effective_batch(self) -> int:
+        return effective_batch(self.cfg, self.env, self.request.demo, self.log.logger)
+
+    def resume_key(self) -> dict[str, Any]:
+        return _resume_key(self.cfg, self.request.student)
+
+
+# A protocol: _Run -> (metrics, protocol entries, effective batch, the student's load report)
+ProtocolFn = Callable[[_Run], "tuple[dict[str, float], dict[str, Any], int, dict[str, Any]]"]
+
+
+def _frozen_student(run: _Run):
+    """The student encoder at the config's image size, on the device, in eval mode, without gradients."""
     from .student import load_student
 
+    loaded = load_student(run.request.student, img_size=run.cfg.img_size)
+    vit = loaded.model.to(run.env.device).eval()
+    for p in vit.parameters():
+        p.requires_grad_(False)
+    return vit, loaded.report
+
+
+def _bn(cfg: Any) -> str:
+    return "BatchNorm1d(affine=False, eps=1e-6)" if cfg.get("bn") else "none"
+
+
+def _finetune(run: _Run):
+    from .finetune import finetune, finetune_transforms
+
+    cfg, req = run.cfg, run.request
+    eff = run.effective_batch()
+    train_set, val_set, n_classes = run.sets(finetune_transforms)
+    metrics, info = finetune(req.student, train_set, val_set, n_classes, cfg, run.env, req.work_dir, run.seed, eff,
+                             req.max_iters, run.log, resume_key=run.resume_key())
+    protocol = dict(train_samples=len(train_set), optimizer="AdamW", blr=cfg.blr, lr=info["lr"],
+                    layer_decay=cfg.layer_decay, drop_path=cfg.drop_path, epochs=cfg.epochs,
+                    warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay, auto_augment=cfg.aug.auto_augment,
+                    mixup=dict(cfg.mixup), model_ema=cfg.model_ema.enable,
+                    head="avg + fc_norm (MAE global pool)" if cfg.pooling == "mean" else "CLS + norm",
+                    batch_size=cfg.batch_size, accum_iter=cfg.get("accum_iter", 1), iters_run=info["iters"])
+    return metrics, protocol, eff, info["load_report"]
+
+
+def _online_probe(run: _Run):
+    from .linear_probe import online_probe, probe_transforms
+
+    cfg, req = run.cfg, run.request
+    vit, report = _frozen_student(run)
+    eff = run.effective_batch()
+    train_set, val_set, n_classes = run.sets(probe_transforms)
+    metrics, info = online_probe(vit, train_set, val_set, n_classes, cfg, run.env, req.work_dir, run.seed, eff,
+                                 req.max_iters, run.log, resume_key=run.resume_key())
+    protocol = dict(train_samples=len(train_set), protocol="mae-online", bn=_bn(cfg), optimizer="LARS", blr=cfg.blr,
+                    lr=info["lr"], epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                    train_aug=dict(cfg.train_aug) if cfg.train_aug else None, batch_size=cfg.batch_size,
+                    iters_run=info["iters"])
+    return metrics, protocol, eff, report
+
+
+def _cached_probe(run: _Run):
+    from .linear_probe import train_head_on_features
+
+    cfg = run.cfg
+    vit, report = _frozen_student(run)
+    train_f, train_y, val_f, val_y, classes, cinfo = _cached_features(run, vit)
+    _, metrics, info = train_head_on_features(train_f, train_y, val_f, val_y, len(classes), cfg, run.seed,
+                                              run.request.max_iters, run.log, run.env.device)
+    protocol = dict(cinfo, crop="centre", crop_pct=cfg.crop_pct, protocol="cached", bn=_bn(cfg), optimizer="LARS",
+                    blr=cfg.blr, lr=info["lr"], epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                    batch_size=cfg.batch_size, iters_run=info["iters"])
+    return metrics, protocol, int(cfg.batch_size), report
+
+
+def _knn(run: _Run):
+    from .knn import knn_classify
+
+    cfg = run.cfg
+    vit, report = _frozen_student(run)
+    train_f, train_y, val_f, val_y, classes, cinfo = _cached_features(run, vit)
+    metrics = knn_classify(train_f, train_y, val_f, val_y, len(classes), k=cfg.k, temperature=cfg.temperature,
+                           voting=cfg.voting)
+    run.log.scalars(dict(top1=metrics["top1"], top5=metrics["top5"]), 0)
+    run.log.info(f"k-NN: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f}")
+    protocol = dict(cinfo, crop="centre", crop_pct=cfg.crop_pct, protocol="knn", k=cfg.k, temperature=cfg.temperature,
+                    voting=cfg.voting, bn="none")
+    return metrics, protocol, 0, report
+
+
+PROTOCOLS: dict[str, ProtocolFn] = {"imagenet-ft": _finetune, "imagenet-linear": _online_probe,
+                                    "imagenet-linear-cached": _cached_probe, "imagenet-knn": _knn}
+
+
+def _task_config(task: str, request: TaskRequest) -> Any:
+    """The task's config (or ``request.config``) with the demo overrides, ``--cfg-options`` and ``--seed``."""
     if task not in DEFAULT_CONFIGS:
         raise KeyError(f"ImageNet task {task!r}: expected one of {sorted(DEFAULT_CONFIGS)}")
-    cfg = load_task_config(config or DEFAULT_CONFIGS[task], cfg_options, demo)
+    cfg = load_task_config(request.config or DEFAULT_CONFIGS[task], request.cfg_options, request.demo)
     if cfg.get("task") != task:
         raise ValueError(f"config {cfg.config_path}: is for task {cfg.get('task')!r}, not {task!r}")
-    student, work_dir = Path(student), Path(work_dir)
-    if not student.is_file():
-        raise FileNotFoundError(f"student {student}: no such file (expected student.safetensors / student.pth from "
-                                f"comad/export.py, or a timm ViT state dict)")
-    train_dir, val_dir, data_info = _data_dirs(cfg, Path(data_root), demo)
+    if request.seed is not None:
+        cfg.seed = int(request.seed)
+    if request.launcher == "slurm":
+        raise RuntimeError(f"ImageNet task {task}: its process group comes from torchrun (WORLD_SIZE / RANK), not from "
+                           f"srun; run it with tools/run_transfer.sh --gpus N on one node")
+    if not request.student.is_file():
+        raise FileNotFoundError(f"student {request.student}: no such file (expected student.safetensors / student.pth "
+                                f"from comad/export.py, or a timm ViT state dict)")
+    return cfg
+
+
+def run_imagenet_task(task: str, request: TaskRequest) -> TaskResult:
+    """Run one ImageNet protocol on ``request``; returns its metrics (percent) and provenance."""
+    cfg = _task_config(task, request)
+    train_dir, val_dir, data_info = _data_dirs(cfg, request.data_root, request.demo)
     env = init_distributed(cfg.get("device"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(work_dir, task, enabled=env.is_main)
-    seed = int(cfg.seed)
-    protocol: dict[str, Any] = dict(name=cfg.protocol_name, pooling=cfg.pooling, img_size=cfg.img_size,
-                                    world_size=env.world_size, max_iters=max_iters)
-    extra: dict[str, Any] = {}
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(request.work_dir, task, enabled=env.is_main)
     try:
-        if task == "imagenet-ft":
-            from .finetune import finetune, finetune_transforms
-
-            eff = effective_batch(cfg, env, demo, log.logger)
-            train_set, val_set, n_classes = _train_val_sets(cfg, finetune_transforms, train_dir, val_dir, seed)
-            protocol["train_samples"] = len(train_set)
-            metrics, info = finetune(student, train_set, val_set, n_classes, cfg, env, work_dir, seed, eff,
-                                     max_iters, log, resume_key=_resume_key(cfg, student))
-            protocol.update(optimizer="AdamW", blr=cfg.blr, lr=info["lr"], layer_decay=cfg.layer_decay, drop_path=cfg.drop_path,
-                            epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay,
-                            auto_augment=cfg.aug.auto_augment, mixup=dict(cfg.mixup), model_ema=cfg.model_ema.enable,
-                            head="avg + fc_norm (MAE global pool)" if cfg.pooling == "mean" else "CLS + norm",
-                            batch_size=cfg.batch_size, accum_iter=cfg.get("accum_iter", 1), iters_run=info["iters"])
-            extra["load_report"] = info["load_report"]
-        else:
-            loaded = load_student(student, img_size=cfg.img_size)
-            vit = loaded.model.to(env.device).eval()
-            for p in vit.parameters():
-                p.requires_grad_(False)
-            extra["load_report"] = loaded.report
-            bn = "BatchNorm1d(affine=False, eps=1e-6)" if cfg.get("bn") else "none"
-            if task == "imagenet-linear":
-                from .linear_probe import online_probe, probe_transforms
-
-                eff = effective_batch(cfg, env, demo, log.logger)
-                train_set, val_set, n_classes = _train_val_sets(cfg, probe_transforms, train_dir, val_dir, seed)
-                protocol["train_samples"] = len(train_set)
-                metrics, info = online_probe(vit, train_set, val_set, n_classes, cfg, env, work_dir, seed, eff,
-                                             max_iters, log, resume_key=_resume_key(cfg, student))
-                protocol.update(protocol="mae-online", bn=bn, optimizer="LARS", blr=cfg.blr, lr=info["lr"], epochs=cfg.epochs,
-                                warmup_epochs=cfg.warmup_epochs, train_aug=dict(cfg.train_aug) if cfg.train_aug else None,
-                                batch_size=cfg.batch_size, iters_run=info["iters"])
-            else:
-                train_f, train_y, val_f, val_y, classes, cinfo = _cached_features(cfg, vit, train_dir, val_dir, student, work_dir, env, log)
-                eff = int(cfg.batch_size) if task == "imagenet-linear-cached" else 0
-                protocol.update(cinfo, crop="centre", crop_pct=cfg.crop_pct)
-                if task == "imagenet-linear-cached":
-                    from .linear_probe import train_head_on_features
-
-                    _, metrics, info = train_head_on_features(train_f, train_y, val_f, val_y, len(classes), cfg, seed,
-                                                              max_iters, log, env.device)
-                    protocol.update(protocol="cached", bn=bn, optimizer="LARS", blr=cfg.blr, lr=info["lr"], epochs=cfg.epochs,
-                                    warmup_epochs=cfg.warmup_epochs, batch_size=cfg.batch_size, iters_run=info["iters"])
-                else:
-                    from .knn import knn_classify
-
-                    metrics = knn_classify(train_f, train_y, val_f, val_y, len(classes), k=cfg.k,
-                                           temperature=cfg.temperature, voting=cfg.voting)
-                    protocol.update(protocol="knn", k=cfg.k, temperature=cfg.temperature, voting=cfg.voting, bn="none")
-                    log.scalars(dict(top1=metrics["top1"], top5=metrics["top5"]), 0)
-                    log.info(f"k-NN: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f}")
-        protocol.update(pos_embed=extra["load_report"]["pos_embed"], missing_keys=extra["load_report"]["missing_keys"],
-                        unexpected_keys=extra["load_report"]["unexpected_keys"])
-        record = make_record(task, metrics, student=_rel(student), config=_rel(Path(cfg.config_path)), seed=seed, demo=demo,
-                             name=cfg.get("name") or None, protocol=protocol, effective_batch=eff,
-                             data=dict(data_info, train=str(train_dir), val=str(val_dir)), **extra)
-        if env.is_main:
-            write_metrics(record, work_dir)
-        if env.distributed:
-            torch.distributed.barrier()
-        return dict(record["metrics"])
+        metrics, entries, eff, report = PROTOCOLS[task](_Run(request, cfg, env, log, train_dir, val_dir))
     finally:
         log.close()
+    protocol = {**dict(name=cfg.protocol_name, pooling=cfg.pooling, img_size=cfg.img_size, world_size=env.world_size,
+                       max_iters=request.max_iters), **entries,
+                **{k: report[k] for k in ("pos_embed", "missing_keys", "unexpected_keys")}}
+    data = dict(data_info, train=str(train_dir), val=str(val_dir))
+    return TaskResult(metrics={k: float(v) for k, v in metrics.items()}, config=repo_relative(cfg.config_path),
+                      seed=int(cfg.seed), protocol=protocol, name=cfg.get("name") or None,
+                      info=dict(effective_batch=eff, data=data, load_report=report))
 
 
-IMAGENET_TASKS: dict[str, Callable[..., dict]] = {name: partial(run_imagenet_task, name) for name in DEFAULT_CONFIGS}
+IMAGENET_TASKS: dict[str, Task] = {
+    name: Task(name, partial(run_imagenet_task, name), ("top1", "top5"), repo_relative(path))
+    for name, path in DEFAULT_CONFIGS.items()
+}

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..io import CheckpointError
 from ..models.vit import gather_tokens
 from .cnn_layouts import IMAGENET_MEAN, IMAGENET_STD, CnnLayout, build_cnn, cnn_layout, detect_cnn_format, to_model_keys
-from .load import read_checkpoint
+from ..checkpoint.read import read_checkpoint
 from .teacher import FrozenTeacher, check_teacher_inputs, precision_context
 
 __all__ = ["CNN_STRIDE", "CNNTeacher", "fill_dropped_patches", "load_cnn_strict", "load_cnn_teacher"]

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from ..io import atomic_save_safetensors, atomic_torch_save
-from .load import ARCH_PRESETS
+from ..checkpoint import ARCH_PRESETS
 
-__all__ = ["SYNTHETIC_FORMATS", "random_encoder", "write_checkpoint"]
+__all__ = ["SYNTHETIC_FORMATS", "random_encoder", "linear_image_encoder", "write_checkpoint"]
 
 SYNTHETIC_FORMATS = ("mae", "mocov3", "mocov3_deit", "ibot", "ibot_teacher", "timm")
 
@@ -49,6 +49,48 @@ def random_encoder(embed_dim: int, depth: int, num_heads: int | None, patch_size
         else:
             sd[k] = 0.02 * noise
     return sd
+
+
+#: The axis of each timm ViT tensor that runs along the residual stream (the token width), by key
+#: suffix; tensors not listed (qkv.bias, fc1.bias) live in a block's inner space.
+_RESIDUAL_AXIS = {"cls_token": -1, "reg_token": -1, "pos_embed": -1, "patch_embed.proj.weight": 0,
+                  "patch_embed.proj.bias": 0, "norm1.weight": 0, "norm1.bias": 0, "norm2.weight": 0,
+                  "norm2.bias": 0, "norm.weight": 0, "norm.bias": 0, "attn.proj.weight": 0, "attn.proj.bias": 0,
+                  "mlp.fc2.weight": 0, "mlp.fc2.bias": 0, "ls1.gamma": 0, "ls2.gamma": 0, "attn.qkv.weight": 1,
+                  "mlp.fc1.weight": 1}
+_INNER = ("attn.qkv.bias", "mlp.fc1.bias")
+
+
+def linear_image_encoder(sd: dict[str, Tensor], generator: torch.Generator, noise: float = 0.0,
+                         scale_range: float = 2.0) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """A ViT encoder whose output tokens are ``scale * out[perm]`` of ``sd``'s (then ``noise``).
+
+    The residual stream is permuted everywhere (LayerNorm commutes with a permutation) and the
+    final norm's affine is rescaled by random factors in ``[1/scale_range, scale_range]`` with
+    random signs, so that the new encoder's tokens are an invertible linear image (a scaled
+    permutation) of the old ones, exactly. ``noise`` then adds ``noise * std`` of each tensor
+    as Gaussian noise (the two are related up to a linear map plus a perturbation).
+
+    Returns:
+        (state dict, perm (D,), scale (D,)): with ``noise=0``, ``new(x) == old(x)[..., perm] * scale``
+        (plus the rescaled bias).
+    """
+    dim = sd["cls_token"].shape[-1]
+    perm = torch.randperm(dim, generator=generator)
+    scale = torch.exp((torch.rand(dim, generator=generator) * 2 - 1) * torch.log(torch.tensor(scale_range)))
+    scale = scale * torch.where(torch.rand(dim, generator=generator) < 0.5, -1.0, 1.0)
+    out = {}
+    for k, v in sd.items():
+        axis = next((a for suffix, a in _RESIDUAL_AXIS.items() if k == suffix or k.endswith("." + suffix)), None)
+        if axis is None and not k.endswith(_INNER):
+            raise ValueError(f"linear_image_encoder: no rule for the ViT tensor {k!r}")
+        w = v if axis is None else v.index_select(axis, perm)
+        if k in ("norm.weight", "norm.bias"):
+            w = w * scale
+        if noise:
+            w = w + noise * v.float().std() * torch.randn(w.shape, generator=generator)
+        out[k] = w
+    return out, perm, scale
 
 
 def _perturb(sd: dict[str, Tensor], generator: torch.Generator, scale: float = 0.01) -> dict[str, Tensor]:
@@ -109,6 +151,7 @@ def write_checkpoint(
     patch_size: int = 16,
     img_size: int = 224,
     seed: int = 0,
+    encoder: dict[str, Tensor] | None = None,
     **fmt_opts: Any,
 ) -> dict[str, Tensor]:
     """Write a teacher checkpoint in the official layout ``fmt`` with random weights.
@@ -118,6 +161,8 @@ def write_checkpoint(
         path: output file (written atomically; ``timm`` also writes ``.safetensors``).
         embed_dim, depth, num_heads, patch_size, img_size: encoder shape.
         seed: the weights are a function of the seed only.
+        encoder: the (timm-named) encoder to store instead of a random one (e.g. from
+            :func:`linear_image_encoder`); the other parts of the file stay random (seeded).
         fmt_opts: per format —
             mae: ``decoder`` (bool, add ``mask_token`` + ``decoder_*`` as in the full
             pre-training checkpoint);
@@ -135,6 +180,11 @@ def write_checkpoint(
         raise ValueError(f"fmt {fmt!r} is not one of {SYNTHETIC_FORMATS}")
     g = torch.Generator().manual_seed(seed)
     enc = random_encoder(embed_dim, depth, num_heads, patch_size, img_size, g)
+    if encoder is not None:
+        if encoder.keys() != enc.keys() or any(encoder[k].shape != enc[k].shape for k in enc):
+            raise ValueError(f"write_checkpoint: the given encoder does not have the shapes of a ViT with "
+                             f"embed_dim={embed_dim}, depth={depth}, patch_size={patch_size}, img_size={img_size}")
+        enc = dict(encoder)
     arch_name = _arch_name(embed_dim, depth, patch_size)
     path = Path(path)
 

@@ -15,9 +15,14 @@ model = dict(
     student=dict(arch='vit_tiny_patch16_224', drop_path_rate=0.0),
     decoder=dict(depth=2, num_heads=3),  # width = student width (192)
     masking=dict(student_keep=0.25, teacher_keep=[0.50, 0.65, 0.80], nested=True, teacher_keep_end=None),
-    adapter=dict(init='orthogonal', trainable=False),
+    # Adapters LayerNorm(W_k t + b_k) into ONE shared space (docs/method.md row 3): fitted without
+    # gradient on the tokens every teacher saw in the first fit_images images, then frozen.
+    # align: 'gcca' (generalized CCA, default) | 'procrustes' (PCA + generalized Procrustes) |
+    # 'none' (each teacher its own seeded map: the teachers are not comparable; the old reading).
+    adapter=dict(align='gcca', shrinkage=0.1, whiten=True, fit_images=4096, init='orthogonal', trainable=False),
     gating=dict(mode='joint', combine='sum', temperature=0.1, stop_gradient=True),
     loss=dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions='targets'),
+    include_cls=False,  # True: the teachers' CLS tokens are one more target, matched by the student's CLS
     mask_seed=0,
     nan_policy='raise',
     # Speed (benchmarks/README.md): 'auto' compiles the whole loss computation with torch.compile

@@ -1,0 +1,383 @@
+"""Checkpoint layouts and their conversion to timm key names: one declarative table.
+
+Each layout is one row of :data:`LAYOUTS` (in the spirit of timm's ``checkpoint_filter_fn``):
+which top-level keys (or safetensors header entries) identify it, where each encoder's weights
+sit (container + key prefix), which other key prefixes the file may legitimately hold (heads,
+predictors, the other encoder), which encoder-level keys are dropped (projection and classifier
+heads, MIM mask tokens, MAE decoder), where the file keeps its own metadata (the exported
+student's ``arch``), and which model family reads it. :func:`detect_format` picks the first row
+whose rule matches; :func:`extract_encoder` applies it. Anything in a container that no rule
+accounts for is an error, never silently dropped.
+
+Layouts (``fmt`` names):
+
+- ``mocov3``: ``vit-b-300ep.pth.tar`` = ``{'epoch', 'arch', 'state_dict', 'optimizer'}`` with
+  ``module.base_encoder.*`` (+ BN-MLP ``head.*``), ``module.momentum_encoder.*``,
+  ``module.predictor.*``. Encoders: ``base`` (default), ``momentum``.
+- ``ibot``: full ``checkpoint.pth`` = ``{'student', 'teacher', 'optimizer', 'epoch', 'args',
+  ...}``; teacher keys ``backbone.*`` + ``head.*``, student keys ``module.backbone.*`` (with
+  ``masked_embed``) + ``module.head.*``. Encoders: ``teacher`` (default), ``student``. DINO's
+  full ``checkpoint.pth`` has the same layout.
+- ``comad_student``: ``student.safetensors`` of :func:`comad.export.export_student`: header
+  ``format=comad-student`` and ``arch`` (JSON), the encoder with timm names, no head.
+- ``comad_student_pth``: ``student.pth`` = ``{'state_dict': encoder, 'meta': {'arch': ...}}``.
+- ``ibot_teacher``: ``checkpoint_teacher.pth`` = ``{'state_dict': backbone}`` (also any timm
+  state dict under ``'state_dict'``, e.g. timm's ``train.py`` checkpoints).
+- ``mae``: ``mae_pretrain_vit_base.pth`` = ``{'model': encoder}`` with timm names. DeiT
+  releases and the MoCo v3 ``convert_to_deit.py`` output share this exact layout, so ``auto``
+  reports them as ``mae`` (a classifier ``head.*`` is dropped); pass ``fmt='mocov3_deit'`` to
+  record the other name.
+- ``mocov3_deit``: ``{'model': encoder}`` (``convert_to_deit.py`` output, no head).
+- ``timm``: a plain timm ViT state dict (DINO, DeiT, any timm ViT, a converted teacher, a
+  student without metadata); a classifier ``head.*`` is dropped.
+
+The generic rows (``ibot_teacher``, ``mae``, ``timm``) also take the keys of a model saved from
+``DistributedDataParallel`` (every key under ``module.``). A new model family (e.g. CNN
+teachers) is more rows with its ``family`` and ``marker``, plus its builder in
+:mod:`comad.checkpoint.load`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from torch import Tensor
+
+from ..io import CheckpointError
+
+__all__ = ["Layout", "Extracted", "LAYOUTS", "FORMATS", "RENAMES", "detect_format", "extract_encoder",
+           "convert_state_dict", "resolve_encoder", "layout_metadata", "short_keys"]
+
+DDP_PREFIX = "module."
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One checkpoint layout.
+
+    Attributes:
+        name: the format name.
+        description: what file it is (used in error messages).
+        top_keys: top-level keys that must all be present (``()``: the file is the state dict).
+        encoders: encoder option -> (container key or ``None`` for the top level, key prefix);
+            the first entry is the default.
+        known_prefixes: prefixes of other keys a container may hold (heads, predictor, the
+            other encoder); anything else there is reported as unexpected.
+        drop: regexes (on the prefix-stripped keys) of encoder-level keys that are not part of
+            the encoder (projection / classifier heads, MIM mask token, MAE decoder); dropped
+            and listed in the load report.
+        detectable: ``False`` for a layout that ``auto`` cannot tell apart from an earlier row.
+        aliases: other spellings of the encoder options.
+        header: safetensors header entries the file must carry (``format=comad-student``).
+        metadata: where the file keeps its own metadata, which must then hold the ``arch``:
+            ``'header'`` (safetensors ``arch`` / ``meta`` entries, JSON) or ``'meta'`` (the
+            top-level ``'meta'`` dict); ``None``: the architecture comes from the shapes.
+        ddp: the keys may also all carry DistributedDataParallel's ``module.`` prefix.
+        family: the model family that reads the encoder (its arch inference and builder).
+        marker: a key prefix (after the encoder prefix) that every encoder of the family holds.
+    """
+
+    name: str
+    description: str
+    top_keys: tuple[str, ...]
+    encoders: Mapping[str, tuple[str | None, str]]
+    known_prefixes: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    detectable: bool = True
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    header: Mapping[str, str] = field(default_factory=dict)
+    metadata: str | None = None
+    ddp: bool = False
+    family: str = "vit"
+    marker: str = "patch_embed."
+
+
+_MAE_DROP = (r"^mask_token$", r"^decoder_", r"^head\.")
+
+LAYOUTS: tuple[Layout, ...] = (
+    Layout(
+        name="mocov3",
+        description="MoCo v3 checkpoint {'epoch', 'arch', 'state_dict': module.base_encoder.* ...}",
+        top_keys=("state_dict",),
+        encoders={"base": ("state_dict", "module.base_encoder."),
+                  "momentum": ("state_dict", "module.momentum_encoder.")},
+        known_prefixes=("module.base_encoder.", "module.momentum_encoder.", "module.predictor."),
+        drop=(r"^head\.",),
+        aliases={"base_encoder": "base", "momentum_encoder": "momentum"},
+    ),
+    Layout(
+        name="ibot",
+        description="iBOT checkpoint {'student': module.backbone.*, 'teacher': backbone.*, ...}",
+        top_keys=("student", "teacher"),
+        encoders={"teacher": ("teacher", "backbone."), "student": ("student", "module.backbone.")},
+        known_prefixes=("backbone.", "head.", "module.backbone.", "module.head."),
+        drop=(r"^masked_embed$", r"^head\."),
+    ),
+    Layout(
+        name="comad_student",
+        description="CoMAD student.safetensors (header format=comad-student, 'arch')",
+        top_keys=(),
+        encoders={"encoder": (None, "")},
+        header={"format": "comad-student"},
+        metadata="header",
+    ),
+    Layout(
+        name="comad_student_pth",
+        description="CoMAD student.pth {'state_dict': encoder, 'meta': {'arch', ...}}",
+        top_keys=("state_dict", "meta"),
+        encoders={"encoder": ("state_dict", "")},
+        metadata="meta",
+    ),
+    Layout(
+        name="ibot_teacher",
+        description="iBOT checkpoint_teacher.pth {'state_dict': backbone} (or any timm state dict under 'state_dict')",
+        top_keys=("state_dict",),
+        encoders={"teacher": ("state_dict", "")},
+        drop=(r"^masked_embed$", r"^head\."),
+        ddp=True,
+    ),
+    Layout(
+        name="mae",
+        description="MAE / DeiT-style checkpoint {'model': encoder}",
+        top_keys=("model",),
+        encoders={"encoder": ("model", "")},
+        drop=_MAE_DROP,
+        ddp=True,
+    ),
+    Layout(
+        name="mocov3_deit",
+        description="MoCo v3 convert_to_deit.py output {'model': encoder}",
+        top_keys=("model",),
+        encoders={"encoder": ("model", "")},
+        drop=(r"^head\.",),
+        detectable=False,
+    ),
+    Layout(
+        name="timm",
+        description="plain timm ViT state dict",
+        top_keys=(),
+        encoders={"encoder": (None, "")},
+        drop=(r"^head\.",),
+        ddp=True,
+    ),
+)
+
+FORMATS: tuple[str, ...] = tuple(lay.name for lay in LAYOUTS)
+_BY_NAME = {lay.name: lay for lay in LAYOUTS}
+
+# Key renames applied after the prefix is stripped (regex, replacement): older layer-scale
+# names (BEiT/iBOT ``gamma_1``) to timm's, as timm's own checkpoint filters do.
+RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^blocks\.(\d+)\.gamma_1$", r"blocks.\1.ls1.gamma"),
+    (r"^blocks\.(\d+)\.gamma_2$", r"blocks.\1.ls2.gamma"),
+)
+
+_CONV_STEM = re.compile(r"^patch_embed\.proj\.\d+\.")
+
+
+@dataclass
+class Extracted:
+    """One encoder taken out of a file by its layout row."""
+
+    layout: Layout
+    encoder: str
+    prefix: str
+    state_dict: dict[str, Tensor]
+    dropped: list[str]
+
+
+def short_keys(keys: Any, limit: int = 12) -> str:
+    """``['a', 'b', ... (N keys)]`` for messages."""
+    keys = [repr(k) for k in keys]
+    more = f", ... ({len(keys)} keys)" if len(keys) > limit else ""
+    return "[" + ", ".join(keys[:limit]) + more + "]"
+
+
+def _container(raw: Any, key: str | None) -> Any:
+    return raw if key is None else raw.get(key) if isinstance(raw, Mapping) else None
+
+
+def _prefix_in(layout: Layout, box: Any, prefix: str) -> str | None:
+    """The key prefix under which ``box`` holds the layout's encoder (``module.``-prefixed for DDP)."""
+    if not isinstance(box, Mapping):
+        return None
+    for p in (prefix, DDP_PREFIX + prefix) if layout.ddp else (prefix,):
+        if any(isinstance(k, str) and k.startswith(p + layout.marker) for k in box):
+            return p
+    return None
+
+
+def _matches(layout: Layout, raw: Any, header: Mapping[str, str]) -> bool:
+    """Whether ``raw`` has the layout's header entries, top-level keys and default encoder's keys."""
+    if any(header.get(k) != v for k, v in layout.header.items()):
+        return False
+    if not isinstance(raw, Mapping) or not all(k in raw for k in layout.top_keys):
+        return False
+    where, prefix = next(iter(layout.encoders.values()))
+    return _prefix_in(layout, _container(raw, where), prefix) is not None
+
+
+def _layout_summary(raw: Any) -> str:
+    if not isinstance(raw, Mapping):
+        return f"the file holds a {type(raw).__name__}, not a dict"
+    parts = [f"top-level keys {short_keys(raw.keys())}"]
+    for k, v in raw.items():
+        if isinstance(v, Mapping) and any(isinstance(x, Tensor) for x in v.values()):
+            parts.append(f"{k!r} holds {short_keys(v.keys())}")
+    return "; ".join(parts)
+
+
+def detect_format(raw: Any, source: str = "<file>", header: Mapping[str, str] | None = None) -> str:
+    """Name the layout of a loaded checkpoint from its keys (first matching row of LAYOUTS).
+
+    Raises:
+        CheckpointError: no layout matches; the message lists the keys seen and the layouts known.
+    """
+    for layout in LAYOUTS:
+        if layout.detectable and _matches(layout, raw, header or {}):
+            return layout.name
+    known = "; ".join(f"{lay.name}: {lay.description}" for lay in LAYOUTS)
+    raise CheckpointError(
+        f"checkpoint {source}: unknown layout, no ViT encoder found (not a timm VisionTransformer state dict "
+        f"nor another known layout; {_layout_summary(raw)}). Known layouts: {known}."
+    )
+
+
+def resolve_encoder(fmt: str, encoder: str | None, source: str = "<file>") -> str:
+    """The encoder option for ``fmt`` (``None`` -> the layout's default); error if unknown."""
+    layout = _BY_NAME[fmt]
+    if encoder is None:
+        return next(iter(layout.encoders))
+    name = layout.aliases.get(encoder, encoder)
+    if name not in layout.encoders:
+        raise CheckpointError(
+            f"checkpoint {source}: encoder {encoder!r} is not available in the {fmt} layout; "
+            f"choose one of {list(layout.encoders)}"
+        )
+    return name
+
+
+def _rename(key: str) -> str:
+    for pattern, repl in RENAMES:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def _layout_for(raw: Any, fmt: str, source: str, header: Mapping[str, str]) -> Layout:
+    """The row named ``fmt`` (``'auto'``: detected); error when a forced row does not fit the file."""
+    if fmt == "auto":
+        fmt = detect_format(raw, source, header)
+    if fmt not in _BY_NAME:
+        raise CheckpointError(f"checkpoint {source}: unknown format {fmt!r}; choose auto or one of {list(FORMATS)}")
+    layout = _BY_NAME[fmt]
+    wrong_header = [f"{k}={v}" for k, v in layout.header.items() if header.get(k) != v]
+    if wrong_header or not isinstance(raw, Mapping) or not all(k in raw for k in layout.top_keys):
+        what = f" (the header lacks {', '.join(wrong_header)})" if wrong_header else ""
+        raise CheckpointError(
+            f"checkpoint {source}: does not have the {fmt} layout ({layout.description}){what}: "
+            f"{_layout_summary(raw)}"
+        )
+    return layout
+
+
+def _split(layout: Layout, box: Mapping[str, Any], prefix: str, source: str) -> tuple[dict[str, Tensor], list[str]]:
+    """(encoder tensors with timm names, dropped keys) of ``box`` under ``prefix``."""
+    drops = [re.compile(p) for p in layout.drop]
+    out: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in box.items():
+        if not key.startswith(prefix):
+            continue  # other encoder / head / predictor: accounted for by known_prefixes
+        name = key[len(prefix):]
+        if any(d.search(name) for d in drops):
+            dropped.append(name)
+            continue
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"checkpoint {source}: key {key!r} holds a {type(value).__name__}, not a tensor")
+        out[_rename(name)] = value
+    return out, sorted(dropped)
+
+
+def extract_encoder(raw: Any, fmt: str = "auto", encoder: str | None = None, source: str = "<file>",
+                    header: Mapping[str, str] | None = None) -> Extracted:
+    """Take one encoder out of a loaded checkpoint, with timm key names.
+
+    Args:
+        raw: what ``torch.load`` / safetensors returned.
+        fmt: a name of :data:`FORMATS` or ``'auto'`` (detect from the keys).
+        encoder: which encoder of the layout (MoCo v3: ``base`` | ``momentum``; iBOT:
+            ``teacher`` | ``student``); ``None`` for the default.
+        source: the file name, for messages.
+        header: the safetensors header metadata (``{}`` for a torch file).
+
+    Raises:
+        CheckpointError: unknown layout or format name, a forced format that does not fit the
+            file, keys that no rule accounts for, non-tensor values, or an unsupported MoCo v3
+            ``vit_conv_*`` ConvStem encoder.
+    """
+    header = dict(header or {})
+    layout = _layout_for(raw, fmt, source, header)
+    fmt = layout.name
+    enc = resolve_encoder(fmt, encoder, source)
+    where, prefix = layout.encoders[enc]
+    box = _container(raw, where)
+    if not isinstance(box, Mapping):
+        raise CheckpointError(f"checkpoint {source}: {where!r} is not a state dict in the {fmt} layout")
+    prefix = _prefix_in(layout, box, prefix) or prefix
+    unaccounted = [k for k in box if not (isinstance(k, str) and (k.startswith(prefix) or k.startswith(layout.known_prefixes)))]
+    if unaccounted:
+        raise CheckpointError(
+            f"checkpoint {source}: keys that the {fmt} layout does not account for in "
+            f"{where or 'the top level'!r}: {short_keys(unaccounted)}"
+        )
+    out, dropped = _split(layout, box, prefix, source)
+    if not any(k.startswith(layout.marker) for k in out):
+        raise CheckpointError(
+            f"checkpoint {source}: no ViT encoder under prefix {prefix!r} of {where or 'the top level'!r} "
+            f"for the {fmt} layout ({_layout_summary(raw)})"
+        )
+    arch_name = raw.get("arch")
+    if any(_CONV_STEM.match(k) for k in out) or (isinstance(arch_name, str) and arch_name.startswith("vit_conv")):
+        raise CheckpointError(
+            f"checkpoint {source}: a MoCo v3 vit_conv_* (ConvStem) encoder"
+            f"{f' (arch {arch_name!r})' if isinstance(arch_name, str) else ''} is not supported: its "
+            f"patch embedding is a stack of convolutions ({short_keys(sorted(k for k in out if k.startswith('patch_embed.')), 6)}), "
+            f"not the single 16x16 projection of a ViT-B/16 teacher"
+        )
+    return Extracted(layout=layout, encoder=enc, prefix=prefix, state_dict=out, dropped=dropped)
+
+
+def convert_state_dict(raw: Any, fmt: str = "auto", encoder: str | None = None, source: str = "<file>",
+                       header: Mapping[str, str] | None = None) -> tuple[str, dict[str, Tensor]]:
+    """``(fmt, state_dict)``: the format used and the encoder's timm-named tensors
+    (:func:`extract_encoder` without the bookkeeping)."""
+    got = extract_encoder(raw, fmt, encoder, source, header)
+    return got.layout.name, got.state_dict
+
+
+def _json(text: str, what: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {source}: metadata {what!r} is not JSON: {e}") from None
+
+
+def layout_metadata(layout: Layout, raw: Any, header: Mapping[str, str], source: str) -> tuple[dict[str, Any], Any]:
+    """``(meta, arch)``: the file's provenance and the ``arch`` its metadata states (``None`` for a
+    layout without metadata). Without metadata, ``meta`` is the safetensors header, or the plain
+    top-level values of a torch file (``epoch``, ``arch``, ...)."""
+    if layout.metadata == "header":
+        meta = _json(header["meta"], "meta", source) if "meta" in header else {}
+        return dict(meta), _json(header["arch"], "arch", source) if "arch" in header else None
+    if layout.metadata == "meta":
+        meta = raw.get("meta")
+        if not isinstance(meta, Mapping):
+            raise CheckpointError(f"checkpoint {source}: 'meta' holds a {type(meta).__name__}, not a dict")
+        return dict(meta), meta.get("arch")
+    if header:
+        return dict(header), None
+    plain = (str, int, float, bool)
+    return ({k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, plain)}
+            if isinstance(raw, Mapping) else {}), None
