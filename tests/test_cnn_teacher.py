@@ -1,5 +1,6 @@
-"""comad.teachers.cnn: CNN teachers from files in the released layouts (random weights here),
-strict loading, freezing, mean-fill masking, kept-position features on the stride-16 grid."""
+"""CNN teachers through the one loader (comad.checkpoint's 'cnn' rows, comad.teachers.load_teacher):
+files in the released layouts (random weights here), detection, strict loading, freezing,
+mean-fill masking, kept-position features on the stride-16 grid."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,10 +8,12 @@ import dataclasses
 import pytest
 import torch
 
+from comad.checkpoint import build_cnn, detect_format, get_layout, load_strict, read_encoder
+from comad.checkpoint.cnn import IMAGENET_MEAN, IMAGENET_STD, cnn_net
 from comad.io import CheckpointError
-from comad.teachers.cnn import CNNTeacher, fill_dropped_patches, load_cnn_strict, load_cnn_teacher
-from comad.teachers.cnn_layouts import (CNN_FORMATS, IMAGENET_MEAN, IMAGENET_STD, build_cnn, cnn_layout,
-                                        detect_cnn_format, random_cnn_state_dict, to_model_keys, write_cnn_checkpoint)
+from comad.teachers import load_teacher
+from comad.teachers.cnn import CNNTeacher, fill_dropped_patches
+from comad.teachers.synthetic import CNN_FORMATS, random_cnn_state_dict, write_cnn_checkpoint
 
 IMG = 64  # a 4x4 token grid
 WIDTH = {"torchvision_mobilenet_v2": 96, "efficientnet_lite0": 112}
@@ -25,7 +28,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def teachers(files):
-    return {fmt: load_cnn_teacher(path, img_size=IMG, precision="fp32") for fmt, (path, _) in files.items()}
+    return {fmt: load_teacher(path, img_size=IMG, precision="fp32") for fmt, (path, _) in files.items()}
 
 
 def normalised(b: int = 2, seed: int = 0) -> torch.Tensor:
@@ -36,12 +39,15 @@ def normalised(b: int = 2, seed: int = 0) -> torch.Tensor:
 def test_released_layout_loads_strictly_and_is_detected(files, teachers, fmt):
     path, sd = files[fmt]
     t = teachers[fmt]
-    assert detect_cnn_format(torch.load(path, weights_only=True)) == fmt == t.name
+    assert detect_format(torch.load(path, weights_only=True)) == fmt == t.name
+    assert isinstance(t, CNNTeacher) and read_encoder(path).family == "cnn"
     assert t.load_info["missing_keys"] == [] and t.load_info["unexpected_keys"] == []
     assert (t.embed_dim, t.patch_size, t.img_size, t.num_positions) == (WIDTH[fmt], 16, IMG, (IMG // 16) ** 2)
     net_sd = t.net.state_dict()
-    renamed = to_model_keys(cnn_layout(fmt), sd, t.net)
+    renamed = read_encoder(path).state_dict  # the layout's convert: file names -> the network's
     assert renamed.keys() == net_sd.keys() and all(torch.equal(net_sd[k], v) for k, v in renamed.items())
+    if fmt == "torchvision_mobilenet_v2":
+        assert renamed.keys() == sd.keys()  # torchvision's names are the file's
 
 
 def test_efficientnet_pytorch_names_land_on_timm_modules(files, teachers):
@@ -66,24 +72,24 @@ def test_missing_and_extra_keys_are_refused_with_their_names(files, tmp_path):
     torch.save(short, tmp_path / "short.pth")
     with pytest.raises(CheckpointError, match=r"short\.pth: not an exact MobileNetV2; missing keys "
                                               r"\['features\.5\.conv\.1\.1\.running_var'\], unexpected keys \[\]"):
-        load_cnn_teacher(tmp_path / "short.pth", img_size=IMG)
+        load_teacher(tmp_path / "short.pth", img_size=IMG)
     torch.save({**sd, "features.19.weight": torch.zeros(3)}, tmp_path / "extra.pth")
     with pytest.raises(CheckpointError, match=r"missing keys \[\], unexpected keys \['features\.19\.weight'\]"):
-        load_cnn_teacher(tmp_path / "extra.pth", img_size=IMG)
+        load_teacher(tmp_path / "extra.pth", img_size=IMG)
     _, lite = files["efficientnet_lite0"]
     torch.save({k: v for k, v in lite.items() if k != "_blocks.2._bn0.running_mean"}, tmp_path / "lite.pth")
     with pytest.raises(CheckpointError, match=r"missing keys \['blocks\.1\.1\.bn1\.running_mean'\]"):
-        load_cnn_teacher(tmp_path / "lite.pth", img_size=IMG)
+        load_teacher(tmp_path / "lite.pth", img_size=IMG)
     torch.save({**lite, "_blocks.3._se_reduce.weight": torch.zeros(1)}, tmp_path / "se.pth")
     with pytest.raises(CheckpointError, match=r"no EfficientNet-PyTorch -> timm rule covers: \['_blocks\.3\._se_reduce\.weight'\]"):
-        load_cnn_teacher(tmp_path / "se.pth", img_size=IMG)
+        load_teacher(tmp_path / "se.pth", img_size=IMG)
     torch.save({**lite, "_blocks.16._bn0.weight": torch.zeros(1)}, tmp_path / "deeper.pth")
     with pytest.raises(CheckpointError, match=r"the file has 17 blocks, 16 fit"):
-        load_cnn_teacher(tmp_path / "deeper.pth", img_size=IMG)
-    torch.save({"layer1.0.conv1.weight": torch.zeros(1)}, tmp_path / "resnet.pth")
-    with pytest.raises(CheckpointError, match=r"resnet\.pth: unknown CNN layout \(keys seen: \['layer1\.0\.conv1\.weight'\]\)"
-                                              r".*torchvision_mobilenet_v2.*efficientnet_lite0"):
-        load_cnn_teacher(tmp_path / "resnet.pth", img_size=IMG)
+        load_teacher(tmp_path / "deeper.pth", img_size=IMG)
+    torch.save({"layer1.conv1.weight": torch.zeros(1)}, tmp_path / "resnet.pth")
+    with pytest.raises(CheckpointError, match=r"resnet\.pth: unknown layout.*'layer1\.conv1\.weight'.*Known layouts:.*"
+                                              r"torchvision_mobilenet_v2: .*efficientnet_lite0: "):
+        load_teacher(tmp_path / "resnet.pth", img_size=IMG)
 
 
 @pytest.mark.parametrize("fmt", CNN_FORMATS)
@@ -118,7 +124,7 @@ def test_fill_dropped_patches_sets_exactly_the_dropped_patches():
 def test_masked_forward_fills_with_the_mean_and_reads_the_kept_positions(teachers, fmt):
     """The network sees the images in its own normalisation with the dropped patches at 0 (its
     mean), and the output equals its own forward's stride-16 map read at the kept positions."""
-    t, lay = teachers[fmt], cnn_layout(fmt)
+    t, lay = teachers[fmt], cnn_net(get_layout(fmt))
     x, keep = normalised(), torch.tensor([[0, 5, 10], [15, 3, 6]])
     seen, tapped = {}, {}
     h1 = t.net.get_submodule(FIRST[fmt]).register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].clone()))
@@ -161,26 +167,27 @@ def test_layers_index_the_stride16_taps(teachers, fmt):
 
 def test_the_stride16_grid_is_checked(files):
     path, sd = files["torchvision_mobilenet_v2"]
-    lay = cnn_layout("torchvision_mobilenet_v2")
+    lay = cnn_net(get_layout("torchvision_mobilenet_v2"))
     net = build_cnn(lay)
-    load_cnn_strict(net, sd)
+    load_strict(net, sd, what="MobileNetV2")
+    name = "torchvision_mobilenet_v2"
     with pytest.raises(ValueError, match="img_size 72 is not a multiple of 16"):
-        CNNTeacher(net, lay, str(path), img_size=72)
+        CNNTeacher(net, lay, name, str(path), img_size=72)
     stride32 = dataclasses.replace(lay, taps=("features.13", "features.14"))
     with pytest.raises(ValueError, match=r"give maps \[\(96, 4, 4\), \(160, 2, 2\)\] at 64px; expected one width at the "
                                          r"stride-16 grid \(4, 4\)"):
-        CNNTeacher(net, stride32, str(path), img_size=IMG)
+        CNNTeacher(net, stride32, name, str(path), img_size=IMG)
     with pytest.raises(ValueError, match=r"input_mean and input_std need 3 values each \(std > 0\), got \(0\.5,\), \(0\.5,\)"):
-        CNNTeacher(net, lay, str(path), img_size=IMG, input_mean=(0.5,), input_std=(0.5,))
-    t = CNNTeacher(net, lay, str(path), img_size=128)
+        CNNTeacher(net, lay, name, str(path), img_size=IMG, input_mean=(0.5,), input_std=(0.5,))
+    t = CNNTeacher(net, lay, name, str(path), img_size=128)
     assert t.num_positions == 64 and t(torch.zeros(1, 3, 128, 128)).shape == (1, 64, 96)
 
 
 def test_bf16_precision_runs_and_returns_float32(files):
-    t = load_cnn_teacher(files["efficientnet_lite0"][0], img_size=IMG, precision="bf16")
+    t = load_teacher(files["efficientnet_lite0"][0], img_size=IMG, precision="bf16")
     out = t(normalised(), torch.tensor([[1, 2], [3, 4]]))
     assert out.dtype == torch.float32 and out.shape == (2, 2, 112)
-    ref = load_cnn_teacher(files["efficientnet_lite0"][0], img_size=IMG, precision="fp32")(normalised(), torch.tensor([[1, 2], [3, 4]]))
+    ref = load_teacher(files["efficientnet_lite0"][0], img_size=IMG, precision="fp32")(normalised(), torch.tensor([[1, 2], [3, 4]]))
     assert torch.allclose(out, ref, rtol=0.1, atol=0.1 * ref.abs().max().item())
 
 
@@ -197,8 +204,8 @@ def test_released_weights_match_the_synthetic_layout_and_classify_photos(name, f
     data = pytest.importorskip("skimage.data")
     real, synthetic = torch.load(path, weights_only=True), random_cnn_state_dict(fmt)
     assert list(real) == list(synthetic) and all(real[k].shape == synthetic[k].shape for k in real)
-    t = load_cnn_teacher(path, img_size=224, precision="fp32")
-    lay = t.layout
+    t = load_teacher(path, img_size=224, precision="fp32")
+    lay = t.cnn
     x = torch.cat([torch.nn.functional.interpolate(torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255,
                                                    size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
                    for a in (data.chelsea(), data.coffee())])
@@ -206,3 +213,36 @@ def test_released_weights_match_the_synthetic_layout_and_classify_photos(name, f
     with torch.no_grad():
         top = t.net(x).argmax(-1).tolist()
     assert 281 <= top[0] <= 285 and top[1] in (967, 968), top  # ImageNet cats 281-285; espresso 967, cup 968
+
+
+def test_the_shared_loader_takes_a_grid_refuses_vit_options_and_keeps_cnns_out_of_vit_entry_points(files):
+    path, _ = files["efficientnet_lite0"]
+    t = load_teacher(path, grid=3, precision="fp32", input_mean=(0.5, 0.5, 0.5), input_std=(0.5, 0.5, 0.5))
+    assert (t.img_size, t.num_positions) == (48, 9) and not t.renormalise  # the images are already in [-1, 1]
+    assert load_teacher(path, grid=3, precision="fp32").renormalise  # ImageNet-normalised images are mapped
+    assert read_encoder(path).arch_source == "layout efficientnet_lite0"
+    with pytest.raises(ValueError, match=r"arch, num_heads describe a ViT; this file is a CNN \(efficientnet_lite0\)"):
+        load_teacher(path, arch="vit_base", num_heads=12)
+    with pytest.raises(CheckpointError, match="patch size is not 14: a efficientnet_lite0 CNN teacher is read at stride 16"):
+        load_teacher(path, patch_size=14)
+    with pytest.raises(ValueError, match="img_size 64 is not grid 3 x its patch size 16"):
+        load_teacher(path, grid=3, img_size=64)
+    from comad.checkpoint import load_vit, read_arch
+
+    for call in (load_vit, read_arch):
+        with pytest.raises(CheckpointError, match=r"efficientnet_lite0\.pth: a CNN \(efficientnet_lite0\), not a ViT"):
+            call(path)
+
+
+@pytest.mark.parametrize("fmt", CNN_FORMATS)
+def test_library_init_files_are_the_networks_own_init_in_the_released_layout(files, tmp_path, fmt):
+    """The random-weight control teachers: the network as torchvision / timm initialise it, seeded."""
+    path = tmp_path / f"{fmt}.pth"
+    sd = write_cnn_checkpoint(fmt, path, seed=3, init="library")
+    assert list(sd) == list(files[fmt][1])  # the released key order
+    assert all(torch.equal(a, b) for a, b in zip(sd.values(), random_cnn_state_dict(fmt, 3, "library").values()))
+    assert not torch.equal(next(iter(sd.values())), next(iter(random_cnn_state_dict(fmt, 4, "library").values())))
+    bn = [k for k in sd if k.endswith("running_var")]
+    assert all(torch.equal(sd[k], torch.ones_like(sd[k])) for k in bn)  # fresh BatchNorm statistics
+    t = load_teacher(path, grid=4, precision="fp32")
+    assert t(normalised()).shape == (2, 16, WIDTH[fmt])

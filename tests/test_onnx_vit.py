@@ -129,18 +129,20 @@ def test_tool_writes_a_teacher_that_loads_as_patch_2_with_its_block_option(tmp_p
     dst = tmp_path / "tiny.safetensors"
     assert tool.main([str(src), str(dst), "--patch-size", str(PATCH)]) == 0
     out = capsys.readouterr().out
-    assert "(hf_dinov2_onnx, encoder None)" in out and "dropped 1 tensors outside the ViT: ['decoder.final_conv.weight']" in out
+    assert "(dinov2, encoder None)" in out and "dropped 1 tensors outside the ViT: ['decoder.final_conv.weight']" in out
     from safetensors import safe_open
 
     with safe_open(str(dst), "pt") as f:
         meta = f.metadata()
     assert json.loads(meta["dropped"]) == ["decoder.final_conv.weight"] and json.loads(meta["missing_keys"]) == []
+    assert meta["format"] == "dinov2"  # the loader's dinov2 row: position embeddings resampled without antialiasing
     assert tool.main([str(src), str(tmp_path / "x.safetensors")]) == 2  # patch 2 is not the default 16
     assert "patch size is not 16" in capsys.readouterr().err
     assert tool.main([str(src), str(tmp_path / "x.safetensors"), "--format", "mae", "--patch-size", "0"]) == 2
     assert "an ONNX source has none" in capsys.readouterr().err
     teacher = load_teacher(dst, patch_size=PATCH, num_heads=HEADS, precision="fp32")
     assert (teacher.patch_size, teacher.num_positions, teacher.embed_dim) == (PATCH, GRID * GRID, DIM)
+    assert teacher.load_info["format"] == "dinov2" and teacher.load_info["pos_antialias"] is False
     ref = tiny_timm_vit()
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in want.items()})
     x = torch.randn(2, 3, GRID * PATCH, GRID * PATCH, generator=torch.Generator().manual_seed(0))

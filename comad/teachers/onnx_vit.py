@@ -38,7 +38,7 @@ from torch import Tensor
 from ..io import CheckpointError
 
 __all__ = ["HF_TO_TIMM", "HF_DROP", "QKV_PARTS", "OnnxConversion", "read_onnx_initializers",
-           "name_anonymous_initializers", "hf_to_timm", "convert_onnx_vit"]
+           "name_anonymous_initializers", "hf_to_timm", "convert_onnx_vit", "write_dinov2_file"]
 
 #: HuggingFace Dinov2 names (the prefix stripped) -> timm ``VisionTransformer`` names.
 HF_TO_TIMM: tuple[tuple[str, str], ...] = (
@@ -234,3 +234,17 @@ def convert_onnx_vit(path: str | os.PathLike, prefix: str = "backbone.") -> Onnx
     by_module = conv.renamed
     conv.renamed = {k: by_module[given.get(k, k)] for k in arrays if given.get(k, k) in by_module}
     return conv
+
+
+def write_dinov2_file(sd: dict[str, Tensor], dst: str | os.PathLike, **meta: Any) -> Path:
+    """Write a DINOv2 ViT's timm tensors as the loader's ``dinov2`` layout: a safetensors file whose
+    header says ``format=dinov2`` (so that its position embeddings are resampled as DINOv2 was
+    trained, without antialiasing), plus ``meta`` (JSON-encoded where not a string). Atomic."""
+    import json
+
+    from ..checkpoint import get_layout
+    from ..io import atomic_save_safetensors
+
+    header = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    atomic_save_safetensors(sd, dst, metadata={**header, **get_layout("dinov2").header})
+    return Path(dst)
