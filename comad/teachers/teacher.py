@@ -1,15 +1,17 @@
-"""Frozen teachers: the shared base (precision, eval mode, input checks) and the timm ViT run on the kept patches only."""
+"""Frozen teachers: the shared base (precision, eval mode, input checks), the timm ViT run on the kept
+patches only, and :func:`forward_teachers` (several teachers of different input sizes on one batch)."""
 from __future__ import annotations
 
 import contextlib
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vit import forward_kept_tokens
 
-__all__ = ["Teacher", "FrozenTeacher", "PRECISIONS", "check_teacher_inputs", "precision_context"]
+__all__ = ["Teacher", "FrozenTeacher", "PRECISIONS", "check_teacher_inputs", "precision_context", "forward_teachers"]
 
 #: How a teacher computes (see :class:`Teacher`).
 PRECISIONS = ("amp", "bf16", "fp32")
@@ -163,3 +165,31 @@ class Teacher(FrozenTeacher):
     def extra_repr(self) -> str:
         return (f"name={self.name}, encoder={self.encoder}, source={self.source}, embed_dim={self.embed_dim}, "
                 f"num_positions={self.num_positions}, precision={self.precision}")
+
+
+def forward_teachers(teachers: Sequence[nn.Module], layers: Sequence[int], images: Tensor,
+                     keep_idx: Sequence[Tensor], return_cls: bool = False) -> list[Tensor]:
+    """Each teacher's tokens at its kept positions, each from the batch at its own input size.
+
+    Args:
+        teachers: frozen teachers (``img_size``; called as ``t(images, keep_idx, layers, return_cls)``).
+        layers: the block (ViT) or tap (CNN) each teacher is read at.
+        images: (B, 3, S, S) normalised, the student's batch.
+        keep_idx: per teacher (B, n_k) int64 kept positions of the shared token grid.
+
+    Returns:
+        per teacher (B, [1 +] n_k, C_k) float32 (no autograd state). The batch is resized once
+        per distinct teacher input size (bilinear, antialiased; on the normalised batch, which
+        commutes with the per-channel normalisation), so every teacher sees the same crop and
+        grid position p is the same image region for all.
+    """
+    views = {int(images.shape[-1]): images}
+    out = []
+    with torch.no_grad():
+        for teacher, layer, idx in zip(teachers, layers, keep_idx):
+            size = int(teacher.img_size)
+            if size not in views:
+                views[size] = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False)
+            out.append(teacher(views[size], idx, layers=(layer,), return_cls=return_cls))
+    return out
