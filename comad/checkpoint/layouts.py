@@ -43,7 +43,6 @@ The generic rows (``ibot_teacher``, ``mae``, ``timm``) also take the keys of a m
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -54,7 +53,7 @@ from ..io import CheckpointError
 from .cnn import CnnNet, lukemelas_to_timm
 
 __all__ = ["Layout", "Extracted", "LAYOUTS", "FORMATS", "RENAMES", "FAMILY_NAMES", "detect_format", "extract_encoder",
-           "convert_state_dict", "resolve_encoder", "layout_metadata", "get_layout", "short_keys"]
+           "convert_state_dict", "resolve_encoder", "get_layout", "short_keys"]
 
 DDP_PREFIX = "module."
 #: How messages name each family's encoders.
@@ -411,29 +410,3 @@ def convert_state_dict(raw: Any, fmt: str = "auto", encoder: str | None = None, 
     (:func:`extract_encoder` without the bookkeeping)."""
     got = extract_encoder(raw, fmt, encoder, source, header)
     return got.layout.name, got.state_dict
-
-
-def _json(text: str, what: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint {source}: metadata {what!r} is not JSON: {e}") from None
-
-
-def layout_metadata(layout: Layout, raw: Any, header: Mapping[str, str], source: str) -> tuple[dict[str, Any], Any]:
-    """``(meta, arch)``: the file's provenance and the ``arch`` its metadata states (``None`` for a
-    layout without metadata). Without metadata, ``meta`` is the safetensors header, or the plain
-    top-level values of a torch file (``epoch``, ``arch``, ...)."""
-    if layout.metadata == "header":
-        meta = _json(header["meta"], "meta", source) if "meta" in header else {}
-        return dict(meta), _json(header["arch"], "arch", source) if "arch" in header else None
-    if layout.metadata == "meta":
-        meta = raw.get("meta")
-        if not isinstance(meta, Mapping):
-            raise CheckpointError(f"checkpoint {source}: 'meta' holds a {type(meta).__name__}, not a dict")
-        return dict(meta), meta.get("arch")
-    if header:
-        return dict(header), None
-    plain = (str, int, float, bool)
-    return ({k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, plain)}
-            if isinstance(raw, Mapping) else {}), None

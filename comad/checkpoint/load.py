@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from ..io import CheckpointError
 from .cnn import load_cnn, read_cnn_arch
-from .layouts import FAMILY_NAMES, extract_encoder, get_layout, layout_metadata
-from .read import file_metadata, read_checkpoint
+from .layouts import FAMILY_NAMES, extract_encoder, get_layout
+from .read import file_metadata, layout_metadata, read_checkpoint
 from .vit import ARCH_KEYS, key_hint, build_vit, default_num_heads, read_vit_arch, resample_pos_embed
 
 __all__ = ["EncoderCheckpoint", "Family", "FAMILIES", "read_encoder", "read_arch", "load_strict", "load_vit", "require_vit"]
