@@ -278,12 +278,9 @@ class CoMADDistiller(BaseModel):
                 raise ValueError(f"model.teachers[{i}]: 'checkpoint' (the teacher file) is required")
             name = t.get("name", f"teacher{i}")
             kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "img_size") if k in t}
-            try:
-                teacher = (loader or load_teacher)(t["checkpoint"], format=t.get("format", "auto"), grid=grid,
-                                                   patch_size=t.get("patch_size"), precision=precision,
-                                                   input_mean=stats[0], input_std=stats[1], **kw)
-            except ValueError as e:
-                raise ValueError(f"model.teachers[{i}] ({name}): {e}") from None
+            teacher = (loader or load_teacher)(t["checkpoint"], format=t.get("format", "auto"), grid=grid,
+                                               patch_size=t.get("patch_size"), precision=precision,
+                                               input_mean=stats[0], input_std=stats[1], **kw)
             if teacher.num_positions != n:
                 raise ValueError(
                     f"teacher {name} ({t['checkpoint']}): {teacher.num_positions} patches per {teacher.img_size}px "

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from ..io import CheckpointError
+from .strict import load_strict
 
-if TYPE_CHECKING:
-    from .layouts import Layout
-    from .load import EncoderCheckpoint
+# ``layout`` arguments are rows of comad.checkpoint.layouts (Layout) and ``ckpt`` an EncoderCheckpoint
+# of comad.checkpoint.load; both modules import this one, so the types are not imported here.
 
 __all__ = ["CNN_STRIDE", "CnnNet", "LUKEMELAS_TOP", "LUKEMELAS_DS", "LUKEMELAS_IR", "build_cnn", "cnn_net",
            "lukemelas_to_timm", "timm_to_lukemelas", "read_cnn_arch", "load_cnn", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -98,7 +98,7 @@ def build_cnn(net: CnnNet, meta: bool = False) -> nn.Module:
         return timm.create_model(net.arch, pretrained=False)
 
 
-def cnn_net(layout: "Layout") -> CnnNet:
+def cnn_net(layout: Any) -> CnnNet:
     """The :class:`CnnNet` of a ``family='cnn'`` layout row."""
     if not isinstance(layout.network, CnnNet):
         raise ValueError(f"layout {layout.name}: family {layout.family!r} rows need network=CnnNet(...)")
@@ -119,7 +119,7 @@ def _stage_blocks(net: CnnNet) -> list[tuple[int, int]]:
     return [(s, r) for s, stage in enumerate(model.blocks) for r in range(len(stage))]
 
 
-def lukemelas_to_timm(sd: Mapping[str, Tensor], layout: "Layout", source: str) -> dict[str, Tensor]:
+def lukemelas_to_timm(sd: Mapping[str, Tensor], layout: Any, source: str) -> dict[str, Tensor]:
     """EfficientNet-PyTorch keys (flat ``_blocks.N``) -> timm EfficientNet keys (``blocks.S.R``)."""
     staged, out, unknown = _stage_blocks(cnn_net(layout)), {}, []
     found = sorted({int(m.group(1)) for k in sd if (m := _FLAT.match(k))})
@@ -144,7 +144,7 @@ def lukemelas_to_timm(sd: Mapping[str, Tensor], layout: "Layout", source: str) -
     return out
 
 
-def timm_to_lukemelas(sd: Mapping[str, Tensor], layout: "Layout", source: str = "<model>") -> dict[str, Tensor]:
+def timm_to_lukemelas(sd: Mapping[str, Tensor], layout: Any, source: str = "<model>") -> dict[str, Tensor]:
     """The inverse of :func:`lukemelas_to_timm` (to write files in the released layout)."""
     flat = {sr: i for i, sr in enumerate(_stage_blocks(cnn_net(layout)))}
     out = {}
@@ -163,14 +163,14 @@ def timm_to_lukemelas(sd: Mapping[str, Tensor], layout: "Layout", source: str = 
     return out
 
 
-def read_cnn_arch(sd: Mapping[str, Tensor], source: str, *, layout: "Layout", **_: Any) -> tuple[dict[str, Any], str]:
+def read_cnn_arch(sd: Mapping[str, Tensor], source: str, *, layout: Any, **_: Any) -> tuple[dict[str, Any], str]:
     """``(arch, arch_source)`` of a CNN file: its layout row's :class:`CnnNet` as a dict (the
     tensors are checked by the strict load; the ViT options ``stated`` / ``num_heads`` / ``timm_name``
     do not apply)."""
     return asdict(cnn_net(layout)), f"layout {layout.name}"
 
 
-def load_cnn(ckpt: "EncoderCheckpoint", *, img_size: int | None = None, **_: Any) -> "EncoderCheckpoint":
+def load_cnn(ckpt: Any, *, img_size: int | None = None, **_: Any) -> Any:
     """Build the network of a ``family='cnn'`` checkpoint and load it whole, strictly.
 
     ``img_size`` is recorded only (a CNN takes any size; the teacher checks its grid). The ViT
@@ -179,8 +179,6 @@ def load_cnn(ckpt: "EncoderCheckpoint", *, img_size: int | None = None, **_: Any
     Raises:
         CheckpointError: a wrong shape, or any missing / unexpected key (named).
     """
-    from .load import load_strict
-
     net = CnnNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt.arch.items()})
     model = build_cnn(net)
     report = load_strict(model, ckpt.state_dict, str(ckpt.source), what=type(model).__name__)

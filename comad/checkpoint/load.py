@@ -25,7 +25,8 @@ from ..io import CheckpointError
 from .cnn import load_cnn, read_cnn_arch
 from .layouts import FAMILY_NAMES, extract_encoder, get_layout
 from .read import file_metadata, layout_metadata, read_checkpoint
-from .vit import ARCH_KEYS, key_hint, build_vit, default_num_heads, read_vit_arch, resample_pos_embed
+from .strict import load_strict
+from .vit import ARCH_KEYS, build_vit, default_num_heads, read_vit_arch, resample_pos_embed
 
 __all__ = ["EncoderCheckpoint", "Family", "FAMILIES", "read_encoder", "read_arch", "load_strict", "load_vit", "require_vit"]
 
@@ -125,36 +126,6 @@ def require_vit(ckpt: EncoderCheckpoint, what: str) -> EncoderCheckpoint:
         raise CheckpointError(f"checkpoint {ckpt.source}: a {FAMILY_NAMES[ckpt.family]} ({ckpt.format}), not a ViT; "
                               f"{what} takes ViT encoders only (CNNs are teachers: comad.teachers.load_teacher)")
     return ckpt
-
-
-def load_strict(model: nn.Module, sd: Mapping[str, Tensor], source: str = "<file>",
-                allow_missing: tuple[str, ...] = (), allow_unexpected: tuple[str, ...] = (),
-                what: str = "ViT encoder") -> dict[str, list[str]]:
-    """Load ``sd`` into ``model``; every key must fit, except missing keys under ``allow_missing``
-    (a fresh classifier) and unexpected ones under ``allow_unexpected`` (a norm the pooling skips).
-    ``what`` names the model in the messages (``ViT encoder``, ``MobileNetV2``).
-
-    Returns:
-        ``{'missing_keys': [...], 'unexpected_keys': [...]}`` (sorted; empty for an exact load).
-
-    Raises:
-        CheckpointError: naming the file, the shapes that do not fit, or the exact missing /
-            unexpected key lists.
-    """
-    try:
-        result = model.load_state_dict(dict(sd), strict=False)
-    except RuntimeError as e:
-        noun = "the inferred ViT" if what == "ViT encoder" else what
-        raise CheckpointError(f"checkpoint {source}: tensor shapes do not fit {noun}: {e}") from None
-    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
-    bad_missing = [k for k in missing if not k.startswith(allow_missing)]
-    bad_unexpected = [k for k in unexpected if not k.startswith(allow_unexpected)]
-    if bad_missing or bad_unexpected:
-        raise CheckpointError(
-            f"checkpoint {source}: not an exact {what}; missing keys {bad_missing}, "
-            f"unexpected keys {bad_unexpected}{key_hint(sd) if what == 'ViT encoder' else ''}"
-        )
-    return {"missing_keys": missing, "unexpected_keys": unexpected}
 
 
 def load_vit(ckpt: EncoderCheckpoint | str | os.PathLike, *, img_size: int | None = None, num_classes: int = 0,

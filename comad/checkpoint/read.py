@@ -6,18 +6,16 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from ..io import CheckpointError, load_state_dict_file
-
-if TYPE_CHECKING:
-    from .layouts import Layout
 
 __all__ = ["EXPECTED_FILES", "read_checkpoint", "file_metadata", "is_safetensors", "layout_metadata"]
 
 #: What the loader accepts, for the messages about a file it cannot use.
 EXPECTED_FILES = ("a ViT checkpoint: a CoMAD student.safetensors / student.pth (comad.export), a timm or DeiT "
-                  "state dict, or an MAE / MoCo v3 / iBOT release")
+                  "state dict, or an MAE / MoCo v3 / iBOT release; or a CNN teacher: torchvision MobileNetV2, "
+                  "EfficientNet-Lite0 in EfficientNet-PyTorch naming")
 
 
 def _head(path: Path) -> bytes:
@@ -90,8 +88,8 @@ def _json(text: str, what: str, source: str) -> Any:
         raise CheckpointError(f"checkpoint {source}: metadata {what!r} is not JSON: {e}") from None
 
 
-def layout_metadata(layout: "Layout", raw: Any, header: Mapping[str, str], source: str) -> tuple[dict[str, Any], Any]:
-    """``(meta, arch)``: the file's provenance and the ``arch`` its metadata states (``None`` for a
+def layout_metadata(layout: Any, raw: Any, header: Mapping[str, str], source: str) -> tuple[dict[str, Any], Any]:
+    """``(meta, arch)`` of a row of comad.checkpoint.layouts (``Layout``): the file's provenance and the ``arch`` its metadata states (``None`` for a
     layout without metadata). Without metadata, ``meta`` is the safetensors header, or the plain
     top-level values of a torch file (``epoch``, ``arch``, ...)."""
     if layout.metadata == "header":

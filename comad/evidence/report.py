@@ -110,7 +110,8 @@ def write_report(cfg: EvidenceConfig, seed_units: list[dict[str, Any]], teacher_
     scores, diffs = scores_table(seed_units), differences_table(seed_units, cfg.bootstrap)
     teachers = teachers_table(teacher_units)
     for df, name in ((scores, "evidence.csv"), (diffs, "differences.csv"), (teachers, "teachers.csv")):
-        atomic_write_text(df.to_csv(index=False, float_format="%.4f"), out_dir / name)
+        with atomic_open(out_dir / name, "w") as f:
+            df.to_csv(f, index=False, float_format="%.4f")
     atomic_write_text(_markdown(cfg, scores, diffs, teachers, meta), out_dir / "evidence.md")
     _plot(scores, diffs, teachers, out_dir / "evidence.png",
           f"CoMAD evidence ({cfg.name}): ViT student on Fashion-MNIST, {len(cfg.seeds)} seeds, "

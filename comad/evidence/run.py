@@ -123,10 +123,14 @@ def _spawn(cfg: EvidenceConfig, run_dir: Path, work_dir: Path) -> list[tuple[sub
     procs = []
     for i in range(cfg.workers):
         log = run_dir / "logs" / f"worker{i}.log"
-        with open(log, "ab") as out:
+        # a log stream, appended across re-runs (not an output: the results are written atomically)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
             cmd = [sys.executable, "-m", "comad.evidence.worker", "--run-dir", str(run_dir), "--work-dir", str(work_dir),
                    "--index", str(i)]
-            procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT), log))
+            procs.append((subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT), log))
+        finally:
+            os.close(fd)
     return procs
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..distiller import CoMADDistiller
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, safe_torch_load
 from ..masking import MaskGenerator, Masks
 from ..teachers.teacher import forward_teachers
 from .config import CONDITIONS, TEACHERS, Condition, EvidenceConfig
@@ -135,7 +135,7 @@ def _state(ls: Lockstep, step: int, log: list[dict[str, Any]], fingerprint: str)
 def _resume(ls: Lockstep, path: Path, fingerprint: str) -> tuple[int, list[dict[str, Any]]]:
     if not path.is_file():
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_torch_load(path)
     if state.get("fingerprint") != fingerprint:
         return 0, []
     for k, m in ls.models.items():
