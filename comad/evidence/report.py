@@ -31,10 +31,7 @@ def teachers_table(teacher_units: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    return df.to_markdown(index=False)
 
 
 def _markdown(cfg: EvidenceConfig, scores: pd.DataFrame, diffs: pd.DataFrame, teachers: pd.DataFrame,
