@@ -99,13 +99,21 @@ def build_lockstep(cfg: EvidenceConfig, seed: int, files: dict[str, Path]) -> Lo
 
 
 def step_masks(ls: Lockstep, batch: int, step: int, device: str) -> Masks:
-    """The masks of one step: a function of (seed, step) only."""
+    """The masks of one step: student (B, n_s) and one (B, n_k) per teacher architecture, in
+    :data:`~comad.evidence.config.TEACHERS` order; a function of (seed, step) only."""
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([ls.seed, step, 7]).generate_state(1)[0]))
     return ls.masks(batch, generator=g).to(device)
 
 
 def train_step(ls: Lockstep, x: Tensor, step: int) -> dict[str, dict[str, float]]:
-    """One step of every condition on the batch ``x``; returns each condition's logged values."""
+    """One step of every condition on the batch ``x`` (B, 3, S, S), normalised, at the student's size.
+
+    Returns:
+        condition -> its logged values (``loss_token``, ``loss_map``, ``gate_*``, ``agreement``, ...).
+
+    Raises:
+        FloatingPointError: a condition's loss is not finite (named, with the seed and step).
+    """
     masks = step_masks(ls, x.shape[0], step, str(x.device))
     slot = {s.name: i for i, s in enumerate(TEACHERS)}
     keys = sorted(ls.teachers)
