@@ -16,7 +16,7 @@ from comad.evidence import CONDITIONS, DIFFERENCES, preset, run_evidence
 from comad.evidence import train as train_mod
 from comad.evidence.data import FILES, load_fashion_mnist
 from comad.evidence.run import parse_overrides
-from comad.evidence.stats import paired_bootstrap
+from comad.evidence.stats import gates_table, paired_bootstrap
 from comad.evidence.teachers import SharedTeachers, prepare_teachers
 from comad.evidence.train import build_lockstep, step_masks, train_seed
 
@@ -67,6 +67,16 @@ def test_paired_bootstrap_matches_hand_computations():
     # images resampled: the mean of 100 values of which 10 are 0.5 -> sd of the mean 100 * sqrt(.5^2 * .09 / 100)
     assert (r["ci_high"] - r["ci_low"]) / (2 * 1.96) == pytest.approx(100 * (0.25 * 0.09 / 100) ** 0.5, rel=0.15)
     assert r["ci_seeds_low"] <= r["ci_low"] and r["ci_seeds_high"] >= r["ci_high"]  # seeds add their spread
+
+
+def test_gates_table_averages_the_last_half_of_training_per_seed():
+    key = "corrupt_joint/gate_shared_lite0_random"
+    logs = {0: [{key: 0.9}, {key: 0.9}, {key: 0.2}, {key: 0.4}], 1: [{key: 0.0}, {key: 0.6}]}
+    g = gates_table(logs).set_index("teacher")
+    assert list(g.condition.unique()) == ["corrupt_joint"]  # only logged keys make rows
+    assert g.loc["lite0_random", "per_seed"] == "0.300 0.600"  # seed 0: mean(0.2, 0.4); seed 1: 0.6
+    assert g.loc["lite0_random", "gate_shared_mean"] == pytest.approx(0.45)
+    assert g.loc["lite0_random", "gate_shared_std"] == pytest.approx(np.std([0.3, 0.6], ddof=1))
 
 
 def test_conditions_of_a_seed_share_the_init_the_masks_and_the_teachers(fmnist, tmp_path):
@@ -120,8 +130,13 @@ def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
     assert scores.linear_mean.between(0, 100).all() and (diffs.ci_low <= diffs["diff"]).all()
     assert len(pd.read_csv(res / "teachers.csv")) == 7  # 3 real, 3 random, the pixels
     assert (res / "evidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gates = pd.read_csv(res / "gates.csv")
+    mean_rows = gates[gates.gating == "mean"]
+    assert len(mean_rows) and np.allclose(mean_rows.gate_shared_mean, 1 / 3, atol=1e-3)  # 1/K under mean (CSV at 4 decimals)
+    for _, g in gates[gates.gating == "joint"].groupby("condition"):
+        assert len(g) == 3 and abs(g.gate_shared_mean.sum() - 1.0) < 0.05  # a distribution over the teachers
     md = (res / "evidence.md").read_text()
-    assert "## Paired differences" in md and "joint gating vs the mean" in md and "random_init" in out["summary"]
+    assert "## What the gating did" in md and "## Paired differences" in md and "joint gating vs the mean" in md and "random_init" in out["summary"]
     logs = sorted((out["run_dir"] / "logs").glob("worker*.log"))
     assert len(logs) == 2 and all("worker" in p.read_text() for p in logs)
     units = sorted((out["run_dir"] / "units").glob("*.json"))

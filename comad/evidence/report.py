@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..io import atomic_open, atomic_write_text
 from .config import TEACHERS, EvidenceConfig, teacher_key
-from .stats import PROBES, differences_table, scores_table
+from .stats import PROBES, differences_table, gates_table, scores_table
 
 __all__ = ["teachers_table", "write_report", "summary_text"]
 
@@ -52,13 +52,32 @@ def _markdown(cfg: EvidenceConfig, scores: pd.DataFrame, diffs: pd.DataFrame, te
             f"once), {int(cfg.student_keep * 100)} % visible. Probes on {10 * cfg.probe_train_per_class} / "
             f"{10 * cfg.probe_test_per_class} fixed Fashion-MNIST train / test images: logistic regression (C = "
             f"{cfg.probe_c}) and {cfg.knn_k}-NN (T = {cfg.knn_temperature}) on the mean patch token. Device: "
-            f"{meta.get('device', cfg.device)}; wall time {meta.get('wall_min', float('nan')):.0f} min.\n")
+            f"{meta.get('device', cfg.device)}; {_compute_text(meta)}.\n")
     return "\n".join([head, "## Accuracy (%) over seeds: mean ± std\n", _md_table(main),
                       "\n## Teachers' own features (same probes)\n", _md_table(t[["label", "input", "dim", "linear", "knn"]]),
                       "\n## Paired differences (percentage points), 95 % bootstrap intervals\n",
                       "`ci`: test images resampled; `ci_seeds`: seeds resampled too. significant: `ci` excludes 0; "
                       "robust: `ci_seeds` excludes 0 too and every seed agrees in sign.\n",
                       _md_table(d[["question", "probe", "diff", "ci", "ci_seeds", "per_seed", "verdict"]]), ""])
+
+
+def _gates_markdown(gates: pd.DataFrame) -> str:
+    """The gate-weight section (empty without training logs)."""
+    if gates.empty:
+        return ""
+    g = gates.assign(gate_shared=[f"{m:.3f} ± {sd:.3f}" for m, sd in zip(gates.gate_shared_mean, gates.gate_shared_std)])
+    return "\n".join(["\n## What the gating did: shared-position weights, second half of training\n",
+                      "`gate_shared_<teacher>`: a teacher's mean weight where every teacher saw the patch (1/K under "
+                      "`mean`), averaged over the last half of the steps; mean ± std over seeds.\n",
+                      _md_table(g[["condition", "gating", "align", "teacher", "gate_shared", "per_seed"]]), ""])
+
+
+def _compute_text(meta: dict) -> str:
+    """How long the run took: the work units' summed time, and this invocation's (it reuses finished units)."""
+    unit, wall, workers = meta.get("unit_minutes", float("nan")), meta.get("wall_min", float("nan")), meta.get("workers", 1)
+    return (f"{unit:.0f} min of work units (training and probes, summed) on {workers} worker(s) x "
+            f"{meta.get('threads', 1)} torch thread(s); the invocation that wrote this page took {wall:.0f} min "
+            f"(finished units are reused)")
 
 
 def _plot(scores: pd.DataFrame, diffs: pd.DataFrame, teachers: pd.DataFrame, path: Path, title: str) -> None:
@@ -100,20 +119,22 @@ def _plot(scores: pd.DataFrame, diffs: pd.DataFrame, teachers: pd.DataFrame, pat
 
 
 def write_report(cfg: EvidenceConfig, seed_units: list[dict[str, Any]], teacher_units: list[dict[str, Any]],
-                 out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write ``evidence.csv``, ``differences.csv``, ``teachers.csv``, ``evidence.md``, ``evidence.png``
-    into ``out_dir``; returns the tables."""
+                 out_dir: Path, meta: dict[str, Any], train_logs: dict[int, list[dict[str, float]]] | None = None
+                 ) -> dict[str, Any]:
+    """Write ``evidence.csv``, ``differences.csv``, ``teachers.csv``, ``gates.csv``, ``evidence.md``,
+    ``evidence.png`` into ``out_dir``; returns the tables. ``train_logs``: seed -> per-step log."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, diffs = scores_table(seed_units), differences_table(seed_units, cfg.bootstrap)
-    teachers = teachers_table(teacher_units)
-    for df, name in ((scores, "evidence.csv"), (diffs, "differences.csv"), (teachers, "teachers.csv")):
+    teachers, gates = teachers_table(teacher_units), gates_table(train_logs or {})
+    for df, name in ((scores, "evidence.csv"), (diffs, "differences.csv"), (teachers, "teachers.csv"),
+                     (gates, "gates.csv")):
         with atomic_open(out_dir / name, "w") as f:
             df.to_csv(f, index=False, float_format="%.4f")
-    atomic_write_text(_markdown(cfg, scores, diffs, teachers, meta), out_dir / "evidence.md")
+    atomic_write_text(_markdown(cfg, scores, diffs, teachers, meta) + _gates_markdown(gates), out_dir / "evidence.md")
     _plot(scores, diffs, teachers, out_dir / "evidence.png",
           f"CoMAD evidence ({cfg.name}): ViT student on Fashion-MNIST, {len(cfg.seeds)} seeds, "
           f"{cfg.images_per_student} images each")
-    return dict(scores=scores, differences=diffs, teachers=teachers)
+    return dict(scores=scores, differences=diffs, teachers=teachers, gates=gates)
 
 
 def summary_text(tables: dict[str, Any], out_dir: Path) -> str:

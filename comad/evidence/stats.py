@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import CONDITIONS, DIFFERENCES
 
-__all__ = ["PROBES", "correct_matrix", "scores_table", "paired_bootstrap", "differences_table"]
+__all__ = ["PROBES", "correct_matrix", "scores_table", "paired_bootstrap", "differences_table", "gates_table"]
 
 PROBES = ("linear", "knn")
 
@@ -78,4 +78,30 @@ def differences_table(seed_units: list[dict[str, Any]], replicates: int) -> pd.D
             significant = r["ci_low"] > 0 or r["ci_high"] < 0
             robust = significant and (r["ci_seeds_low"] > 0 or r["ci_seeds_high"] < 0) and r["same_sign"]
             rows.append(dict(a=a, b=b, question=question, probe=probe, **r, significant=significant, robust=robust))
+    return pd.DataFrame(rows)
+
+
+def gates_table(train_logs: dict[int, list[dict[str, float]]], tail: float = 0.5) -> pd.DataFrame:
+    """What the gating did: per multi-teacher condition and teacher, the mean of its logged
+    ``gate_shared_<teacher>`` (its weight where every teacher saw the patch) over the last ``tail``
+    of training, as mean and std over seeds. Under ``gating='mean'`` it is 1/K by construction.
+
+    Args:
+        train_logs: seed -> that seed's per-step log (``units/seed<s>/train_log.json``).
+    """
+    rows = []
+    for cond in (c for c in CONDITIONS if len(c.teachers) > 1):
+        for teacher in cond.teachers:
+            key = f"{cond.name}/gate_shared_{teacher}"
+            per_seed = []
+            for seed in sorted(train_logs):
+                log = train_logs[seed]
+                vals = [step[key] for step in log[int(len(log) * (1 - tail)):] if key in step]
+                if vals:
+                    per_seed.append(float(np.mean(vals)))
+            if per_seed:
+                rows.append(dict(condition=cond.name, gating=cond.gating, align=cond.align, teacher=teacher,
+                                 gate_shared_mean=float(np.mean(per_seed)),
+                                 gate_shared_std=float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                                 per_seed=" ".join(f"{x:.3f}" for x in per_seed)))
     return pd.DataFrame(rows)
