@@ -5,13 +5,18 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean-demo
+.PHONY: setup demo test test-fast clean-demo evidence
 
 setup:
 	@bash tools/setup_env.sh
 
 demo: setup
 	bash tools/demo.sh
+
+# The evidence run (docs/evidence.md): real teachers into a ViT on Fashion-MNIST, about an hour
+# on 2 CPU cores; EVIDENCE_ARGS="--preset pilot" for a few minutes.
+evidence: setup
+	bash tools/evidence.sh $(EVIDENCE_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -84,7 +84,9 @@ class Adapter(nn.Module):
     def init_pca(self, feats: Tensor) -> None:
         """Set ``W_k`` to the top principal directions of ``feats`` (M, in_dim).
 
-        Under torch.distributed the mean and covariance are summed over all ranks first, so
+        A teacher narrower than the student (in_dim < out_dim: a 96-channel CNN beside a 192-wide
+        student) has only in_dim directions: they fill the first in_dim rows and the rest are zero
+        (an isometric embedding, as the alignment pads its maps). Under torch.distributed the mean and covariance are summed over all ranks first, so
         every rank gets the same weights. Rows with a non-finite value (a corrupt image) are left
         out, so that one bad batch does not make the weights NaN for the rest of the run.
         """
@@ -94,8 +96,9 @@ class Adapter(nn.Module):
         stats = reduce_moments(moments(finite_rows(feats.reshape(-1, in_dim))))
         if stats[0] < 2:
             raise ValueError("adapter pca init needs at least 2 feature vectors")
-        top = principal_axes(mean_cov(stats, in_dim)[1], out_dim)[1].T  # (out_dim, in_dim), signs fixed
-        self.proj.weight.copy_(top.to(self.proj.weight.dtype))
+        top = principal_axes(mean_cov(stats, in_dim)[1], min(out_dim, in_dim))[1].T  # (r, in_dim), signs fixed
+        self.proj.weight.zero_()
+        self.proj.weight[: top.shape[0]] = top.to(self.proj.weight.dtype)
         self.pca_done.fill_(True)
         self._pca_pending = False
 

@@ -1,8 +1,14 @@
 """The CoMAD distiller: an mmengine ``BaseModel`` composing the plain-torch pieces.
 
-images -> masks -> frozen teachers (kept tokens) -> adapters (fitted into one shared space,
-comad.align) -> gating -> fused targets; images -> student (25 % of tokens) -> decoder (full
-map); both -> token KL + map KL.
+images -> masks -> frozen teachers (kept tokens; each teacher gets the batch resized to its own
+input size, so that a patch-14 or stride-16 teacher shares the student's token grid) ->
+adapters (fitted into one shared space, comad.align) -> gating -> fused targets; images ->
+student (25 % of tokens) -> decoder (full map); both -> token KL + map KL.
+
+The step is three public parts, so that a caller can share one teacher forward across several
+students (the evidence run, :mod:`comad.evidence`): :meth:`CoMADDistiller.teacher_tokens`
+(:func:`comad.teachers.teacher.forward_teachers`), :meth:`~CoMADDistiller.adapt_tokens` (the alignment's fit and the
+adapters) and :meth:`~CoMADDistiller.student_losses`.
 
 Teachers are held outside the module tree: they are not in ``state_dict`` (checkpoints hold
 the student, decoder, adapters and the alignment's state only; the teachers are re-read from
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -23,15 +29,16 @@ from torch import Tensor, nn
 
 from .adapters import Adapter
 from .align import ALIGNS, SHRINKAGE, Alignment
+from .cpu_bf16 import warn_if_slow_bf16
 from .gating import consensus_gating
 from .losses import map_kl, token_kl
 from .masking import MaskGenerator, Masks
 from .models.decoder import MaskedDecoder
 from .models.student import build_vit
 from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
-from .teachers.teacher import PRECISIONS
+from .teachers.teacher import PRECISIONS, forward_teachers
 
-__all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR"]
+__all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR", "input_stats"]
 
 NAN_POLICIES = ("raise", "skip")
 #: Attribute set on the loss that :meth:`CoMADDistiller.parse_losses` returns for a step whose
@@ -76,11 +83,24 @@ def _teacher_precision(teacher_precision: str, teacher_amp: bool | None) -> str:
     return teacher_precision
 
 
-def _has_cls(vit: nn.Module) -> bool:
+def _has_cls(vit: nn.Module | None) -> bool:
     return getattr(vit, "cls_token", None) is not None
 
 
-TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size")
+def input_stats(data_preprocessor: dict[str, Any] | nn.Module | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) on the 0-1 scale the batches are normalised with: the preprocessor's
+    (``ComadDataPreprocessor``'s ``mean`` / ``std``, as a config dict or the built module), else
+    ImageNet's (comad's transforms' default)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    norm = getattr(data_preprocessor, "normalize", None)
+    if isinstance(data_preprocessor, nn.Module) and norm is not None:  # Normalize255 holds 255 * mean, 255 * std
+        return tuple((norm.mean.flatten() / 255).tolist()), tuple((norm.std.flatten() / 255).tolist())
+    cfg = data_preprocessor if isinstance(data_preprocessor, dict) else {}
+    return tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD))
+
+
+TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size", "img_size")
 #: ``model.adapter`` keys and their defaults (SPEC §2.3; see comad.align).
 ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=SHRINKAGE, fit_images=4096, init="orthogonal",
                         trainable=False)
@@ -90,9 +110,13 @@ class CoMADDistiller(BaseModel):
     """Distil several frozen teachers into a ViT student (SPEC §2).
 
     Args:
-        teachers: one dict per teacher: ``name``, ``checkpoint`` (file as released),
-            and optionally ``format`` (auto), ``encoder``, ``arch`` (e.g. ``'vit_base'``),
-            ``num_heads``, ``layer`` (block index, default -1).
+        teachers: one dict per teacher: ``name``, ``checkpoint`` (file as released, a ViT or a
+            CNN), and optionally ``format`` (auto), ``encoder``, ``arch`` (e.g. ``'vit_base'``),
+            ``num_heads``, ``patch_size`` (an expectation; default any), ``layer`` (ViT block or
+            CNN tap, default -1), ``img_size`` (default: the student's grid x the teacher's own
+            patch size or stride, e.g. 98 for DINOv2-S/14 beside a 56 px / patch-8 student; the
+            grid must be the student's). CNN teachers are told the images' normalisation
+            (:func:`input_stats` of ``data_preprocessor``).
         student: ``arch`` (timm name or dict of sizes), ``drop_path_rate``.
         decoder: ``embed_dim`` (default: student width), ``depth`` (2), ``num_heads`` (3).
         masking: ``student_keep`` (0.25), ``teacher_keep`` (one ratio per teacher),
@@ -134,6 +158,9 @@ class CoMADDistiller(BaseModel):
             (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``), e.g.
             ``dict(mode='max-autotune')``. A separate key so that a config can set them under a
             base config's ``compile='auto'`` (mmengine does not merge a dict into a string).
+        teacher_loader: how a teacher dict's file becomes a teacher (default
+            :func:`comad.teachers.load_teacher`, same keywords); code that trains several
+            distillers side by side passes one that returns a shared instance per file.
     """
 
     def __init__(
@@ -156,6 +183,7 @@ class CoMADDistiller(BaseModel):
         compile_options: dict[str, Any] | None = None,
         data_preprocessor: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
+        teacher_loader: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         student, decoder, masking = dict(student or {}), dict(decoder or {}), dict(masking or {})
@@ -188,10 +216,12 @@ class CoMADDistiller(BaseModel):
         self.mask_seed = int(mask_seed)
         self.progress = 0.0  # set by comad.engine.ComadRunHook (0 -> 1 over training)
 
-        self._load_teachers(teachers, img_size, teacher_precision, patch, n)
+        self.teacher_precision = teacher_precision
+        self._load_teachers(teachers, img_size // patch, teacher_precision, n, input_stats(self.data_preprocessor),
+                            teacher_loader)
         self.include_cls = bool(include_cls)
         if self.include_cls:
-            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not _has_cls(t.vit)]
+            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not _has_cls(getattr(t, "vit", None))]
             lacking += ["the student"] if not _has_cls(self.student) else []
             if lacking:
                 raise ValueError(f"model.include_cls=True needs a CLS token; {', '.join(lacking)} has none")
@@ -233,9 +263,11 @@ class CoMADDistiller(BaseModel):
                 self.compile_cfg = {**compile_options, **self.compile_cfg}
         self._compiled: Any = None
 
-    def _load_teachers(self, teachers: list[dict[str, Any]], img_size: int, precision: str, patch: int,
-                       n: int) -> None:
-        """Load the frozen teachers (outside the module tree) and check they share the student's grid."""
+    def _load_teachers(self, teachers: list[dict[str, Any]], grid: int, precision: str, n: int,
+                       stats: tuple[tuple[float, ...], tuple[float, ...]],
+                       loader: Callable[..., nn.Module] | None) -> None:
+        """Load the frozen teachers (outside the module tree), each at the student's ``grid`` x its
+        own patch size (or at its ``img_size``), and check they share the student's grid."""
         from .teachers import load_teacher  # the teachers package reads checkpoints
 
         loaded, self.teacher_names, self.teacher_layers = [], [], []
@@ -245,18 +277,14 @@ class CoMADDistiller(BaseModel):
             if "checkpoint" not in t:
                 raise ValueError(f"model.teachers[{i}]: 'checkpoint' (the teacher file) is required")
             name = t.get("name", f"teacher{i}")
-            kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "patch_size") if k in t}
-            teacher = load_teacher(t["checkpoint"], format=t.get("format", "auto"), img_size=img_size,
-                                   precision=precision, **kw)
-            if teacher.patch_size != patch:
-                raise ValueError(
-                    f"teacher {name} ({t['checkpoint']}): patch size {teacher.patch_size}, the student's is {patch}; "
-                    f"teachers and student must share the patch grid"
-                )
+            kw = {k: t[k] for k in ("encoder", "arch", "num_heads", "img_size") if k in t}
+            teacher = (loader or load_teacher)(t["checkpoint"], format=t.get("format", "auto"), grid=grid,
+                                               patch_size=t.get("patch_size"), precision=precision,
+                                               input_mean=stats[0], input_std=stats[1], **kw)
             if teacher.num_positions != n:
                 raise ValueError(
-                    f"teacher {name} ({t['checkpoint']}): {teacher.num_positions} patches per {img_size}px image, "
-                    f"the student has {n}; teachers and student must share the patch grid"
+                    f"teacher {name} ({t['checkpoint']}): {teacher.num_positions} patches per {teacher.img_size}px "
+                    f"image, the student has {n} ({grid}x{grid}); teachers and student must share the token grid"
                 )
             loaded.append(teacher)
             self.teacher_names.append(name)
@@ -319,17 +347,19 @@ class CoMADDistiller(BaseModel):
         return m.to(device, non_blocking=True)
 
     # ------------------------------------------------------------------ forward
-    def teacher_targets(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor]:
-        """Adapted teacher tokens on each teacher's kept positions: (K, B, P + N, D) maps + seen (K, B, P + N).
+    def teacher_tokens(self, images: Tensor, masks: Masks) -> list[Tensor]:
+        """Each teacher's tokens at its kept positions: K of (B, [P +] n_k, C_k) (:func:`~comad.teachers.teacher.forward_teachers`;
+        ``P`` is 1 with ``include_cls``). Teachers never keep autograd state."""
+        if self.teacher_precision == "bf16" and not images.is_cuda:
+            warn_if_slow_bf16("model.teacher_precision='bf16'", "model.teacher_precision='amp'")
+        return forward_teachers(self._teachers, self.teacher_layers, images, masks.teachers, self.include_cls)
 
-        ``P`` is 1 with ``include_cls`` (position 0 holds the CLS tokens, seen by every teacher),
-        else 0. Teachers never keep autograd state; adapters do only when ``adapter.trainable``.
-        On the steps that fit the adapters (:meth:`fit_pending`) the fit runs first.
-        """
+    def adapt_tokens(self, toks: Sequence[Tensor], masks: Masks) -> tuple[Tensor, Tensor]:
+        """Teacher tokens (as :meth:`teacher_tokens` gives them) -> adapted maps (K, B, P + N, D) and
+        where each teacher saw them (K, B, P + N). On the steps that fit the adapters
+        (:meth:`fit_pending`) the fit runs first. Adapters keep autograd state only when
+        ``adapter.trainable``."""
         n, p = masks.num_positions, int(self.include_cls)
-        with torch.no_grad():
-            toks = [teacher(images, idx, layers=(layer,), return_cls=self.include_cls)
-                    for teacher, layer, idx in zip(self._teachers, self.teacher_layers, masks.teachers)]
         seen = masks.teacher_masks()  # (K, B, N)
         if self.fit_pending():
             self._fit_adapters([t[:, t.shape[1] - idx.shape[1]:] for t, idx in zip(toks, masks.teachers)],
@@ -343,6 +373,11 @@ class CoMADDistiller(BaseModel):
         if p:
             seen = torch.cat([seen.new_ones(seen.shape[0], seen.shape[1], 1), seen], 2)
         return torch.stack(maps), seen
+
+    def teacher_targets(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor]:
+        """Adapted teacher tokens on each teacher's kept positions: (K, B, P + N, D) maps + seen (K, B, P + N)
+        (:meth:`teacher_tokens` then :meth:`adapt_tokens`)."""
+        return self.adapt_tokens(self.teacher_tokens(images, masks), masks)
 
     def fit_pending(self) -> bool:
         """Whether this step fits adapters (the alignment's first ``fit_images`` images, a PCA init);
@@ -409,7 +444,12 @@ class CoMADDistiller(BaseModel):
     def _losses(self, images: Tensor, student_idx: Tensor, teacher_idx: tuple[Tensor, ...],
                 num_positions: int) -> dict[str, Tensor]:
         masks = Masks(student_idx, list(teacher_idx), num_positions)
-        t_maps, seen = self.teacher_targets(images, masks)
+        return self.losses_from_tokens(images, masks, self.teacher_tokens(images, masks))
+
+    def losses_from_tokens(self, images: Tensor, masks: Masks, toks: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The step's losses given the teachers' tokens (:meth:`teacher_tokens`, or the same call
+        shared across students): :meth:`adapt_tokens` then :meth:`student_losses`."""
+        t_maps, seen = self.adapt_tokens(toks, masks)
         return self.student_losses(images, masks, t_maps, seen)
 
     def student_losses(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> dict[str, Tensor]:

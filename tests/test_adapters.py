@@ -40,6 +40,18 @@ def test_pca_init_finds_principal_directions():
     assert not a.proj.weight.requires_grad
 
 
+def test_pca_init_of_a_teacher_narrower_than_the_student_pads_with_zero_rows():
+    """A 3-wide teacher, a 5-wide student: its 3 principal directions, then 2 zero rows (an isometry)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4000, 3, generator=g) * torch.tensor([0.5, 4.0, 2.0])
+    a = Adapter(3, 5, init="pca")
+    a.init_pca(x)
+    w = a.proj.weight
+    assert torch.allclose(w[:3].abs(), torch.tensor([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]]), atol=0.05)
+    assert torch.equal(w[3:], torch.zeros(2, 3)) and torch.allclose(w.T @ w, torch.eye(3), atol=1e-5)
+    assert a(x[:7]).shape == (7, 5) and torch.isfinite(a(x[:7])).all()
+
+
 def test_bad_init():
     with pytest.raises(ValueError, match="adapter init must be one of"):
         Adapter(4, 2, init="random")

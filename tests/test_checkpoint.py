@@ -212,6 +212,32 @@ def test_resample_pos_embed_is_timms():
         resample_pos_embed(pos, 2, 5)
 
 
+def test_the_dinov2_layout_resamples_without_antialiasing_and_says_so(tmp_path):
+    """DINOv2 was trained with a plain bicubic resample; its layout row (header format=dinov2)
+    chooses that, other rows timm's antialiased one, and the load report records which."""
+    from comad.teachers.synthetic import write_dinov2_checkpoint
+
+    pos = torch.randn(1, 1 + 64, 8, generator=torch.Generator().manual_seed(1))
+    plain = resample_abs_pos_embed(pos, new_size=[3, 3], old_size=[8, 8], num_prefix_tokens=1,
+                                   interpolation="bicubic", antialias=False)
+    torch.testing.assert_close(resample_pos_embed(pos, 3, 8, antialias=False), plain, rtol=0, atol=0)
+    assert (resample_pos_embed(pos, 3, 8) - plain).abs().max() > 1e-2  # shrinking: antialiasing matters
+    path = tmp_path / "dinov2.safetensors"
+    sd = write_dinov2_checkpoint(path, embed_dim=64, depth=2, num_heads=1, patch_size=14, img_size=14 * 8, init="scaled")
+    ckpt = load_vit(path, img_size=14 * 3)
+    assert ckpt.format == "dinov2" and ckpt.report["pos_antialias"] is False
+    assert ckpt.report["pos_embed"] == "resampled 8x8 -> 3x3 (bicubic, no antialias)"
+    want = resample_pos_embed(sd["pos_embed"], 3, 8, antialias=False)
+    torch.testing.assert_close(ckpt.model.pos_embed.detach(), want, rtol=0, atol=0)
+    teacher = load_teacher(path, patch_size=None, grid=3)
+    assert teacher.img_size == 42 and teacher.load_info["pos_antialias"] is False
+    torch.testing.assert_close(teacher.vit.pos_embed, want, rtol=0, atol=0)
+    save_file(sd, str(tmp_path / "plain.safetensors"))  # the same tensors without the header: the timm row
+    other = load_vit(tmp_path / "plain.safetensors", img_size=14 * 3)
+    assert other.format == "timm" and other.report["pos_antialias"] is True
+    assert other.report["pos_embed"] == "resampled 8x8 -> 3x3 (bicubic, antialias)"
+
+
 def test_every_caller_resamples_the_same_way(tmp_path):
     vit = _vit()
     st = export_student(vit, tmp_path / "ours", img_size=None)

@@ -90,7 +90,7 @@ def test_errors_name_the_file_and_keep_the_output(tool, tmp_path, capsys):
 def test_command_line_help_and_run(tmp_path):
     help_ = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0
-    assert "--format {auto,mocov3,ibot,comad_student,comad_student_pth,ibot_teacher,mae,mocov3_deit,timm}" in help_.stdout and "--encoder" in help_.stdout
+    assert "--format {auto,mocov3,ibot,comad_student,comad_student_pth,ibot_teacher,mae,mocov3_deit,dinov2,timm}" in help_.stdout and "--encoder" in help_.stdout
     src = tmp_path / "checkpoint.pth"
     expected = write_checkpoint("ibot", src, embed_dim=DIM, depth=DEPTH, img_size=IMG, return_encoder="student")
     dst = tmp_path / "ibot_student.safetensors"

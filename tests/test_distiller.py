@@ -221,8 +221,14 @@ def test_bad_options(teacher_files, kw, msg):
 
 
 def test_teacher_grid_must_match_student(teacher_files):
-    with pytest.raises(ValueError, match="share the patch grid|img_size|position"):
-        make(teacher_files, img_size=32, student=dict(arch=dict(embed_dim=32, depth=2, num_heads=2, patch_size=8)))
+    """Teachers are loaded at the student's grid x their own patch size; an explicit img_size that
+    gives another grid is refused, naming the teacher."""
+    student = dict(arch=dict(embed_dim=32, depth=2, num_heads=2, patch_size=8))
+    m = make(teacher_files, img_size=32, student=student)  # 4x4 grid: the patch-16 teachers at 64 px
+    assert [t.img_size for t in m.teachers] == [64, 64, 64] and all(t.num_positions == 16 for t in m.teachers)
+    teachers = [dict(name=n, checkpoint=p, img_size=32) for n, p in teacher_files.items()]
+    with pytest.raises(ValueError, match=r"mae\.pth: img_size 32 is not grid 4 x its patch size 16"):
+        make(teacher_files, img_size=32, student=student, teachers=teachers)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])

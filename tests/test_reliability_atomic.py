@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from comad.engine.fileio import AtomicLocalBackend
-from comad.io import (atomic_open, atomic_save_safetensors, atomic_torch_save, atomic_write_json, atomic_write_text,
+from comad.io import (atomic_save_safetensors, atomic_torch_save, atomic_write_json, atomic_write_text,
                       load_state_dict_file, safe_torch_load)
 from comad.mm_compat import mmengine_safe_globals
 from test_reliability_support import ROOT, prepare_assets, run_inprocess, tiny_config

@@ -12,7 +12,6 @@ gradient) and the lr follows the effective batch, which is the same.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -110,8 +110,10 @@ def case_student_patch_14(assets, tmp):
 
 
 def case_teacher_patch_14(assets, tmp):
+    # a teacher of another patch size is taken on the student's grid; a stated expectation is kept
     path = _teacher(tmp, "dinov2_vitb14.pth", patch_size=14, img_size=56)
-    return _with_teacher(assets, path), CheckpointError, [path, "patch_size=14"]
+    cfg = _with_teacher(assets, path).replace("format='auto', arch=None)", "format='auto', arch=None, patch_size=16)", 1)
+    return cfg, CheckpointError, [path, "patch_size=14"]
 
 
 def case_truncated_teacher(assets, tmp):

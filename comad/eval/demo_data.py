@@ -8,11 +8,11 @@ place, its marker holding the parameters) and reused.
 """
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 
+from ..data.idx import read_idx
 from ..data.once import build_once
 from ..repo import REPO_ROOT
 
@@ -21,14 +21,6 @@ __all__ = ["DEFAULT_DEMO_DIR", "FASHION_MNIST_DIR", "ensure_demo_imagenet", "loa
 DEFAULT_DEMO_DIR = REPO_ROOT / "work_dirs" / "demo_data" / "imagenet-demo"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 KIND = "demo-imagenet"
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def load_source(source: str, per_class: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -45,7 +37,7 @@ def load_source(source: str, per_class: int | None = None) -> tuple[np.ndarray, 
         if missing:
             raise FileNotFoundError(f"demo source 'fashion-mnist': missing {missing}; install the Debian package "
                                     f"dataset-fashion-mnist or use source 'digits'")
-        images, labels = _read_idx(files[0]), _read_idx(files[1]).astype(np.int64)
+        images, labels = read_idx(files[0]), read_idx(files[1]).astype(np.int64)
         names = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
     else:
         raise ValueError(f"demo source {source!r}: expected 'digits' or 'fashion-mnist'")

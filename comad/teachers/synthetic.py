@@ -4,7 +4,10 @@ Tests and the distillation demo write small teachers with :func:`write_checkpoin
 ``embed_dim=64, depth=2, img_size=64``); the files carry the same containers, prefixes and
 non-encoder parts (MoCo v3 BN-MLP projector and predictor, momentum encoder with different
 weights, optimizer state with tensors; iBOT heads, ``args`` Namespace, ``masked_embed`` in the
-student) as the released ones, only smaller.
+student) as the released ones, only smaller. :func:`write_dinov2_checkpoint` and
+:func:`write_cnn_checkpoint` write the real teachers' layouts (the converted DINOv2, the CNN
+files), also with the library's own random init (``init='library'``: the random-weight control
+teachers of the evidence run).
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from ..io import atomic_save_safetensors, atomic_torch_save
-from ..checkpoint import ARCH_PRESETS
+from ..checkpoint import ARCH_PRESETS, LAYOUTS, build_cnn, build_vit, get_layout
+from ..checkpoint.cnn import cnn_net, lukemelas_to_timm, timm_to_lukemelas
 
-__all__ = ["SYNTHETIC_FORMATS", "random_encoder", "linear_image_encoder", "write_checkpoint"]
+__all__ = ["SYNTHETIC_FORMATS", "CNN_FORMATS", "INITS", "random_encoder", "linear_image_encoder", "write_checkpoint",
+           "random_cnn_state_dict", "write_cnn_checkpoint", "write_dinov2_checkpoint"]
 
 SYNTHETIC_FORMATS = ("mae", "mocov3", "mocov3_deit", "ibot", "ibot_teacher", "timm")
 
@@ -325,3 +330,84 @@ def write_checkpoint(
     else:
         atomic_torch_save(obj, path)
     return chosen
+
+
+#: The CNN layouts of the loader's table, and the two random inits of the real-teacher writers.
+CNN_FORMATS: tuple[str, ...] = tuple(lay.name for lay in LAYOUTS if lay.family == "cnn")
+INITS = ("scaled", "library")
+_TO_FILE_NAMES = {lukemelas_to_timm: timm_to_lukemelas}  # a layout's convert -> its inverse
+
+
+def _check_init(init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init {init!r}: expected one of {INITS}")
+
+
+def random_cnn_state_dict(fmt: str, seed: int = 0, init: str = "scaled") -> dict[str, Tensor]:
+    """A state dict in the released CNN layout ``fmt`` with random (seeded) weights.
+
+    Args:
+        init: ``'scaled'``: every tensor random: convolution and linear weights fan-in scaled;
+            BatchNorm weights 1 + 0.1·n, biases and running means 0.1·n, running variances
+            1 + 0.1·|n| (so that eval-mode BN is not the identity: the tests see every tensor
+            used); ``'library'``: the network as torchvision / timm initialise it.
+    """
+    _check_init(init)
+    layout = get_layout(fmt)
+    if layout.family != "cnn":
+        raise ValueError(f"random_cnn_state_dict: {fmt!r} is not a CNN layout; choose one of {CNN_FORMATS}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_cnn(cnn_net(layout))
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if init == "library" or not v.is_floating_point():
+            sd[k] = v.clone()
+            continue
+        n = torch.randn(v.shape, generator=g)
+        if v.ndim >= 2:
+            sd[k] = n / v[0].numel() ** 0.5
+        elif k.endswith("running_var"):
+            sd[k] = 1.0 + 0.1 * n.abs()
+        elif k.endswith("weight"):
+            sd[k] = 1.0 + 0.1 * n
+        else:
+            sd[k] = 0.1 * n
+    inverse = _TO_FILE_NAMES.get(layout.convert) if layout.convert is not None else None
+    return sd if inverse is None else inverse(sd, layout, f"synthetic {fmt}")
+
+
+def write_cnn_checkpoint(fmt: str, path: str | os.PathLike, seed: int = 0, init: str = "scaled") -> dict[str, Tensor]:
+    """Write :func:`random_cnn_state_dict` to ``path`` (atomically, a torch file like the release) and return it."""
+    sd = random_cnn_state_dict(fmt, seed, init)
+    atomic_torch_save(sd, path)
+    return sd
+
+
+def write_dinov2_checkpoint(path: str | os.PathLike, *, embed_dim: int = 384, depth: int = 12, num_heads: int = 6,
+                            patch_size: int = 14, img_size: int = 518, seed: int = 0, init: str = "library",
+                            source: str | None = None) -> dict[str, Tensor]:
+    """Write a random ViT with layer scale in the ``dinov2`` layout (a safetensors file with header
+    ``format=dinov2``, what ``tools/convert_teacher.py`` writes for a DINOv2 export) and return it.
+
+    Args:
+        embed_dim, depth, num_heads, patch_size, img_size: the ViT (default: DINOv2 ViT-S/14 at 518 px).
+        init: ``'library'``: timm's init of DINOv2's ViT (layer scale 1e-5, as ``vit_small_patch14_dinov2``);
+            ``'scaled'``: every tensor random (:func:`random_encoder`, layer scale 1 + noise).
+        source: recorded in the header (default: the init and seed).
+    """
+    _check_init(init)
+    arch = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size, img_size=img_size,
+                init_values=1e-5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sd = {k: v.clone() for k, v in build_vit(arch).state_dict().items()}
+    if init == "scaled":
+        enc = random_encoder(embed_dim, depth, num_heads, patch_size, img_size, torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed + 1)
+        sd = {**enc, **{k: 1.0 + 0.1 * torch.randn(v.shape, generator=g) for k, v in sd.items() if k.endswith(".gamma")}}
+    from .onnx_vit import write_dinov2_file
+
+    write_dinov2_file(sd, path, source=source or f"random init ({init}, seed {seed})")
+    return sd

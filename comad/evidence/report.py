@@ -1,0 +1,151 @@
+"""The evidence run's outputs: CSV tables, a Markdown page, a PNG of the intervals, a one-screen summary."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..io import atomic_open, atomic_write_text
+from .config import TEACHERS, EvidenceConfig, teacher_key
+from .stats import PROBES, differences_table, gates_table, scores_table
+
+__all__ = ["teachers_table", "write_report", "summary_text"]
+
+
+def teachers_table(teacher_units: list[dict[str, Any]]) -> pd.DataFrame:
+    """The teachers' own probe scores (real and random weights) and the raw pixels."""
+    entries = {k: v for res in teacher_units for k, v in res["entries"].items()}
+    rows = []
+    for spec in TEACHERS:
+        for real in (True, False):
+            e = entries.get(teacher_key(spec.name, real))
+            if e is not None:
+                rows.append(dict(teacher=teacher_key(spec.name, real), label=spec.label + ("" if real else ", random init"),
+                                 input=f"{e['img_size']} px", dim=e["dim"], linear=e["linear"], knn=e["knn"]))
+    if "pixels" in entries:
+        e = entries["pixels"]
+        rows.append(dict(teacher="pixels", label="raw pixels (28 x 28)", input="28 px", dim=e["dim"],
+                         linear=e["linear"], knn=e["knn"]))
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False)
+
+
+def _markdown(cfg: EvidenceConfig, scores: pd.DataFrame, diffs: pd.DataFrame, teachers: pd.DataFrame,
+              meta: dict[str, Any]) -> str:
+    s = scores.assign(**{p: [f"{m:.1f} ± {sd:.1f}" for m, sd in zip(scores[f"{p}_mean"], scores[f"{p}_std"])]
+                         for p in PROBES})
+    main = s[["condition", "label", "linear", "knn", "linear_seeds", "knn_seeds"]]
+    d = diffs.assign(ci=[f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(diffs.ci_low, diffs.ci_high)],
+                     ci_seeds=[f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(diffs.ci_seeds_low, diffs.ci_seeds_high)],
+                     diff=[f"{x:+.1f}" for x in diffs["diff"]],
+                     verdict=["robust" if r else "significant" if s_ else "n.s."
+                              for r, s_ in zip(diffs.robust, diffs.significant)])
+    t = teachers.assign(linear=[f"{x:.1f}" for x in teachers.linear], knn=[f"{x:.1f}" for x in teachers.knn])
+    head = (f"# Evidence run `{cfg.name}`{' (PILOT: not the evidence)' if cfg.name == 'pilot' else ''}\n\n"
+            f"{len(cfg.seeds)} seeds x {len(scores) - 1} trained conditions; ViT student dim {cfg.student['embed_dim']}, "
+            f"depth {cfg.student['depth']}, {cfg.img_size} px, patch {cfg.patch_size} ({cfg.grid}x{cfg.grid} grid), "
+            f"{cfg.steps} steps x {cfg.batch_size} = {cfg.images_per_student} distillation images per student (each "
+            f"once), {int(cfg.student_keep * 100)} % visible. Probes on {10 * cfg.probe_train_per_class} / "
+            f"{10 * cfg.probe_test_per_class} fixed Fashion-MNIST train / test images: logistic regression (C = "
+            f"{cfg.probe_c}) and {cfg.knn_k}-NN (T = {cfg.knn_temperature}) on the mean patch token. Device: "
+            f"{meta.get('device', cfg.device)}; {_compute_text(meta)}.\n")
+    return "\n".join([head, "## Accuracy (%) over seeds: mean ± std\n", _md_table(main),
+                      "\n## Teachers' own features (same probes)\n", _md_table(t[["label", "input", "dim", "linear", "knn"]]),
+                      "\n## Paired differences (percentage points), 95 % bootstrap intervals\n",
+                      "`ci`: test images resampled; `ci_seeds`: seeds resampled too. significant: `ci` excludes 0; "
+                      "robust: `ci_seeds` excludes 0 too and every seed agrees in sign.\n",
+                      _md_table(d[["question", "probe", "diff", "ci", "ci_seeds", "per_seed", "verdict"]]), ""])
+
+
+def _gates_markdown(gates: pd.DataFrame) -> str:
+    """The gate-weight section (empty without training logs)."""
+    if gates.empty:
+        return ""
+    g = gates.assign(gate_shared=[f"{m:.3f} ± {sd:.3f}" for m, sd in zip(gates.gate_shared_mean, gates.gate_shared_std)])
+    return "\n".join(["\n## What the gating did: shared-position weights, second half of training\n",
+                      "`gate_shared_<teacher>`: a teacher's mean weight where every teacher saw the patch (1/K under "
+                      "`mean`), averaged over the last half of the steps; mean ± std over seeds.\n",
+                      _md_table(g[["condition", "gating", "align", "teacher", "gate_shared", "per_seed"]]), ""])
+
+
+def _compute_text(meta: dict) -> str:
+    """How long the run took: the work units' summed time, and this invocation's (it reuses finished units)."""
+    unit, wall, workers = meta.get("unit_minutes", float("nan")), meta.get("wall_min", float("nan")), meta.get("workers", 1)
+    return (f"{unit:.0f} min of work units (training and probes, summed) on {workers} worker(s) x "
+            f"{meta.get('threads', 1)} torch thread(s); the invocation that wrote this page took {wall:.0f} min "
+            f"(finished units are reused)")
+
+
+def _plot(scores: pd.DataFrame, diffs: pd.DataFrame, teachers: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(19, 6.5), gridspec_kw=dict(width_ratios=[1.0, 1.1, 1.1]))
+    y = range(len(scores))
+    for off, probe, color in ((-0.18, "linear", "tab:blue"), (0.18, "knn", "tab:orange")):
+        axes[0].errorbar(scores[f"{probe}_mean"], [i + off for i in y], xerr=scores[f"{probe}_std"], fmt="o",
+                         color=color, label=probe, capsize=2)
+    for row in teachers.itertuples():
+        if not row.teacher.endswith("_random"):
+            axes[0].axvline(row.linear, color="tab:blue", alpha=0.25, lw=1)
+    axes[0].set_yticks(list(y), scores["condition"])
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("accuracy % (mean ± std over seeds; lines: real teachers' own linear)")
+    axes[0].legend(loc="lower right")
+    for ax, probe in zip(axes[1:], PROBES):
+        d = diffs[diffs.probe == probe].reset_index(drop=True)
+        yy = range(len(d))
+        ax.hlines(list(yy), d.ci_seeds_low, d.ci_seeds_high, color="grey", lw=1)
+        ax.errorbar(d["diff"], list(yy), xerr=[d["diff"] - d.ci_low, d.ci_high - d["diff"]], fmt="none",
+                    ecolor="black", capsize=3)
+        colors = ["tab:green" if r else "tab:orange" if s else "black" for r, s in zip(d.robust, d.significant)]
+        ax.scatter(d["diff"], list(yy), c=colors, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(list(yy), [f"{a} − {b}" for a, b in zip(d.a, d.b)])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{probe}: difference (points), 95 % CI (grey: seeds resampled too)\n"
+                      "green: robust, orange: significant, black: not significant")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(cfg: EvidenceConfig, seed_units: list[dict[str, Any]], teacher_units: list[dict[str, Any]],
+                 out_dir: Path, meta: dict[str, Any], train_logs: dict[int, list[dict[str, float]]] | None = None
+                 ) -> dict[str, Any]:
+    """Write ``evidence.csv``, ``differences.csv``, ``teachers.csv``, ``gates.csv``, ``evidence.md``,
+    ``evidence.png`` into ``out_dir``; returns the tables. ``train_logs``: seed -> per-step log."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores, diffs = scores_table(seed_units), differences_table(seed_units, cfg.bootstrap)
+    teachers, gates = teachers_table(teacher_units), gates_table(train_logs or {})
+    for df, name in ((scores, "evidence.csv"), (diffs, "differences.csv"), (teachers, "teachers.csv"),
+                     (gates, "gates.csv")):
+        with atomic_open(out_dir / name, "w") as f:
+            df.to_csv(f, index=False, float_format="%.4f")
+    atomic_write_text(_markdown(cfg, scores, diffs, teachers, meta) + _gates_markdown(gates), out_dir / "evidence.md")
+    _plot(scores, diffs, teachers, out_dir / "evidence.png",
+          f"CoMAD evidence ({cfg.name}): ViT student on Fashion-MNIST, {len(cfg.seeds)} seeds, "
+          f"{cfg.images_per_student} images each")
+    return dict(scores=scores, differences=diffs, teachers=teachers, gates=gates)
+
+
+def summary_text(tables: dict[str, Any], out_dir: Path) -> str:
+    """The one-screen summary printed at the end."""
+    s, d = tables["scores"], tables["differences"]
+    lines = ["condition            linear         k-NN"]
+    lines += [f"{r.condition:<20} {r.linear_mean:5.1f} ± {r.linear_std:3.1f}    {r.knn_mean:5.1f} ± {r.knn_std:3.1f}"
+              for r in s.itertuples()]
+    lines += ["", "difference (linear)                  points   95 % CI          verdict"]
+    for r in d[d.probe == "linear"].itertuples():
+        verdict = "robust" if r.robust else "significant" if r.significant else "n.s."
+        lines.append(f"{r.a + ' - ' + r.b:<36} {r.diff:+5.1f}   [{r.ci_low:+.1f}, {r.ci_high:+.1f}]   {verdict}")
+    lines += ["", f"tables, page and figure: {out_dir}/evidence.{{csv,md,png}}"]
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""The evidence pipeline in its tiny form: random tiny teachers in the real layouts, a Fashion-MNIST
+look-alike in the real idx format, two seeds of a few steps, two worker processes; CSV, Markdown,
+PNG; reuse, exact resume, the pairing by seed, and the bootstrap against hand computations."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from comad.data.idx import read_idx, write_idx
+from comad.evidence import CONDITIONS, DIFFERENCES, preset, run_evidence
+from comad.evidence import train as train_mod
+from comad.evidence.data import FILES, load_fashion_mnist
+from comad.evidence.run import parse_overrides
+from comad.evidence.stats import gates_table, paired_bootstrap
+from comad.evidence.teachers import SharedTeachers, prepare_teachers
+from comad.evidence.train import build_lockstep, step_masks, train_seed
+
+
+@pytest.fixture(scope="module")
+def fmnist(tmp_path_factory):
+    """A 10-class set in the idx layout: each class a bright bar at its own row (learnable, tiny)."""
+    root = tmp_path_factory.mktemp("fmnist")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 400), ("test", 100)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c: 4 + 2 * c] = 230
+        write_idx(images, root / FILES[f"{split}_images"])
+        write_idx(labels.astype(np.uint8), root / FILES[f"{split}_labels"])
+    return root
+
+
+def tiny(fmnist, **kw):
+    return preset("tiny", data_root=str(fmnist), **kw)
+
+
+def test_idx_round_trip_and_fixed_disjoint_subsets(fmnist):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(a, fmnist / "x.gz")
+    assert np.array_equal(read_idx(fmnist / "x.gz"), a)
+    d = load_fashion_mnist(fmnist, train_per_class=4, test_per_class=2)
+    assert d.probe_train_x.shape == (40, 28, 28) and d.probe_test_x.shape == (20, 28, 28) and len(d.pool) == 360
+    assert np.array_equal(np.bincount(d.probe_train_y), [4] * 10)
+    pool = {x.tobytes() for x in d.pool}
+    assert not any(x.tobytes() in pool for x in d.probe_train_x)  # no probe image is distilled on
+    again = load_fashion_mnist(fmnist, train_per_class=4, test_per_class=2)
+    assert np.array_equal(again.probe_test_x, d.probe_test_x) and np.array_equal(d.order(1, 8), again.order(1, 8))
+    assert not np.array_equal(d.order(1, 8), d.order(2, 8))
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        load_fashion_mnist(fmnist / "nowhere")
+
+
+def test_paired_bootstrap_matches_hand_computations():
+    ones = np.ones((3, 50))
+    r = paired_bootstrap(ones, 200)
+    assert r["diff"] == 100.0 and (r["ci_low"], r["ci_high"]) == (100.0, 100.0) and r["same_sign"]
+    d = np.zeros((2, 100))
+    d[0, :10] = 1  # seed 0: +10 points, seed 1: 0
+    r = paired_bootstrap(d, 4000, seed=0)
+    assert r["diff"] == pytest.approx(5.0) and r["per_seed"] == "+10.0 +0.0" and not r["same_sign"]
+    # images resampled: the mean of 100 values of which 10 are 0.5 -> sd of the mean 100 * sqrt(.5^2 * .09 / 100)
+    assert (r["ci_high"] - r["ci_low"]) / (2 * 1.96) == pytest.approx(100 * (0.25 * 0.09 / 100) ** 0.5, rel=0.15)
+    assert r["ci_seeds_low"] <= r["ci_low"] and r["ci_seeds_high"] >= r["ci_high"]  # seeds add their spread
+
+
+def test_gates_table_averages_the_last_half_of_training_per_seed():
+    key = "corrupt_joint/gate_shared_lite0_random"
+    logs = {0: [{key: 0.9}, {key: 0.9}, {key: 0.2}, {key: 0.4}], 1: [{key: 0.0}, {key: 0.6}]}
+    g = gates_table(logs).set_index("teacher")
+    assert list(g.condition.unique()) == ["corrupt_joint"]  # only logged keys make rows
+    assert g.loc["lite0_random", "per_seed"] == "0.300 0.600"  # seed 0: mean(0.2, 0.4); seed 1: 0.6
+    assert g.loc["lite0_random", "gate_shared_mean"] == pytest.approx(0.45)
+    assert g.loc["lite0_random", "gate_shared_std"] == pytest.approx(np.std([0.3, 0.6], ddof=1))
+
+
+def test_conditions_of_a_seed_share_the_init_the_masks_and_the_teachers(fmnist, tmp_path):
+    cfg = tiny(fmnist)
+    files = prepare_teachers(cfg, tmp_path)
+    ls = build_lockstep(cfg, 3, files)
+    assert set(ls.models) == {c.name for c in CONDITIONS if c.teachers}
+    first = next(iter(ls.models.values()))
+    for m in ls.models.values():
+        assert all(torch.equal(a, b) for a, b in zip(first.student.state_dict().values(), m.student.state_dict().values()))
+        assert all(any(t is s for s in ls.teachers.values()) for t in m.teachers)  # one shared instance per file
+    assert len(ls.teachers) == 6 and ls.teachers["dinov2"].img_size == 14 * cfg.grid
+    a, b = step_masks(ls, 4, 5, "cpu"), step_masks(ls, 4, 5, "cpu")
+    assert torch.equal(a.student, b.student) and not torch.equal(a.student, step_masks(ls, 4, 6, "cpu").student)
+    loader = SharedTeachers()
+    assert loader(files["mnv2"], grid=2) is loader(files["mnv2"], grid=2)
+
+
+def test_an_interrupted_unit_resumes_to_the_uninterrupted_result(fmnist, tmp_path, monkeypatch):
+    cfg = tiny(fmnist, checkpoint_minutes=1e-9)  # save after every step
+    files = prepare_teachers(cfg, tmp_path)
+    data = load_fashion_mnist(fmnist, 4, 2)
+    ref, _ = train_seed(dataclasses.replace(cfg, checkpoint_minutes=0.0), 0, files, data, tmp_path / "ref")
+    real_step = train_mod.train_step
+
+    def crash_at_2(ls, x, step):
+        if step == 2:
+            raise KeyboardInterrupt("crash")
+        return real_step(ls, x, step)
+
+    monkeypatch.setattr(train_mod, "train_step", crash_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_seed(cfg, 0, files, data, tmp_path / "unit")
+    assert torch.load(tmp_path / "unit" / "train_state.pth", weights_only=True)["step"] == 2
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    resumed, log = train_seed(cfg, 0, files, data, tmp_path / "unit")
+    assert [row["step"] for row in log] == [0, 1, 2]
+    for name in ("joint_gcca", "corrupt_mean"):
+        want, got = ref.models[name].state_dict(), resumed.models[name].state_dict()
+        assert all(torch.equal(want[k], got[k]) for k in want if want[k].is_floating_point()), name
+
+
+def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
+    cfg = tiny(fmnist)
+    out = run_evidence(cfg, tmp_path / "work", tmp_path / "results", show=False)
+    res = tmp_path / "results"
+    assert {p.name for p in res.iterdir()} >= {"evidence.csv", "differences.csv", "teachers.csv", "evidence.md",
+                                               "evidence.png", "run.json"}
+    scores, diffs = pd.read_csv(res / "evidence.csv"), pd.read_csv(res / "differences.csv")
+    assert list(scores.condition) == [c.name for c in CONDITIONS] and len(diffs) == 2 * len(DIFFERENCES)
+    assert scores.linear_mean.between(0, 100).all() and (diffs.ci_low <= diffs["diff"]).all()
+    assert len(pd.read_csv(res / "teachers.csv")) == 7  # 3 real, 3 random, the pixels
+    assert (res / "evidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gates = pd.read_csv(res / "gates.csv")
+    mean_rows = gates[gates.gating == "mean"]
+    assert len(mean_rows) and np.allclose(mean_rows.gate_shared_mean, 1 / 3, atol=1e-3)  # 1/K under mean (CSV at 4 decimals)
+    for _, g in gates[gates.gating == "joint"].groupby("condition"):
+        assert len(g) == 3 and abs(g.gate_shared_mean.sum() - 1.0) < 0.05  # a distribution over the teachers
+    md = (res / "evidence.md").read_text()
+    assert "## What the gating did" in md and "## Paired differences" in md and "joint gating vs the mean" in md and "random_init" in out["summary"]
+    logs = sorted((out["run_dir"] / "logs").glob("worker*.log"))
+    assert len(logs) == 2 and all("worker" in p.read_text() for p in logs)
+    units = sorted((out["run_dir"] / "units").glob("*.json"))
+    assert [u.stem for u in units] == ["seed0", "seed1", "teachers-random", "teachers-real"]
+    stamps = {u: u.stat().st_mtime_ns for u in units}
+    seed0 = json.loads(units[0].read_text())
+    assert seed0["threads"] == 1 and len(seed0["entries"]["joint_gcca"]["linear_correct"]) == 20
+    again = run_evidence(cfg, tmp_path / "work", tmp_path / "results2", show=False)
+    assert {u: u.stat().st_mtime_ns for u in units} == stamps  # nothing redone
+    assert pd.read_csv(tmp_path / "results2" / "evidence.csv").equals(scores)
+    assert again["summary"].splitlines()[:12] == out["summary"].splitlines()[:12]
+
+
+def test_overrides_are_typed_and_checked():
+    assert parse_overrides(["steps=5", "seeds=0,2", "lr=0.1"]) == dict(steps=5, seeds=(0, 2), lr=0.1)
+    with pytest.raises(ValueError, match="expected FIELD=VALUE with FIELD one of"):
+        parse_overrides(["nonsense=1"])
+    with pytest.raises(ValueError, match="unknown fields"):
+        preset("tiny", probes=3)
