@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .adapters import Adapter
 from .align import ALIGNS, SHRINKAGE, Alignment
 from .cpu_bf16 import warn_if_slow_bf16
-from .gating import consensus_gating
+from .gating import GatingOutput, consensus_gating, gate_stats
 from .losses import map_kl, token_kl
 from .masking import MaskGenerator, Masks
 from .models.decoder import MaskedDecoder
@@ -81,6 +81,18 @@ def _teacher_precision(teacher_precision: str, teacher_amp: bool | None) -> str:
     if teacher_precision not in PRECISIONS:
         raise ValueError(f"model.teacher_precision must be one of {PRECISIONS}, got {teacher_precision!r}")
     return teacher_precision
+
+
+def _mask_generator(masking: dict[str, Any], n: int, teachers: list[dict[str, Any]]) -> MaskGenerator:
+    """``model.masking`` -> the step's mask generator over ``n`` positions (one keep ratio per teacher)."""
+    keep = masking.get("teacher_keep", (0.50, 0.65, 0.80))
+    if len(keep) != len(teachers):
+        raise ValueError(
+            f"model.masking.teacher_keep has {len(keep)} ratio(s) {list(keep)} for {len(teachers)} teacher(s) "
+            f"{[t.get('name') for t in teachers]}; give exactly one keep ratio per teacher"
+        )
+    return MaskGenerator(n, masking.get("student_keep", 0.25), keep, masking.get("nested", True),
+                         masking.get("teacher_keep_end"))
 
 
 def _has_cls(vit: nn.Module | None) -> bool:
@@ -205,14 +217,8 @@ class CoMADDistiller(BaseModel):
             raise ValueError(f"model.img_size {img_size} is not a multiple of the student's patch size {patch} "
                              f"(model.student.arch)")
 
-        keep = masking.get("teacher_keep", (0.50, 0.65, 0.80))
-        if len(keep) != len(teachers):
-            raise ValueError(
-                f"model.masking.teacher_keep has {len(keep)} ratio(s) {list(keep)} for {len(teachers)} teacher(s) "
-                f"{[t.get('name') for t in teachers]}; give exactly one keep ratio per teacher"
-            )
-        self.mask_generator = MaskGenerator(n, masking.get("student_keep", 0.25), keep,
-                                            masking.get("nested", True), masking.get("teacher_keep_end"))
+        self.img_size = int(img_size)
+        self.mask_generator = _mask_generator(masking, n, teachers)
         self.mask_seed = int(mask_seed)
         self.progress = 0.0  # set by comad.engine.ComadRunHook (0 -> 1 over training)
 
@@ -452,47 +458,48 @@ class CoMADDistiller(BaseModel):
         t_maps, seen = self.adapt_tokens(toks, masks)
         return self.student_losses(images, masks, t_maps, seen)
 
+    def student_forward(self, images: Tensor, masks: Masks) -> tuple[Tensor, Tensor, Tensor]:
+        """The student on its kept tokens and the decoder over the grid.
+
+        Returns:
+            h: (B, [P +] n_s, D) the student's tokens ([its CLS] and the kept patches);
+            recon: (B, N, D) the decoder's map;
+            pred: (B, [P +] N, D) what the gating compares with the teachers: [the CLS,] the
+            student's own token where it saw p and the decoder's elsewhere.
+        """
+        p = int(self.include_cls)
+        h = forward_kept_tokens(self.student, images, masks.student, return_prefix=bool(p))[0]  # (B, [P_s +] n_s, D)
+        h = torch.cat([h[:, :p], h[:, h.shape[1] - masks.student.shape[1]:]], 1)
+        recon = self.decoder(h[:, p:], masks.student)  # (B, N, D)
+        s_mask = masks.student_mask().unsqueeze(-1)
+        pred = torch.where(s_mask, scatter_tokens(h[:, p:], masks.student, masks.num_positions), recon)
+        return h, recon, torch.cat([h[:, :p], pred], 1)
+
+    def gate(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> GatingOutput:
+        """The consensus gating of one batch (what a training step fuses its targets with), for the
+        gating maps (:mod:`comad.gating_maps`): ``t_maps`` / ``seen`` as :meth:`teacher_targets` gives them."""
+        return consensus_gating(self.student_forward(images, masks)[2], t_maps, seen, **self.gating_cfg)
+
     def student_losses(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> dict[str, Tensor]:
         """The student's side of the step: student and decoder forward, gating, losses and gate
         statistics against the adapted teacher maps ``t_maps`` (K, B, P + N, D) seen at ``seen``
         (K, B, P + N), as :meth:`teacher_targets` gives them."""
         p = int(self.include_cls)
-        h = forward_kept_tokens(self.student, images, masks.student, return_prefix=bool(p))[0]  # (B, [P_s +] n_s, D)
-        h_cls, h = h[:, :p], h[:, h.shape[1] - masks.student.shape[1]:]
-        recon = self.decoder(h, masks.student)  # (B, N, D)
-        s_mask = masks.student_mask().unsqueeze(-1)
-        pred = torch.where(s_mask, scatter_tokens(h, masks.student, masks.num_positions), recon)
-        g = consensus_gating(torch.cat([h_cls, pred], 1), t_maps, seen, **self.gating_cfg)
+        h, recon, pred = self.student_forward(images, masks)
+        g = consensus_gating(pred, t_maps, seen, **self.gating_cfg)
         target, has_target = g.target[:, p:], g.has_target[:, p:]
         lc = self.loss_cfg
         out: dict[str, Tensor] = {}
         if lc["token_weight"]:  # student tokens (and the CLS) against the targets where a teacher saw them
             y_tok = torch.cat([g.target[:, :p], gather_tokens(target, masks.student)], 1)
             valid = torch.cat([g.has_target[:, :p], has_target.gather(1, masks.student)], 1)
-            out["loss_token"] = lc["token_weight"] * token_kl(y_tok, torch.cat([h_cls, h], 1), tau=lc["token_tau"],
-                                                             valid=valid)
+            out["loss_token"] = lc["token_weight"] * token_kl(y_tok, h, tau=lc["token_tau"], valid=valid)
         if lc["map_weight"]:
             out["loss_map"] = lc["map_weight"] * map_kl(target, recon, has_target, tau=lc["map_tau"],
                                                        positions=lc["map_positions"])
         if not out:
             raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
-        out.update(self._gate_stats(g.weights[:, :, p:], g.agreement[:, :, p:], g.affinity[:, :, p:], seen[:, :, p:]))
-        return out
-
-    @torch.no_grad()
-    def _gate_stats(self, weights: Tensor, agreement: Tensor, affinity: Tensor, seen: Tensor) -> dict[str, Tensor]:
-        """Logged means over the patch positions (all (K, B, N)): ``gate_<teacher>`` (its weight where it
-        saw p), ``gate_shared_<teacher>`` (its weight where every teacher saw p: where the gating
-        chooses among all of them), ``agreement`` and ``affinity`` (where seen)."""
-        w, sv = weights.float(), seen.float()
-        shared = seen.all(0).float()
-        out: dict[str, Tensor] = {}
-        for k, name in enumerate(self.teacher_names):
-            out[f"gate_{name}"] = (w[k] * sv[k]).sum() / sv[k].sum().clamp(min=1)
-        for k, name in enumerate(self.teacher_names):
-            out[f"gate_shared_{name}"] = (w[k] * shared).sum() / shared.sum().clamp(min=1)
-        out["agreement"] = (agreement * sv).sum() / sv.sum().clamp(min=1)
-        out["affinity"] = (affinity * sv).sum() / sv.sum().clamp(min=1)
+        out.update(gate_stats(self.teacher_names, g, seen, skip=p))
         return out
 
     def forward(self, inputs: Tensor, data_samples: Any = None, mode: str = "loss", **kwargs: Any) -> Any:

@@ -14,12 +14,13 @@ otherwise run the einsums in bf16 and change the weights by up to 0.04.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["GatingOutput", "consensus_gating", "MODES", "COMBINES"]
+__all__ = ["GatingOutput", "consensus_gating", "gate_stats", "MODES", "COMBINES"]
 
 MODES = ("joint", "affinity", "agreement", "mean")
 COMBINES = ("sum", "product")
@@ -98,3 +99,21 @@ def _gate(student: Tensor, teachers: Tensor, seen: Tensor, mode: str, combine: s
         weights = torch.softmax(logits, dim=0).nan_to_num(0.0)  # columns with no teacher -> 0
     target = torch.einsum("kbn,kbnd->bnd", weights, teachers)
     return GatingOutput(weights, target, has_target, affinity, agreement)
+
+
+@torch.no_grad()
+def gate_stats(names: Sequence[str], g: GatingOutput, seen: Tensor, skip: int = 0) -> dict[str, Tensor]:
+    """The logged means over patch positions of one gating (``seen`` (K, B, P + N); the first
+    ``skip`` positions, a CLS, are left out): ``gate_<teacher>`` (its weight where it saw p),
+    ``gate_shared_<teacher>`` (its weight where every teacher saw p: where the gating chooses among
+    all of them; 1/K under ``mode='mean'``), ``agreement`` and ``affinity`` (where seen)."""
+    w, sv = g.weights[:, :, skip:].float(), seen[:, :, skip:].float()
+    shared = seen[:, :, skip:].all(0).float()
+    out: dict[str, Tensor] = {}
+    for k, name in enumerate(names):
+        out[f"gate_{name}"] = (w[k] * sv[k]).sum() / sv[k].sum().clamp(min=1)
+    for k, name in enumerate(names):
+        out[f"gate_shared_{name}"] = (w[k] * shared).sum() / shared.sum().clamp(min=1)
+    out["agreement"] = (g.agreement[:, :, skip:] * sv).sum() / sv.sum().clamp(min=1)
+    out["affinity"] = (g.affinity[:, :, skip:] * sv).sum() / sv.sum().clamp(min=1)
+    return out
