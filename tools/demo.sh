@@ -2,7 +2,8 @@
 # `make demo`: the whole pipeline on the embedded demo data, on this CPU (a DEMO, not results):
 # distil a ViT-Tiny from three small random teachers in the official layouts, then transfer it
 # (ADE20K / COCO-layout mini sets, ImageNet-layout digits), print the table, and draw each dense
-# task's predictions on a test image (tools/infer.py, from the task's release files).
+# task's predictions on a test image (tools/infer.py, from the task's release files); the
+# distillation's gating is drawn over three demo photos (tools/gating_maps.py).
 #
 #   tools/demo.sh [--verbose]     (or COMAD_VERBOSE=1: the full mmengine stream on the console)
 #
@@ -22,6 +23,8 @@ TRANSFER=work_dirs/transfer-demo/demo_distill
 bash tools/distill.sh --work-dir work_dirs/demo_distill
 bash tools/run_transfer.sh --demo --archive --work-dir "$TRANSFER" \
   ade20k coco imagenet-linear-cached imagenet-knn
+"$PY" tools/gating_maps.py benchmark_configs/distill/comad_vit-tiny-demo_1xb16-120it_photos-64.py \
+  work_dirs/demo_distill --photos chelsea,coffee,astronaut --out work_dirs/demo_distill/gating_maps.png
 for task in ade20k coco; do
   "$PY" tools/infer.py --work-dir "$TRANSFER/$task"   # detections drawn from score 0.3 on
 done
