@@ -225,12 +225,7 @@ class CoMADDistiller(BaseModel):
         self.teacher_precision = teacher_precision
         self._load_teachers(teachers, img_size // patch, teacher_precision, n, input_stats(self.data_preprocessor),
                             teacher_loader)
-        self.include_cls = bool(include_cls)
-        if self.include_cls:
-            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not _has_cls(getattr(t, "vit", None))]
-            lacking += ["the student"] if not _has_cls(self.student) else []
-            if lacking:
-                raise ValueError(f"model.include_cls=True needs a CLS token; {', '.join(lacking)} has none")
+        self.include_cls = self._check_include_cls(include_cls)
         self.decoder = MaskedDecoder(dim, n, embed_dim=decoder.get("embed_dim", dim), depth=decoder.get("depth", 2),
                                      num_heads=decoder.get("num_heads", 3), out_dim=dim)
         self._build_adapters(dict(adapter or {}), dim)
@@ -242,6 +237,15 @@ class CoMADDistiller(BaseModel):
         self._batch_corrupt = 0
 
     # ------------------------------------------------------------------ construction
+    def _check_include_cls(self, include_cls: bool) -> bool:
+        """``model.include_cls``: True needs a CLS token in the student and every teacher."""
+        if include_cls:
+            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not _has_cls(getattr(t, "vit", None))]
+            lacking += ["the student"] if not _has_cls(self.student) else []
+            if lacking:
+                raise ValueError(f"model.include_cls=True needs a CLS token; {', '.join(lacking)} has none")
+        return bool(include_cls)
+
     def _set_options(self, gating: dict[str, Any] | None, loss: dict[str, Any] | None, nan_policy: str,
                      max_skipped: int) -> None:
         self.gating_cfg = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
