@@ -7,9 +7,15 @@ project's student format (``comad.export.export_student``: ``<folder>/student.sa
 - ``tiny``: 32 px, patch 8, width 32, depth 2, 2 heads (the ImageNet-task and fine-tune tests);
 - ``transfer``: 64 px, patch 16, width 48, depth 6, 3 heads (the dense tasks: UperNet reads four
   blocks, which the transfer configs map onto these six).
+
+``run_demo_distill(work_dir, max_iters, interval)`` runs ``tools/distill.sh`` (the embedded
+demo) for a few iterations of 4 images, checkpoints every ``interval``, the LATEST_STUDENT
+pointer beside the work dir, and returns the finished process.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,3 +40,19 @@ def make_student() -> Callable[..., Path]:
         return export_student(vit, Path(folder))
 
     return make
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def run_demo_distill() -> Callable[..., subprocess.CompletedProcess]:
+    def run(work_dir: Path, max_iters: int, interval: int) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        return subprocess.run(["bash", "tools/distill.sh", "--work-dir", str(work_dir), "--cfg-options",
+                               f"schedule.max_iters={max_iters}", f"default_hooks.checkpoint.interval={interval}",
+                               "train_dataloader.batch_size=4",
+                               f"custom_hooks.0.latest_pointer={Path(work_dir).parent / 'LATEST_STUDENT'}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    return run

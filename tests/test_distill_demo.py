@@ -12,16 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.heavy
-def test_demo_distill_exports_a_timm_loadable_student(tmp_path):
+def test_demo_distill_exports_a_timm_loadable_student(tmp_path, run_demo_distill):
     import timm
     from safetensors import safe_open
 
     wd = tmp_path / "wd"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run(["bash", "tools/distill.sh", "--work-dir", str(wd), "--cfg-options", "schedule.max_iters=4",
-                        "default_hooks.checkpoint.interval=2", "train_dataloader.batch_size=4",
-                        f"custom_hooks.0.latest_pointer={tmp_path / 'LATEST_STUDENT'}"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = run_demo_distill(wd, max_iters=4, interval=2)
     assert r.returncode == 0, r.stderr[-3000:]
     log = r.stdout + r.stderr
     assert "DEMO RUN" in log and "CoMAD distillation finished: 4 iterations" in log

@@ -18,16 +18,11 @@ CONFIG = ROOT / "benchmark_configs" / "distill" / "comad_vit-tiny-demo_1xb16-120
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, run_demo_distill):
     """8 iterations of 4 images: the alignment fits on the first 6 (fit_images=24); iter_4 is
     saved inside the fit, iter_8 after it."""
-    tmp = tmp_path_factory.mktemp("gating")
-    wd = tmp / "wd"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run(["bash", "tools/distill.sh", "--work-dir", str(wd), "--cfg-options", "schedule.max_iters=8",
-                        "default_hooks.checkpoint.interval=4", "train_dataloader.batch_size=4",
-                        f"custom_hooks.0.latest_pointer={tmp / 'LATEST_STUDENT'}"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    wd = tmp_path_factory.mktemp("gating") / "wd"
+    r = run_demo_distill(wd, max_iters=8, interval=4)
     assert r.returncode == 0, r.stderr[-3000:]
     return wd
 
