@@ -17,7 +17,6 @@ their files), DDP does not see them, and ``.to()`` / ``.cuda()`` still move them
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -28,94 +27,24 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from .adapters import Adapter
-from .align import ALIGNS, SHRINKAGE, Alignment
+from .align import ALIGNS, Alignment
 from .cpu_bf16 import warn_if_slow_bf16
 from .gating import GatingOutput, consensus_gating, gate_stats
 from .losses import map_kl, token_kl
-from .masking import MaskGenerator, Masks
+from .masking import Masks
 from .models.decoder import MaskedDecoder
 from .models.student import build_vit
+from .distiller_options import (ADAPTER_DEFAULTS, COMPILE_KEYS, TEACHER_KEYS, build_mask_generator, check_keys,
+                                compile_options_of, has_cls, input_stats, mask_seed_of, resolve_teacher_precision)
 from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
-from .teachers.teacher import PRECISIONS, forward_teachers
+from .teachers.teacher import forward_teachers
 
-__all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR", "input_stats"]
+__all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR"]
 
 NAN_POLICIES = ("raise", "skip")
 #: Attribute set on the loss that :meth:`CoMADDistiller.parse_losses` returns for a step whose
 #: update must be skipped (``nan_policy='skip'``); comad.engine's optimizer wrappers honour it.
 SKIP_UPDATE_ATTR = "comad_skip_update"
-
-
-def _check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise ValueError(f"model.{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-
-
-COMPILE_KEYS = ("backend", "mode", "dynamic", "fullgraph", "options")
-
-
-def _compile_options(compile: bool | str | dict[str, Any]) -> dict[str, Any] | None:
-    """``model.compile`` as keyword arguments of ``torch.compile`` (None: eager)."""
-    if compile is False or compile is None:
-        return None
-    if compile is True:
-        return {}
-    if isinstance(compile, dict):
-        _check_keys("compile", compile, COMPILE_KEYS)
-        return dict(compile)
-    raise ValueError(f"model.compile must be True, False, 'auto' or a dict of torch.compile options {COMPILE_KEYS}, "
-                     f"got {compile!r}")
-
-
-def _mask_seed(seed: int, step: int) -> int:
-    digest = hashlib.sha256(f"comad-mask:{seed}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _teacher_precision(teacher_precision: str, teacher_amp: bool | None) -> str:
-    if teacher_amp is not None:
-        if teacher_precision != "amp":
-            raise ValueError("model.teacher_amp and model.teacher_precision are both set; keep teacher_precision")
-        teacher_precision = "amp" if teacher_amp else "fp32"
-    if teacher_precision not in PRECISIONS:
-        raise ValueError(f"model.teacher_precision must be one of {PRECISIONS}, got {teacher_precision!r}")
-    return teacher_precision
-
-
-def _mask_generator(masking: dict[str, Any], n: int, teachers: list[dict[str, Any]]) -> MaskGenerator:
-    """``model.masking`` -> the step's mask generator over ``n`` positions (one keep ratio per teacher)."""
-    keep = masking.get("teacher_keep", (0.50, 0.65, 0.80))
-    if len(keep) != len(teachers):
-        raise ValueError(
-            f"model.masking.teacher_keep has {len(keep)} ratio(s) {list(keep)} for {len(teachers)} teacher(s) "
-            f"{[t.get('name') for t in teachers]}; give exactly one keep ratio per teacher"
-        )
-    return MaskGenerator(n, masking.get("student_keep", 0.25), keep, masking.get("nested", True),
-                         masking.get("teacher_keep_end"))
-
-
-def _has_cls(vit: nn.Module | None) -> bool:
-    return getattr(vit, "cls_token", None) is not None
-
-
-def input_stats(data_preprocessor: dict[str, Any] | nn.Module | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) on the 0-1 scale the batches are normalised with: the preprocessor's
-    (``ComadDataPreprocessor``'s ``mean`` / ``std``, as a config dict or the built module), else
-    ImageNet's (comad's transforms' default)."""
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    norm = getattr(data_preprocessor, "normalize", None)
-    if isinstance(data_preprocessor, nn.Module) and norm is not None:  # Normalize255 holds 255 * mean, 255 * std
-        return tuple((norm.mean.flatten() / 255).tolist()), tuple((norm.std.flatten() / 255).tolist())
-    cfg = data_preprocessor if isinstance(data_preprocessor, dict) else {}
-    return tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD))
-
-
-TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size", "img_size")
-#: ``model.adapter`` keys and their defaults (SPEC §2.3; see comad.align).
-ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=SHRINKAGE, fit_images=4096, init="orthogonal",
-                        trainable=False)
 
 
 class CoMADDistiller(BaseModel):
@@ -128,7 +57,7 @@ class CoMADDistiller(BaseModel):
             CNN tap, default -1), ``img_size`` (default: the student's grid x the teacher's own
             patch size or stride, e.g. 98 for DINOv2-S/14 beside a 56 px / patch-8 student; the
             grid must be the student's). CNN teachers are told the images' normalisation
-            (:func:`input_stats` of ``data_preprocessor``).
+            (:func:`~comad.distiller_options.input_stats` of ``data_preprocessor``).
         student: ``arch`` (timm name or dict of sizes), ``drop_path_rate``.
         decoder: ``embed_dim`` (default: student width), ``depth`` (2), ``num_heads`` (3).
         masking: ``student_keep`` (0.25), ``teacher_keep`` (one ratio per teacher),
@@ -139,7 +68,7 @@ class CoMADDistiller(BaseModel):
             many images, all ranks), ``init`` (``orthogonal`` | ``pca``: the per-teacher init of
             ``align='none'``), ``trainable`` (``False``; ``True``: the loss trains the maps, which
             can collapse the targets; ``'orthogonal'``: it trains a rotation after each map, which
-            cannot). Defaults: :data:`ADAPTER_DEFAULTS`.
+            cannot). Defaults: :data:`~comad.distiller_options.ADAPTER_DEFAULTS`.
         gating: ``mode``, ``combine``, ``temperature``, ``stop_gradient`` (see comad.gating).
         loss: ``token_weight``, ``map_weight``, ``token_tau``, ``map_tau``, ``map_positions``.
         include_cls: the teachers' CLS tokens become one more target, gated like a position
@@ -199,12 +128,12 @@ class CoMADDistiller(BaseModel):
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         student, decoder, masking = dict(student or {}), dict(decoder or {}), dict(masking or {})
-        _check_keys("student", student, ["arch", "drop_path_rate"])
-        _check_keys("decoder", decoder, ["embed_dim", "depth", "num_heads"])
-        _check_keys("masking", masking, ["student_keep", "teacher_keep", "nested", "teacher_keep_end"])
+        check_keys("student", student, ["arch", "drop_path_rate"])
+        check_keys("decoder", decoder, ["embed_dim", "depth", "num_heads"])
+        check_keys("masking", masking, ["student_keep", "teacher_keep", "nested", "teacher_keep_end"])
         self._set_options(gating, loss, nan_policy, max_skipped)
         self._set_compile(compile, compile_options)
-        teacher_precision = _teacher_precision(teacher_precision, teacher_amp)
+        teacher_precision = resolve_teacher_precision(teacher_precision, teacher_amp)
         if not teachers:
             raise ValueError("model.teachers: at least one teacher is needed")
 
@@ -218,7 +147,7 @@ class CoMADDistiller(BaseModel):
                              f"(model.student.arch)")
 
         self.img_size = int(img_size)
-        self.mask_generator = _mask_generator(masking, n, teachers)
+        self.mask_generator = build_mask_generator(masking, n, teachers)
         self.mask_seed = int(mask_seed)
         self.progress = 0.0  # set by comad.engine.ComadRunHook (0 -> 1 over training)
 
@@ -240,8 +169,8 @@ class CoMADDistiller(BaseModel):
     def _check_include_cls(self, include_cls: bool) -> bool:
         """``model.include_cls``: True needs a CLS token in the student and every teacher."""
         if include_cls:
-            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not _has_cls(getattr(t, "vit", None))]
-            lacking += ["the student"] if not _has_cls(self.student) else []
+            lacking = [nm for nm, t in zip(self.teacher_names, self._teachers) if not has_cls(getattr(t, "vit", None))]
+            lacking += ["the student"] if not has_cls(self.student) else []
             if lacking:
                 raise ValueError(f"model.include_cls=True needs a CLS token; {', '.join(lacking)} has none")
         return bool(include_cls)
@@ -250,8 +179,8 @@ class CoMADDistiller(BaseModel):
                      max_skipped: int) -> None:
         self.gating_cfg = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
         self.loss_cfg = dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions="targets")
-        _check_keys("gating", gating or {}, list(self.gating_cfg))
-        _check_keys("loss", loss or {}, list(self.loss_cfg))
+        check_keys("gating", gating or {}, list(self.gating_cfg))
+        check_keys("loss", loss or {}, list(self.loss_cfg))
         self.gating_cfg.update(gating or {})
         self.loss_cfg.update(loss or {})
         if nan_policy not in NAN_POLICIES:
@@ -263,12 +192,12 @@ class CoMADDistiller(BaseModel):
 
     def _set_compile(self, compile: bool | str | dict[str, Any], compile_options: dict[str, Any] | None) -> None:
         self.compile_auto = compile == "auto"
-        self.compile_cfg = {} if self.compile_auto else _compile_options(compile)
+        self.compile_cfg = {} if self.compile_auto else compile_options_of(compile)
         if compile_options is not None:
             if not isinstance(compile_options, dict):
                 raise ValueError(f"model.compile_options must be a dict of torch.compile options {COMPILE_KEYS}, "
                                  f"got {compile_options!r}")
-            _check_keys("compile_options", compile_options, COMPILE_KEYS)
+            check_keys("compile_options", compile_options, COMPILE_KEYS)
             if self.compile_cfg is not None:
                 self.compile_cfg = {**compile_options, **self.compile_cfg}
         self._compiled: Any = None
@@ -283,7 +212,7 @@ class CoMADDistiller(BaseModel):
         loaded, self.teacher_names, self.teacher_layers = [], [], []
         for i, t in enumerate(teachers):
             t = dict(t)
-            _check_keys(f"teachers[{i}]", t, TEACHER_KEYS)
+            check_keys(f"teachers[{i}]", t, TEACHER_KEYS)
             if "checkpoint" not in t:
                 raise ValueError(f"model.teachers[{i}]: 'checkpoint' (the teacher file) is required")
             name = t.get("name", f"teacher{i}")
@@ -305,7 +234,7 @@ class CoMADDistiller(BaseModel):
         """The per-teacher adapters and, unless ``align='none'``, the :class:`~comad.align.Alignment`
         that fits them into one space (``align='none'`` keeps the earlier module tree, so its
         checkpoints load)."""
-        _check_keys("adapter", cfg, list(ADAPTER_DEFAULTS))
+        check_keys("adapter", cfg, list(ADAPTER_DEFAULTS))
         cfg = {**ADAPTER_DEFAULTS, **cfg}
         if cfg["align"] not in ALIGNS:
             raise ValueError(f"model.adapter.align must be one of {ALIGNS}, got {cfg['align']!r}")
@@ -351,7 +280,7 @@ class CoMADDistiller(BaseModel):
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
         step = self._host_step if step is None else step
-        g = torch.Generator(device="cpu").manual_seed(_mask_seed(self.mask_seed, step))
+        g = torch.Generator(device="cpu").manual_seed(mask_seed_of(self.mask_seed, step))
         m = self.mask_generator(batch_size * world, generator=g, device="cpu", progress=self.progress,
                                 rows=slice(rank, None, world))
         return m.to(device, non_blocking=True)

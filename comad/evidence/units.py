@@ -85,7 +85,7 @@ def _probe_students(cfg: EvidenceConfig, ls: Any, log: list[dict[str, Any]], dat
 
 def _probe_teachers(cfg: EvidenceConfig, files: dict[str, Path], data: FashionMNIST, real: bool,
                     progress: Progress | None) -> dict[str, Any]:
-    from ..distiller import input_stats
+    from ..distiller_options import input_stats
 
     loader, out = SharedTeachers(), {}
     keys = [teacher_key(s.name, real) for s in TEACHERS]
