@@ -13,6 +13,7 @@ import torch
 
 from comad.data.idx import read_idx, write_idx
 from comad.evidence import CONDITIONS, DIFFERENCES, preset, run_evidence
+from comad.evidence.config import GATING_CONDITIONS, GATING_DIFFERENCES
 from comad.evidence import train as train_mod
 from comad.evidence.data import FILES, load_fashion_mnist
 from comad.evidence.run import parse_overrides
@@ -148,6 +149,32 @@ def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
     assert {u: u.stat().st_mtime_ns for u in units} == stamps  # nothing redone
     assert pd.read_csv(tmp_path / "results2" / "evidence.csv").equals(scores)
     assert again["summary"].splitlines()[:12] == out["summary"].splitlines()[:12]
+
+
+def test_the_gating_design_trains_its_own_conditions_paired_with_the_main_design(fmnist, tmp_path):
+    main = run_evidence(tiny(fmnist, seeds=(0,), workers=1), tmp_path / "w1", tmp_path / "r1", show=False)
+    gating = run_evidence(tiny(fmnist, seeds=(0,), workers=1, design="gating"), tmp_path / "w2", tmp_path / "r2",
+                          show=False)
+    scores, diffs = gating["tables"]["scores"], gating["tables"]["differences"]
+    assert list(scores.condition) == [c.name for c in GATING_CONDITIONS]
+    assert list(diffs.question.unique()) == [q for _, _, q in GATING_DIFFERENCES]
+    seed_main, seed_gating = (json.loads((r["run_dir"] / "units" / "seed0.json").read_text())["entries"]
+                              for r in (main, gating))
+    for name in ("mean", "corrupt_mean", "corrupt_joint"):  # the same seed: the same data, masks, init, result
+        assert seed_gating[name]["linear_correct"] == seed_main[name]["linear_correct"], name
+        assert seed_gating[name]["train"] == pytest.approx(seed_main[name]["train"], rel=1e-5), name
+    with pytest.raises(ValueError, match="design 'nope': choose one of"):
+        tiny(fmnist, design="nope")
+
+
+def test_a_field_added_later_at_its_default_leaves_stored_results_valid():
+    import hashlib
+
+    cfg = preset("cpu")
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("workers", "checkpoint_minutes", "name", "data_root", "design")}
+    before = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cfg.fingerprint() == before  # the fingerprint the stored main-design results were made with
+    assert preset("cpu", design="gating").fingerprint() != before
 
 
 def test_overrides_are_typed_and_checked():

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TeacherSpec", "Condition", "EvidenceConfig", "TEACHERS", "CONDITIONS", "DIFFERENCES", "PRESETS",
+__all__ = ["TeacherSpec", "Condition", "EvidenceConfig", "TEACHERS", "CONDITIONS", "DIFFERENCES", "DESIGNS", "PRESETS",
            "preset", "teacher_key"]
 
 
@@ -89,6 +89,33 @@ DIFFERENCES: tuple[tuple[str, str, str], ...] = (
     ("joint_gcca", "lite0", "three teachers vs EfficientNet-Lite0 alone"),
 )
 
+_CORRUPT = ("dinov2", "mnv2", "lite0_random")
+#: A follow-up, chosen after the main run had been read (so exploratory, not part of its fixed
+#: design): does a gate without the student's affinity (``gating='agreement'``) down-weight the
+#: random-weight teacher that joint gating did not? The same seeds, data order, masks and init.
+GATING_CONDITIONS: tuple[Condition, ...] = (
+    Condition("mean", "3 real, mean, gcca", _REAL, gating="mean"),
+    Condition("agreement", "3 real, agreement, gcca", _REAL, gating="agreement"),
+    Condition("corrupt_mean", "2 real + random Lite0, mean, gcca", _CORRUPT, gating="mean"),
+    Condition("corrupt_joint", "2 real + random Lite0, joint, gcca", _CORRUPT),
+    Condition("corrupt_agreement", "2 real + random Lite0, agreement, gcca", _CORRUPT, gating="agreement"),
+)
+GATING_DIFFERENCES: tuple[tuple[str, str, str], ...] = (
+    ("corrupt_agreement", "corrupt_mean", "agreement vs mean with one random teacher"),
+    ("corrupt_agreement", "corrupt_joint", "agreement vs joint with one random teacher"),
+    ("corrupt_joint", "corrupt_mean", "joint vs mean with one random teacher (the main run's, again)"),
+    ("agreement", "mean", "agreement gating vs the mean"),
+)
+#: ``EvidenceConfig.design`` -> (conditions, differences).
+DESIGNS: dict[str, tuple[tuple[Condition, ...], tuple[tuple[str, str, str], ...]]] = {
+    "main": (CONDITIONS, DIFFERENCES),
+    "gating": (GATING_CONDITIONS, GATING_DIFFERENCES),
+}
+
+
+#: Fields added after results had been stored, with the value those results were made with.
+_ADDED_LATER: dict[str, Any] = {"design": "main"}
+
 
 @dataclass(frozen=True)
 class EvidenceConfig:
@@ -111,6 +138,7 @@ class EvidenceConfig:
         checkpoint_minutes: a training unit saves its state this often (resume after a crash; 0: never).
         data_root: the folder of the four Fashion-MNIST idx files ('': ``COMAD_FASHION_MNIST`` or the
             Debian package's folder).
+        design: which conditions are trained and which differences reported (:data:`DESIGNS`).
     """
 
     name: str
@@ -141,6 +169,19 @@ class EvidenceConfig:
     teachers: str = "packaged"
     checkpoint_minutes: float = 5.0
     data_root: str = ""
+    design: str = "main"
+
+    def __post_init__(self) -> None:
+        if self.design not in DESIGNS:
+            raise ValueError(f"evidence: design {self.design!r}: choose one of {sorted(DESIGNS)}")
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return DESIGNS[self.design][0]
+
+    @property
+    def differences(self) -> tuple[tuple[str, str, str], ...]:
+        return DESIGNS[self.design][1]
 
     @property
     def grid(self) -> int:
@@ -158,6 +199,9 @@ class EvidenceConfig:
         a stored result is reused only while these are unchanged."""
         mechanics = ("workers", "checkpoint_minutes", "name", "data_root")
         d = self.to_dict()
+        for key, default in _ADDED_LATER.items():  # at their default, stored results stay valid
+            if d.get(key) == default:
+                del d[key]
         keep = {k: d[k] for k in (fields or [k for k in d if k not in mechanics])}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -166,6 +210,8 @@ PRESETS: dict[str, EvidenceConfig] = {
     # the CPU run, sized from the pilot's rates to about an hour on 2 cores (docs/evidence.md): 1 thread
     # per worker, ~6.2 s per lockstep step of batch 32 (10 students, 6 teachers), ~40 s to probe a student
     "cpu": EvidenceConfig("cpu"),
+    # the follow-up on the gating (GATING_CONDITIONS), the CPU run's sizes and seeds
+    "cpu-gating": EvidenceConfig("cpu-gating", design="gating"),
     # a few minutes, to measure rates and check the pipeline on the real teachers
     "pilot": EvidenceConfig("pilot", steps=12, seeds=(0,), probe_train_per_class=50, probe_test_per_class=30,
                             workers=1, warmup_steps=2, fit_images=128),

@@ -46,7 +46,7 @@ def _markdown(cfg: EvidenceConfig, scores: pd.DataFrame, diffs: pd.DataFrame, te
                               for r, s_ in zip(diffs.robust, diffs.significant)])
     t = teachers.assign(linear=[f"{x:.1f}" for x in teachers.linear], knn=[f"{x:.1f}" for x in teachers.knn])
     head = (f"# Evidence run `{cfg.name}`{' (PILOT: not the evidence)' if cfg.name == 'pilot' else ''}\n\n"
-            f"{len(cfg.seeds)} seeds x {len(scores) - 1} trained conditions; ViT student dim {cfg.student['embed_dim']}, "
+            f"{len(cfg.seeds)} seeds x {sum(1 for c in cfg.conditions if c.teachers)} trained conditions (design `{cfg.design}`); ViT student dim {cfg.student['embed_dim']}, "
             f"depth {cfg.student['depth']}, {cfg.img_size} px, patch {cfg.patch_size} ({cfg.grid}x{cfg.grid} grid), "
             f"{cfg.steps} steps x {cfg.batch_size} = {cfg.images_per_student} distillation images per student (each "
             f"once), {int(cfg.student_keep * 100)} % visible. Probes on {10 * cfg.probe_train_per_class} / "
@@ -124,8 +124,9 @@ def write_report(cfg: EvidenceConfig, seed_units: list[dict[str, Any]], teacher_
     """Write ``evidence.csv``, ``differences.csv``, ``teachers.csv``, ``gates.csv``, ``evidence.md``,
     ``evidence.png`` into ``out_dir``; returns the tables. ``train_logs``: seed -> per-step log."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores, diffs = scores_table(seed_units), differences_table(seed_units, cfg.bootstrap)
-    teachers, gates = teachers_table(teacher_units), gates_table(train_logs or {})
+    scores = scores_table(seed_units, cfg.conditions)
+    diffs = differences_table(seed_units, cfg.bootstrap, cfg.differences)
+    teachers, gates = teachers_table(teacher_units), gates_table(train_logs or {}, conditions=cfg.conditions)
     for df, name in ((scores, "evidence.csv"), (diffs, "differences.csv"), (teachers, "teachers.csv"),
                      (gates, "gates.csv")):
         with atomic_open(out_dir / name, "w") as f:

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import CONDITIONS, DIFFERENCES
+from .config import CONDITIONS, DIFFERENCES, Condition
 
 __all__ = ["PROBES", "correct_matrix", "scores_table", "paired_bootstrap", "differences_table", "gates_table"]
 
@@ -35,10 +35,10 @@ def correct_matrix(units: Iterable[dict[str, Any]], condition: str, probe: str) 
     return seeds, np.stack(rows)
 
 
-def scores_table(seed_units: list[dict[str, Any]]) -> pd.DataFrame:
+def scores_table(seed_units: list[dict[str, Any]], conditions: tuple[Condition, ...] = CONDITIONS) -> pd.DataFrame:
     """One row per condition: mean and std over seeds of each probe's accuracy, and the per-seed values."""
     rows = []
-    for cond in CONDITIONS:
+    for cond in conditions:
         row: dict[str, Any] = dict(condition=cond.name, label=cond.label, teachers="+".join(cond.teachers) or "-",
                                    gating=cond.gating if cond.teachers else "-", align=cond.align if cond.teachers else "-")
         for probe in PROBES:
@@ -67,10 +67,11 @@ def paired_bootstrap(d: np.ndarray, replicates: int, seed: int = 0) -> dict[str,
                 same_sign=bool((per_seed > 0).all() or (per_seed < 0).all()))
 
 
-def differences_table(seed_units: list[dict[str, Any]], replicates: int) -> pd.DataFrame:
-    """One row per (comparison of :data:`DIFFERENCES`, probe) with its intervals and verdicts."""
+def differences_table(seed_units: list[dict[str, Any]], replicates: int,
+                      differences: tuple[tuple[str, str, str], ...] = DIFFERENCES) -> pd.DataFrame:
+    """One row per (comparison of ``differences``, probe) with its intervals and verdicts."""
     rows = []
-    for k, (a, b, question) in enumerate(DIFFERENCES):
+    for k, (a, b, question) in enumerate(differences):
         for j, probe in enumerate(PROBES):
             _, ca = correct_matrix(seed_units, a, probe)
             _, cb = correct_matrix(seed_units, b, probe)
@@ -81,7 +82,8 @@ def differences_table(seed_units: list[dict[str, Any]], replicates: int) -> pd.D
     return pd.DataFrame(rows)
 
 
-def gates_table(train_logs: dict[int, list[dict[str, float]]], tail: float = 0.5) -> pd.DataFrame:
+def gates_table(train_logs: dict[int, list[dict[str, float]]], tail: float = 0.5,
+                conditions: tuple[Condition, ...] = CONDITIONS) -> pd.DataFrame:
     """What the gating did: per multi-teacher condition and teacher, the mean of its logged
     ``gate_shared_<teacher>`` (its weight where every teacher saw the patch) over the last ``tail``
     of training, as mean and std over seeds. Under ``gating='mean'`` it is 1/K by construction.
@@ -90,7 +92,7 @@ def gates_table(train_logs: dict[int, list[dict[str, float]]], tail: float = 0.5
         train_logs: seed -> that seed's per-step log (``units/seed<s>/train_log.json``).
     """
     rows = []
-    for cond in (c for c in CONDITIONS if len(c.teachers) > 1):
+    for cond in (c for c in conditions if len(c.teachers) > 1):
         for teacher in cond.teachers:
             key = f"{cond.name}/gate_shared_{teacher}"
             per_seed = []

@@ -1,6 +1,6 @@
 """One seed's distillations in lockstep: every condition on the same batches, one teacher forward.
 
-A unit of work is one seed. Its conditions (:data:`~comad.evidence.config.CONDITIONS`) are
+A unit of work is one seed. Its conditions (``cfg.conditions``: :data:`~comad.evidence.config.CONDITIONS` in the main design) are
 :class:`~comad.distiller.CoMADDistiller` s built from the same seed (the same student and
 decoder init), sharing the frozen teacher instances (:class:`~comad.evidence.teachers.SharedTeachers`).
 Each step draws one batch (the seed's order of the pool) and one set of masks: the student's and
@@ -26,7 +26,7 @@ from ..distiller import CoMADDistiller
 from ..io import atomic_torch_save, safe_torch_load
 from ..masking import MaskGenerator, Masks
 from ..teachers.teacher import forward_teachers
-from .config import CONDITIONS, TEACHERS, Condition, EvidenceConfig
+from .config import TEACHERS, Condition, EvidenceConfig
 from .data import FashionMNIST, to_batch
 from .teachers import SharedTeachers, spec_of
 
@@ -75,7 +75,7 @@ def build_lockstep(cfg: EvidenceConfig, seed: int, files: dict[str, Path]) -> Lo
     """Build every trained condition of ``seed`` (same init; teachers loaded once, before any
     student, so that loading does not move the random stream between conditions)."""
     loader = SharedTeachers()
-    trained = [c for c in CONDITIONS if c.teachers]
+    trained = [c for c in cfg.conditions if c.teachers]
     models = {}
     for cond in trained:  # load every teacher first: building a ViT draws from the global RNG
         CoMADDistiller(**distiller_config(cfg, cond, files, seed), teacher_loader=loader)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from ..io import atomic_write_json
-from .config import CONDITIONS, TEACHERS, EvidenceConfig, teacher_key
+from .config import TEACHERS, EvidenceConfig, teacher_key
 from .data import FashionMNIST
 from .probe import pixel_features, probe_all, student_features, teacher_features
 from .teachers import SharedTeachers, spec_of
@@ -64,7 +64,7 @@ def _gate_summary(log: list[dict[str, Any]], name: str) -> dict[str, float]:
 def _probe_students(cfg: EvidenceConfig, ls: Any, log: list[dict[str, Any]], data: FashionMNIST,
                     progress: Progress | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    names = [c.name for c in CONDITIONS]
+    names = [c.name for c in cfg.conditions]
     for i, name in enumerate(names):
         if name == "random_init":
             student = next(iter(ls.models.values())).student
