@@ -152,7 +152,9 @@ def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
 
 
 def test_the_gating_design_trains_its_own_conditions_paired_with_the_main_design(fmnist, tmp_path):
+    threads = torch.get_num_threads()
     main = run_evidence(tiny(fmnist, seeds=(0,), workers=1), tmp_path / "w1", tmp_path / "r1", show=False)
+    assert torch.get_num_threads() == threads  # in-process units leave the caller's thread count alone
     gating = run_evidence(tiny(fmnist, seeds=(0,), workers=1, design="gating"), tmp_path / "w2", tmp_path / "r2",
                           show=False)
     scores, diffs = gating["tables"]["scores"], gating["tables"]["differences"]

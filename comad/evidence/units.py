@@ -108,11 +108,21 @@ def _probe_teachers(cfg: EvidenceConfig, files: dict[str, Path], data: FashionMN
 
 def run_unit(cfg: EvidenceConfig, unit: str, files: dict[str, Path], data: FashionMNIST, run_dir: Path,
              progress: Progress | None = None) -> dict[str, Any]:
-    """Run one unit (unless its result is stored) and store its result; returns it."""
+    """Run one unit (unless its result is stored) and store its result; returns it. The unit runs
+    on ``cfg.threads`` torch threads; the caller's thread count is restored afterwards."""
     done = load_result(cfg, run_dir, unit)
     if done is not None:
         return done
+    before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return _run_unit(cfg, unit, files, data, run_dir, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_unit(cfg: EvidenceConfig, unit: str, files: dict[str, Path], data: FashionMNIST, run_dir: Path,
+              progress: Progress | None) -> dict[str, Any]:
     t0 = time.monotonic()
     if unit.startswith("seed"):
         seed = int(unit[4:])
