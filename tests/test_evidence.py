@@ -18,6 +18,7 @@ from comad.evidence import train as train_mod
 from comad.evidence.data import FILES, load_fashion_mnist
 from comad.evidence.run import parse_overrides
 from comad.evidence.stats import gates_table, paired_bootstrap
+from comad.evidence.units import _gate_summary
 from comad.evidence.teachers import SharedTeachers, prepare_teachers
 from comad.evidence.train import build_lockstep, step_masks, train_seed
 
@@ -71,9 +72,11 @@ def test_paired_bootstrap_matches_hand_computations():
 
 
 def test_gates_table_averages_the_last_half_of_training_per_seed():
-    key = "corrupt_joint/gate_shared_lite0_random"
-    logs = {0: [{key: 0.9}, {key: 0.9}, {key: 0.2}, {key: 0.4}], 1: [{key: 0.0}, {key: 0.6}]}
-    g = gates_table(logs).set_index("teacher")
+    key = "gate_shared_lite0_random"
+    logs = {0: [{f"corrupt_joint/{key}": v} for v in (0.9, 0.9, 0.2, 0.4)], 1: [{f"corrupt_joint/{key}": v} for v in (0.0, 0.6)]}
+    units = [dict(unit=f"seed{s}", entries={"corrupt_joint": {"train": _gate_summary(log, "corrupt_joint")}})
+             for s, log in logs.items()]
+    g = gates_table(units).set_index("teacher")
     assert list(g.condition.unique()) == ["corrupt_joint"]  # only logged keys make rows
     assert g.loc["lite0_random", "per_seed"] == "0.300 0.600"  # seed 0: mean(0.2, 0.4); seed 1: 0.6
     assert g.loc["lite0_random", "gate_shared_mean"] == pytest.approx(0.45)

@@ -119,14 +119,13 @@ def _plot(scores: pd.DataFrame, diffs: pd.DataFrame, teachers: pd.DataFrame, pat
 
 
 def write_report(cfg: EvidenceConfig, seed_units: list[dict[str, Any]], teacher_units: list[dict[str, Any]],
-                 out_dir: Path, meta: dict[str, Any], train_logs: dict[int, list[dict[str, float]]] | None = None
-                 ) -> dict[str, Any]:
+                 out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Write ``evidence.csv``, ``differences.csv``, ``teachers.csv``, ``gates.csv``, ``evidence.md``,
-    ``evidence.png`` into ``out_dir``; returns the tables. ``train_logs``: seed -> per-step log."""
+    ``evidence.png`` into ``out_dir``; returns the tables."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = scores_table(seed_units, cfg.conditions)
     diffs = differences_table(seed_units, cfg.bootstrap, cfg.differences)
-    teachers, gates = teachers_table(teacher_units), gates_table(train_logs or {}, conditions=cfg.conditions)
+    teachers, gates = teachers_table(teacher_units), gates_table(seed_units, cfg.conditions)
     for df, name in ((scores, "evidence.csv"), (diffs, "differences.csv"), (teachers, "teachers.csv"),
                      (gates, "gates.csv")):
         with atomic_open(out_dir / name, "w") as f:

@@ -194,12 +194,6 @@ def _run_pending(cfg: EvidenceConfig, run_dir: Path, work_dir: Path, files: dict
         raise RuntimeError(f"evidence: {len(failed)} worker(s) failed; finished units are kept and a re-run resumes.\n{tails}")
 
 
-def _train_log(run_dir: Path, unit: str) -> list[dict[str, float]] | None:
-    """A seed unit's per-step log (its gate weights), or None where it is not there."""
-    path = run_dir / "units" / unit / "train_log.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def run_evidence(cfg: EvidenceConfig, work_dir: str | os.PathLike = "work_dirs/evidence",
                  results_dir: str | os.PathLike = "results/evidence", show: bool = True) -> dict[str, Any]:
     """Run (or finish) the evidence experiment ``cfg`` and write its report into ``results_dir``.
@@ -227,7 +221,6 @@ def run_evidence(cfg: EvidenceConfig, work_dir: str | os.PathLike = "work_dirs/e
     unit_min = sum(sum(r["timing"].values()) for r in results.values()) / 60
     meta = dict(device=device_name(cfg.device), unit_minutes=unit_min, workers=cfg.workers, threads=cfg.threads,
                 wall_min=(time.monotonic() - t0) / 60)
-    logs = {int(r["unit"][4:]): _train_log(run_dir, r["unit"]) for r in seeds}
-    tables = write_report(cfg, seeds, teachers, Path(results_dir), meta, {s: log for s, log in logs.items() if log})
+    tables = write_report(cfg, seeds, teachers, Path(results_dir), meta)
     atomic_write_json(meta, Path(results_dir) / "run.json")
     return dict(tables=tables, summary=summary_text(tables, Path(results_dir)), run_dir=run_dir)

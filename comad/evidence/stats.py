@@ -82,25 +82,18 @@ def differences_table(seed_units: list[dict[str, Any]], replicates: int,
     return pd.DataFrame(rows)
 
 
-def gates_table(train_logs: dict[int, list[dict[str, float]]], tail: float = 0.5,
-                conditions: tuple[Condition, ...] = CONDITIONS) -> pd.DataFrame:
-    """What the gating did: per multi-teacher condition and teacher, the mean of its logged
-    ``gate_shared_<teacher>`` (its weight where every teacher saw the patch) over the last ``tail``
-    of training, as mean and std over seeds. Under ``gating='mean'`` it is 1/K by construction.
-
-    Args:
-        train_logs: seed -> that seed's per-step log (``units/seed<s>/train_log.json``).
-    """
+def gates_table(seed_units: list[dict[str, Any]], conditions: tuple[Condition, ...] = CONDITIONS) -> pd.DataFrame:
+    """What the gating did: per multi-teacher condition and teacher, its ``gate_shared_<teacher>``
+    (its weight where every teacher saw the patch) averaged over the second half of training — the
+    ``train`` summary each seed unit stores — as mean and std over seeds. Under ``gating='mean'``
+    it is 1/K by construction."""
     rows = []
     for cond in (c for c in conditions if len(c.teachers) > 1):
         for teacher in cond.teachers:
-            key = f"{cond.name}/gate_shared_{teacher}"
-            per_seed = []
-            for seed in sorted(train_logs):
-                log = train_logs[seed]
-                vals = [step[key] for step in log[int(len(log) * (1 - tail)):] if key in step]
-                if vals:
-                    per_seed.append(float(np.mean(vals)))
+            key = f"gate_shared_{teacher}"
+            per_seed = [float(r["entries"][cond.name]["train"][key])
+                        for r in sorted(seed_units, key=lambda r: int(r["unit"][4:]))
+                        if key in r["entries"].get(cond.name, {}).get("train", {})]
             if per_seed:
                 rows.append(dict(condition=cond.name, gating=cond.gating, align=cond.align, teacher=teacher,
                                  gate_shared_mean=float(np.mean(per_seed)),
