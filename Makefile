@@ -16,7 +16,7 @@ demo: setup
 # The evidence run (docs/evidence.md): real teachers into a ViT on Fashion-MNIST, about an hour
 # on 2 CPU cores; EVIDENCE_ARGS="--preset pilot" for a few minutes.
 evidence: setup
-	bash tools/evidence.sh $(EVIDENCE_ARGS)
+	bash experiments/evidence.sh $(EVIDENCE_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

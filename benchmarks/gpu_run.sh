@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_run.sh [data|step]
 #     data (default): the data paths of issue 16 on ImageNet-sized JPEGs at batch 512 with the
 #                     configs' CUDA step (shipped+compile): model, e2e (torch, 12 DataLoader
-#                     workers), e2e-gpudecode, e2e-dali (when DALI is there), decode-cpu (one core)
+#                     workers), e2e-dali (when DALI is there), decode-cpu (one core)
 #     step:           the step rows of issue 7 (naive / shipped / +bf16t / +compile, profiles)
 #   BENCH_ROWS replaces the row options; BENCH_TIMEOUT the time limit (s).
 #
@@ -86,7 +86,7 @@ else
     OPTS=("${DALI_OPT[@]}")
 fi
 # shellcheck disable=SC2086
-timeout "${BENCH_TIMEOUT:-450}" python3 tools/benchmark_distill.py --device cuda $ROWS "${OPTS[@]}" \
+timeout "${BENCH_TIMEOUT:-450}" python3 benchmarks/benchmark_distill.py --device cuda $ROWS "${OPTS[@]}" \
     --steps 10 --e2e-steps 20 --warmup 3 --data "$DATA" --out "$OUT_DIR" \
     --teachers-dir /tmp/comad_bench_teachers 2>&1 | grep -v "^USDT:" | tee "$OUT_DIR/log.txt"
 rc=${PIPESTATUS[0]}

@@ -6,7 +6,7 @@ adapters (fitted into one shared space, comad.align) -> gating -> fused targets;
 student (25 % of tokens) -> decoder (full map); both -> token KL + map KL.
 
 The step is three public parts, so that a caller can share one teacher forward across several
-students (the evidence run, :mod:`comad.evidence`): :meth:`CoMADDistiller.teacher_tokens`
+students (the evidence run, :mod:`experiments.evidence`): :meth:`CoMADDistiller.teacher_tokens`
 (:func:`comad.teachers.teacher.forward_teachers`), :meth:`~CoMADDistiller.adapt_tokens` (the alignment's fit and the
 adapters) and :meth:`~CoMADDistiller.student_losses`.
 

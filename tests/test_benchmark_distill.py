@@ -1,4 +1,4 @@
-"""The distillation throughput benchmark (comad.bench): FLOP count, naive reference pieces,
+"""The distillation throughput benchmark (benchmarks.distill): FLOP count, naive reference pieces,
 GPU-decode crops (on the CPU), the row runners, and tiny CPU runs of the package and of the tool
 (columns and files; no timing is asserted)."""
 from __future__ import annotations
@@ -16,27 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-import comad.bench as bd
-from comad.bench import context as bench_context
-from comad.bench.gpu_decode import (
-    EncodedImageDataset,
-    GpuRandomResizedCrop,
-    collate_encoded,
-    crop_resize_batch,
-    pad_images,
-    sample_crop_boxes,
-    split_encoded,
-)
+import benchmarks.distill as bd
+from benchmarks.distill import context as bench_context
 from comad.gating import consensus_gating
 from comad.models.student import build_vit
 from comad.models.vit import forward_kept_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "benchmark_distill.py"
+TOOL = ROOT / "benchmarks" / "benchmark_distill.py"
 
 
 def _tiny_vit(seed: int = 0):
@@ -123,88 +113,7 @@ def test_naive_gating_matches_consensus_gating(mode, combine):
     assert target[0, 0].abs().sum() == 0
 
 
-# ------------------------------------------------------------------------- GPU decode (CPU)
-def _check_boxes(boxes, h, w, scale, ratio):
-    x0, y0, x1, y1 = boxes.unbind(1)
-    cw, ch = x1 - x0, y1 - y0
-    assert torch.equal(boxes, boxes.round())
-    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= w).all() and (y1 <= h).all()
-    assert (cw >= 1).all() and (ch >= 1).all()
-    return cw, ch
-
-
-def test_sample_crop_boxes_follow_random_resized_crop_rules():
-    g = torch.Generator().manual_seed(0)
-    n = 4000
-    h = torch.randint(100, 600, (n,), generator=g)
-    w = torch.randint(100, 600, (n,), generator=g)
-    boxes = sample_crop_boxes(h, w, (0.2, 1.0), (3 / 4, 4 / 3), generator=torch.Generator().manual_seed(1))
-    assert boxes.shape == (n, 4) and boxes.dtype == torch.float32
-    cw, ch = _check_boxes(boxes, h, w, (0.2, 1.0), (3 / 4, 4 / 3))
-    frac = cw * ch / (h * w)
-    aspect = cw / ch
-    # rounding of the sides moves area and aspect by at most ~1 pixel per side
-    assert (frac > 0.2 * 0.97).all() and (frac <= 1.0).all()
-    assert (aspect > 0.75 * 0.97).all() and (aspect < 4 / 3 * 1.03).all()
-    # offsets are spread over the whole free range
-    free_x = (w - cw).clamp(min=1)
-    rel = boxes[:, 0] / free_x
-    assert rel.min() == 0 and rel.max() > 0.95
-    # same generator state -> same boxes
-    again = sample_crop_boxes(h, w, (0.2, 1.0), (3 / 4, 4 / 3), generator=torch.Generator().manual_seed(1))
-    assert torch.equal(boxes, again)
-
-
-@pytest.mark.parametrize("h,w", [(375, 500), (100, 600), (300, 300)])
-def test_sample_crop_boxes_distribution_matches_torchvision(h, w):
-    from torchvision.transforms import v2
-
-    n = 1500
-    torch.manual_seed(0)
-    rrc = v2.RandomResizedCrop(32, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
-    ref = [rrc.make_params([torch.empty(3, h, w)]) for _ in range(n)]
-    ref = torch.tensor([[p["left"], p["top"], p["width"], p["height"]] for p in ref], dtype=torch.float64)
-    got = sample_crop_boxes(torch.full((n,), h), torch.full((n,), w), generator=torch.Generator().manual_seed(1)).double()
-    got = torch.stack([got[:, 0], got[:, 1], got[:, 2] - got[:, 0], got[:, 3] - got[:, 1]], 1)
-    for name, f in [("area", lambda b: b[:, 2] * b[:, 3] / (h * w)), ("aspect", lambda b: b[:, 2] / b[:, 3]),
-                    ("left", lambda b: b[:, 0] / w), ("top", lambda b: b[:, 1] / h)]:
-        a, b = f(got), f(ref)
-        se = math.sqrt(a.var() / n + b.var() / n)  # two-sample standard error of the means
-        assert abs(a.mean() - b.mean()) < 4 * se + 1e-3, (name, a.mean().item(), b.mean().item())
-
-
-def test_sample_crop_boxes_fallback_is_the_central_crop():
-    # 10 x 1000 px: no crop of >= 20 % of the area with aspect <= 4/3 fits -> central crop,
-    # height 10, width round(10 * 4/3) = 13, at ((1000 - 13) // 2, 0)
-    boxes = sample_crop_boxes(torch.tensor([10, 1000]), torch.tensor([1000, 10]), generator=torch.Generator().manual_seed(0))
-    assert boxes[0].tolist() == [493.0, 0.0, 506.0, 10.0]
-    # tall: width 10, height round(10 / (3/4)) = 13, at (0, (1000 - 13) // 2)
-    assert boxes[1].tolist() == [0.0, 493.0, 10.0, 506.0]
-
-
-def test_sample_crop_boxes_bad_input_is_named():
-    with pytest.raises(ValueError, match="scale"):
-        sample_crop_boxes(torch.tensor([10]), torch.tensor([10]), scale=(0.5, 0.2))
-    with pytest.raises(ValueError, match="heights .* widths"):
-        sample_crop_boxes(torch.tensor([10, 10]), torch.tensor([10]))
-
-
-def test_crop_resize_batch_exact_crop_pooling_and_flip():
-    g = torch.Generator().manual_seed(0)
-    imgs = [torch.rand(3, 40, 50, generator=g) * 255, torch.rand(3, 30, 20, generator=g) * 255]
-    batch = pad_images(imgs)
-    assert batch.shape == (2, 3, 40, 50) and batch[1, :, 30:].abs().sum() == 0 and torch.equal(batch[1, :, :30, :20], imgs[1])
-    # box of the output size: the crop itself; box twice the output size: 2x2 average pooling
-    boxes = torch.tensor([[5.0, 7.0, 21.0, 23.0], [2.0, 4.0, 18.0, 20.0]])
-    out = crop_resize_batch(batch, boxes, 16)
-    torch.testing.assert_close(out[0], imgs[0][:, 7:23, 5:21])
-    torch.testing.assert_close(out[1], imgs[1][:, 4:20, 2:18])
-    out = crop_resize_batch(batch, torch.tensor([[4.0, 2.0, 36.0, 34.0], [0.0, 0.0, 16.0, 16.0]]), 16,
-                            flip=torch.tensor([True, False]))
-    torch.testing.assert_close(out[0], F.avg_pool2d(imgs[0][None, :, 2:34, 4:36], 2)[0].flip(-1))
-    torch.testing.assert_close(out[1], imgs[1][:, :16, :16])
-
-
+# ------------------------------------------------------------------------- JPEG folders
 def _write_jpegs(folder: Path, sizes, seed=0) -> list[Path]:
     rng = np.random.default_rng(seed)
     paths = []
@@ -217,40 +126,6 @@ def _write_jpegs(folder: Path, sizes, seed=0) -> list[Path]:
         Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(p, quality=95)
         paths.append(p)
     return paths
-
-
-def test_gpu_random_resized_crop_on_cpu_matches_a_plain_resize(tmp_path):
-    from comad.data import ImageFolderDataset
-
-    _write_jpegs(tmp_path, [(48, 64), (60, 80), (48, 64)])
-    ds = EncodedImageDataset(ImageFolderDataset(tmp_path, split="train"))
-    samples = [ds[i] for i in range(len(ds))]
-    batch = collate_encoded(samples)
-    assert batch["label"].tolist() == [0, 0, 1] and batch["data"].dtype == torch.uint8 and batch["data"].ndim == 1
-    encoded = split_encoded(batch)
-    assert all(torch.equal(e, s["data"]) for e, s in zip(encoded, samples))
-    assert encoded[0][:2].tolist() == [0xFF, 0xD8]  # JPEG start-of-image marker
-    # scale 1 and the images' own aspect ratio: the box is the whole image, so the output is a resize
-    crop = GpuRandomResizedCrop(32, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), hflip=0.0, device="cpu", normalize=False)
-    out = crop(encoded, batch["path"])
-    assert out.shape == (3, 3, 32, 32) and out.dtype == torch.float32
-    for i, p in enumerate(batch["path"]):
-        ref = torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()
-        ref = F.interpolate(ref[None], size=(32, 32), mode="bilinear", antialias=True, align_corners=False)[0]
-        assert (out[i] - ref).abs().mean() < 2.0  # 0-255 scale: only the resampling filters differ
-    norm = GpuRandomResizedCrop(32, device="cpu", seed=0)(encoded)
-    assert norm.shape == (3, 3, 32, 32) and torch.isfinite(norm).all() and norm.abs().max() < 3
-
-
-def test_encoded_dataset_refuses_non_jpeg_naming_the_file(tmp_path):
-    from comad.data import CorruptImageError, ImageFolderDataset
-
-    p = tmp_path / "train" / "a" / "x.jpg"
-    p.parent.mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(p, format="PNG")  # a PNG behind a .jpg name
-    ds = EncodedImageDataset(ImageFolderDataset(tmp_path, split="train"))
-    with pytest.raises(CorruptImageError, match="x.jpg.*not a JPEG"):
-        ds[0]
 
 
 # ----------------------------------------------------------------- package and tool, tiny
@@ -449,8 +324,8 @@ def test_runners_alone_and_a_new_row_kind_as_one_class(tmp_path, teachers_dir, m
 
 
 def test_tool_loaders_yield_normalised_device_batches(tiny_photos):
-    """Both end-to-end pipelines of the tool (the GPU-decode one run on the CPU here)."""
-    for kind in ("cpu", "gpu"):
+    """The CPU-decode end-to-end pipeline of the tool."""
+    for kind in ("cpu",):
         batches = list(bd.build_loader(kind, tiny_photos, 32, batch=3, num_batches=2, workers=0,
                                        device=torch.device("cpu"), prefetch=2))
         assert len(batches) == 2
@@ -459,18 +334,6 @@ def test_tool_loaders_yield_normalised_device_batches(tiny_photos):
             assert -3 < x.mean() < 3 and x.std() > 0.05  # normalised photo values, not zeros
     with pytest.raises(ValueError, match="loader kind"):
         next(bd.build_loader("disk", tiny_photos, 32, 3, 1, 0, torch.device("cpu"), 2))
-
-
-def test_gpu_crop_names_the_file_that_does_not_decode(tmp_path):
-    from comad.data import CorruptImageError
-
-    good = _write_jpegs(tmp_path, [(40, 40)])[0]
-    encoded = [torch.frombuffer(bytearray(good.read_bytes()), dtype=torch.uint8),
-               torch.tensor([0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4], dtype=torch.uint8)]  # JPEG marker, then junk
-    crop = GpuRandomResizedCrop(16, device="cpu")
-    with pytest.raises(CorruptImageError, match="bad.jpg") as err:
-        crop(encoded, [str(good), "/data/bad.jpg"])
-    assert str(good) not in str(err.value)
 
 
 def test_align_fit_row_times_the_fit_that_the_distiller_runs(tmp_path, teachers_dir):

@@ -193,7 +193,7 @@ def test_bf16_precision_runs_and_returns_float32(files):
 
 @pytest.mark.parametrize("name,fmt", [("mobilenet_v2", "torchvision_mobilenet_v2"), ("efficientnet_lite0", "efficientnet_lite0")])
 def test_released_weights_match_the_synthetic_layout_and_classify_photos(name, fmt):
-    """With the weights packages installed (tools/evidence_setup.sh): the same keys and shapes as the
+    """With the weights packages installed (experiments/evidence_setup.sh): the same keys and shapes as the
     synthetic files, and the whole network names skimage's cat and coffee photos."""
     from comad.teachers.packaged import packaged_weights
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from comad.data.idx import read_idx, write_idx
-from comad.evidence import CONDITIONS, DIFFERENCES, preset, run_evidence
-from comad.evidence.config import GATING_CONDITIONS, GATING_DIFFERENCES
-from comad.evidence import train as train_mod
-from comad.evidence.data import FILES, load_fashion_mnist
-from comad.evidence.run import parse_overrides
-from comad.evidence.stats import gates_table, paired_bootstrap
-from comad.evidence.units import _gate_summary
-from comad.evidence.teachers import SharedTeachers, prepare_teachers
-from comad.evidence.train import build_lockstep, step_masks, train_seed
+from experiments.evidence import CONDITIONS, DIFFERENCES, preset, run_evidence
+from experiments.evidence.config import GATING_CONDITIONS, GATING_DIFFERENCES
+from experiments.evidence import train as train_mod
+from experiments.evidence.data import FILES, load_fashion_mnist
+from experiments.evidence.run import parse_overrides
+from experiments.evidence.stats import gates_table, paired_bootstrap
+from experiments.evidence.units import _gate_summary
+from experiments.evidence.teachers import SharedTeachers, prepare_teachers
+from experiments.evidence.train import build_lockstep, step_masks, train_seed
 
 
 @pytest.fixture(scope="module")

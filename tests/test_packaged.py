@@ -1,4 +1,4 @@
-"""comad.teachers.packaged and the pins tools/evidence_setup.sh installs (tools/pins.py)."""
+"""comad.teachers.packaged and the pins experiments/evidence_setup.sh installs (tools/pins.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -24,7 +24,7 @@ def test_missing_package_or_name_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(packaged.PACKAGED_WEIGHTS, "ghost",
                         PackagedWeights("comad_no_such_package", "ghost-weights==1.0", "w.pth", "a test entry"))
     with pytest.raises(FileNotFoundError, match=r"w\.pth package 'comad_no_such_package' is not installed; install "
-                                                r"ghost-weights==1.0 \(tools/evidence_setup\.sh"):
+                                                r"ghost-weights==1.0 \(experiments/evidence_setup\.sh"):
         packaged_weights("ghost")
     (tmp_path / "fakepkg").mkdir()
     (tmp_path / "fakepkg" / "__init__.py").write_text("raise RuntimeError('never imported')\n")

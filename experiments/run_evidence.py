@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Run the evidence experiment (docs/evidence.md): real teachers distilled into a ViT on Fashion-MNIST.
 
-    tools/evidence.py [--preset cpu|pilot|gpu|tiny] [--set FIELD=VALUE ...] [--work-dir DIR] [--results-dir DIR]
+    experiments/run_evidence.py [--preset cpu|pilot|gpu|tiny] [--set FIELD=VALUE ...] [--work-dir DIR] [--results-dir DIR]
 
-The preset fixes the sizes (``comad.evidence.config.PRESETS``); ``--set`` replaces a field for a
+The preset fixes the sizes (``experiments.evidence.config.PRESETS``); ``--set`` replaces a field for a
 run of your own (``--set steps=50 --set seeds=0,1,2``); the evaluation's rules stay fixed. A
-re-run reuses finished units and resumes an interrupted one. Run tools/evidence_setup.sh first
-(tools/evidence.sh does).
+re-run reuses finished units and resumes an interrupted one. Run experiments/evidence_setup.sh first
+(experiments/evidence.sh does).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from comad.evidence import PRESETS, preset, run_evidence  # noqa: E402
-from comad.evidence.run import default_results_dir, parse_overrides  # noqa: E402
+from experiments.evidence import PRESETS, preset, run_evidence  # noqa: E402
+from experiments.evidence.run import default_results_dir, parse_overrides  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

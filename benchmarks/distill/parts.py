@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..masking import MaskGenerator
+from comad.masking import MaskGenerator
 
 __all__ = ["TEACHER_FORMATS", "PRESETS", "Parts", "load_distiller", "write_teachers", "build_parts",
            "fused_attention_report"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..io import atomic_open, atomic_write_text
+from comad.io import atomic_open, atomic_write_text
 from .config import TEACHERS, EvidenceConfig, teacher_key
 from .stats import PROBES, differences_table, gates_table, scores_table
 

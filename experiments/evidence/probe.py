@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..eval.knn import knn_scores
-from ..models.vit import forward_kept_tokens
-from ..teachers.teacher import forward_teachers
+from comad.eval.knn import knn_scores
+from comad.models.vit import forward_kept_tokens
+from comad.teachers.teacher import forward_teachers
 from .data import CLASSES, to_batch
 
 __all__ = ["student_features", "teacher_features", "pixel_features", "linear_probe", "knn_probe", "probe_all"]

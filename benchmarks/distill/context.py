@@ -38,11 +38,11 @@ class SettingsError(ValueError):
 
 @dataclass
 class Settings:
-    """What one run measures (every default already resolved; see tools/benchmark_distill.py).
+    """What one run measures (every default already resolved; see benchmarks/benchmark_distill.py).
 
     ``data_kinds``: the data paths of the rows, in table order, each a key of
-    :data:`comad.bench.runners.RUNNERS`. ``data``: the ImageFolder root of the end-to-end rows
-    (None: :func:`comad.bench.suite.run_benchmark` makes the demo photos under ``out`` and sets
+    :data:`benchmarks.distill.runners.RUNNERS`. ``data``: the ImageFolder root of the end-to-end rows
+    (None: :func:`benchmarks.distill.suite.run_benchmark` makes the demo photos under ``out`` and sets
     it). ``flags``: each variant's options (from its name).
     """
 

@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..data.once import build_once
-from ..teachers import load_teacher
-from ..teachers.synthetic import write_cnn_checkpoint, write_dinov2_checkpoint
+from comad.data.once import build_once
+from comad.teachers import load_teacher
+from comad.teachers.synthetic import write_cnn_checkpoint, write_dinov2_checkpoint
 from .config import TEACHERS, EvidenceConfig, TeacherSpec, teacher_key
 
 __all__ = ["CNN_FORMAT", "prepare_teachers", "SharedTeachers", "spec_of"]
@@ -41,8 +41,8 @@ def spec_of(key: str) -> TeacherSpec:
 
 
 def _write_packaged(folder: Path) -> dict[str, Any]:
-    from ..teachers.onnx_vit import convert_onnx_vit, write_dinov2_file
-    from ..teachers.packaged import packaged_weights
+    from comad.teachers.onnx_vit import convert_onnx_vit, write_dinov2_file
+    from comad.teachers.packaged import packaged_weights
 
     onnx = packaged_weights(_PACKAGED["dinov2"])
     conv = convert_onnx_vit(onnx)
@@ -80,7 +80,7 @@ def prepare_teachers(cfg: EvidenceConfig, work_dir: str | os.PathLike) -> dict[s
         if cfg.teachers == "tiny":
             files[name] = root / f"{name}.pth"
         else:
-            from ..teachers.packaged import packaged_weights
+            from comad.teachers.packaged import packaged_weights
 
             files[name] = packaged_weights(_PACKAGED[name])
     return files

@@ -32,7 +32,7 @@ from .context import Bench, Settings
 from .loaders import build_loader, synthetic_batches
 from .timing import merge_timings, time_steps
 
-__all__ = ["Runner", "TimedRunner", "ModelOnlyRunner", "EndToEndRunner", "GpuDecodeRunner", "DaliRunner",
+__all__ = ["Runner", "TimedRunner", "ModelOnlyRunner", "EndToEndRunner", "DaliRunner",
            "DecodeRateRunner", "RUNNERS", "make_runners"]
 
 
@@ -174,7 +174,7 @@ class EndToEndRunner(TimedRunner):
     """``e2e``: the JPEGs through the training data pipeline (DataLoader workers decode and crop)."""
 
     data = "e2e"
-    #: the :data:`comad.bench.loaders.LOADERS` kind
+    #: the :data:`benchmarks.distill.loaders.LOADERS` kind
     loader = "cpu"
 
     def timed_steps(self) -> int:
@@ -193,18 +193,6 @@ class EndToEndRunner(TimedRunner):
             raise ValueError(f"{self.data} rows need an ImageFolder root (Settings.data)")
         return build_loader(self.loader, s.data, s.config["img_size"], self.batch, self.warm + self.n * s.rounds,
                             s.workers, self.bench.device, s.prefetch)
-
-
-class GpuDecodeRunner(EndToEndRunner):
-    """``e2e-gpudecode`` (CUDA): the workers read bytes; nvJPEG decodes and crops on the device.
-    The naive step gets no such row (its ratio is taken against the naive ``e2e`` row)."""
-
-    data = "e2e-gpudecode"
-    loader = "gpu"
-
-    @classmethod
-    def wants(cls, variant: str, settings: Settings) -> bool:
-        return variant != "naive" and super().wants(variant, settings)
 
 
 class DaliRunner(EndToEndRunner):
@@ -279,8 +267,8 @@ class DecodeRateRunner(Runner):
 
 
 #: the row kinds by their ``data`` column (``Settings.data_kinds`` names them)
-RUNNERS: dict[str, type[Runner]] = {cls.data: cls for cls in (ModelOnlyRunner, EndToEndRunner, GpuDecodeRunner,
-                                                              DaliRunner, DecodeRateRunner)}
+RUNNERS: dict[str, type[Runner]] = {cls.data: cls for cls in (ModelOnlyRunner, EndToEndRunner, DaliRunner,
+                                                              DecodeRateRunner)}
 
 
 def make_runners(bench: Bench, variants: list[str], batch: int, first_index: int) -> list[Runner]:

@@ -1,10 +1,10 @@
 """Run the evidence experiment: units of work on worker processes, progress bars, the report.
 
 :func:`run_evidence` writes the teacher files once, runs every unit whose result is not stored
-yet (:mod:`comad.evidence.units`) — in this process with ``workers=1``, else on ``workers``
-processes (``python -m comad.evidence.worker``, ``threads`` torch threads each), which claim
+yet (:mod:`experiments.evidence.units`) — in this process with ``workers=1``, else on ``workers``
+processes (``python -m experiments.evidence.worker``, ``threads`` torch threads each), which claim
 units through file locks — shows one progress bar per worker, then writes the tables, page and
-figure (:mod:`comad.evidence.report`) and returns the summary. Full logs go to
+figure (:mod:`experiments.evidence.report`) and returns the summary. Full logs go to
 ``<work_dir>/<preset>/logs/``. A re-run reuses every finished unit and resumes a half-trained one.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..io import atomic_write_json
-from ..repo import REPO_ROOT
+from comad.io import atomic_write_json
+from comad.repo import REPO_ROOT
 from .config import EvidenceConfig
 from .data import FASHION_MNIST_DIR, load_fashion_mnist
 from .report import summary_text, write_report
@@ -124,7 +124,7 @@ def _spawn(cfg: EvidenceConfig, run_dir: Path, work_dir: Path) -> list[tuple[sub
         # a log stream, appended across re-runs (not an output: the results are written atomically)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            cmd = [sys.executable, "-m", "comad.evidence.worker", "--run-dir", str(run_dir), "--work-dir", str(work_dir),
+            cmd = [sys.executable, "-m", "experiments.evidence.worker", "--run-dir", str(run_dir), "--work-dir", str(work_dir),
                    "--index", str(i)]
             procs.append((subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT), log))
         finally:
@@ -202,7 +202,7 @@ def run_evidence(cfg: EvidenceConfig, work_dir: str | os.PathLike = "work_dirs/e
         dict(tables=..., summary=str, run_dir=Path).
 
     Raises:
-        FileNotFoundError: a weights package or Fashion-MNIST is missing (tools/evidence_setup.sh);
+        FileNotFoundError: a weights package or Fashion-MNIST is missing (experiments/evidence_setup.sh);
         RuntimeError: a worker failed (its log's tail is in the message).
     """
     work_dir = Path(work_dir)

@@ -1,6 +1,6 @@
 """Units of work of the evidence run and their stored results (what a re-run reuses).
 
-- ``seed<s>``: train every condition of seed ``s`` in lockstep (:func:`~comad.evidence.train.train_seed`),
+- ``seed<s>``: train every condition of seed ``s`` in lockstep (:func:`~experiments.evidence.train.train_seed`),
   then probe each student and the seed's random-init student;
 - ``teachers-real`` / ``teachers-random``: probe the teachers' own frozen features (and, with the
   real ones, the raw pixels), once per run.
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..io import atomic_write_json
+from comad.io import atomic_write_json
 from .config import TEACHERS, EvidenceConfig, teacher_key
 from .data import FashionMNIST
 from .probe import pixel_features, probe_all, student_features, teacher_features
@@ -85,7 +85,7 @@ def _probe_students(cfg: EvidenceConfig, ls: Any, log: list[dict[str, Any]], dat
 
 def _probe_teachers(cfg: EvidenceConfig, files: dict[str, Path], data: FashionMNIST, real: bool,
                     progress: Progress | None) -> dict[str, Any]:
-    from ..distiller_options import input_stats
+    from comad.distiller_options import input_stats
 
     loader, out = SharedTeachers(), {}
     keys = [teacher_key(s.name, real) for s in TEACHERS]

@@ -7,7 +7,7 @@ the full cost); un-fused attention; gating with Python loops over the teachers
 (:func:`naive_gating`); AdamW.
 
 These are deliberately different computations of the same function as the shipped step
-(:class:`comad.bench.variants.ShippedStep`, :func:`comad.models.vit.forward_kept_tokens`,
+(:class:`benchmarks.distill.variants.ShippedStep`, :func:`comad.models.vit.forward_kept_tokens`,
 :func:`comad.gating.consensus_gating`): they read alike, but each line here is the slow way on
 purpose, and tests check that both give the same values.
 """
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import map_kl, token_kl
-from ..masking import Masks, indices_to_mask
-from ..models.vit import gather_tokens, scatter_tokens
+from comad.losses import map_kl, token_kl
+from comad.masking import Masks, indices_to_mask
+from comad.models.vit import gather_tokens, scatter_tokens
 from .parts import Parts
 
 __all__ = ["masked_full_forward", "naive_gating", "NaiveStep"]

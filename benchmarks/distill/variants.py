@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 __all__ = ["ShippedStep", "PHASES", "VARIANT_FLAGS", "parse_variant", "configured"]
 
-#: The phases of a step that :func:`comad.bench.timing.phase_times` times (``ShippedStep(..., mark=)``).
+#: The phases of a step that :func:`benchmarks.distill.timing.phase_times` times (``ShippedStep(..., mark=)``).
 PHASES = ("masks", "teachers", "student+losses", "backward", "optimizer")
 
 VARIANT_FLAGS = ("bf16", "bf16t", "compile")
@@ -34,7 +34,7 @@ class ShippedStep:
         self.opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
 
     def __call__(self, images: Tensor, step: int, mark: Callable[[], None] | None = None) -> Tensor:
-        """One step. With ``mark`` (diagnostics, :func:`comad.bench.timing.phase_times`) the loss is
+        """One step. With ``mark`` (diagnostics, :func:`benchmarks.distill.timing.phase_times`) the loss is
         computed in its two eager parts (``teacher_targets``, ``student_losses``) and ``mark()`` is
         called after each phase of :data:`PHASES`."""
         phased = mark is not None

@@ -19,8 +19,7 @@ One process, one run, one device. Rows (per batch size):
 Each in ``model`` mode (synthetic images already on the device) and end-to-end: ``e2e`` reads
 the JPEGs through the training data pipeline (``ImageFolderDataset`` + the train transform in
 DataLoader workers: uint8 transport, pinned memory, persistent workers, prefetch; normalised on
-the device), ``e2e-gpudecode`` (CUDA) reads bytes in the workers and decodes + crops on the
-GPU (:mod:`comad.bench.gpu_decode`), and ``e2e-dali`` (``--dali``) is the train loader of
+the device), and ``e2e-dali`` (``--dali``) is the train loader of
 ``data.backend='dali'``. ``decode-cpu`` (``--decode-rate``) is the torch path's rate on one core.
 
 Columns: images/s, ms/step (mean and median), peak memory, analytic GFLOP per image (matmul
@@ -30,12 +29,12 @@ achieved TFLOP/s, MFU against a matmul peak measured in the same run (bf16 on CU
 CPU), and the ratios (b)/(a) and end-to-end / model-only. Written to ``<out>/benchmark_distill.
 {csv,json}`` (atomically, after every row, so a cut run keeps what it measured).
 
-The benchmark itself is the package :mod:`comad.bench`; this tool reads the options.
+The benchmark itself is the package :mod:`benchmarks.distill`; this tool reads the options.
 
 Examples::
 
-    python tools/benchmark_distill.py --device cpu --small --batch 16 --steps 3
-    python tools/benchmark_distill.py --device cuda --batches 256,512 --data DIR \
+    python benchmarks/benchmark_distill.py --device cpu --small --batch 16 --steps 3
+    python benchmarks/benchmark_distill.py --device cuda --batches 256,512 --data DIR \
         --variants naive,shipped,shipped+compile,shipped+bf16t+compile --profile
 """
 from __future__ import annotations
@@ -52,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from comad.bench import Settings, SettingsError, run_benchmark  # noqa: E402
+from benchmarks.distill import Settings, SettingsError, run_benchmark  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -83,7 +82,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prefetch", type=int, default=2, help="DataLoader prefetch_factor")
     ap.add_argument("--no-e2e", action="store_true", help="model-only rows only")
     ap.add_argument("--no-align-fit", action="store_true", help="no align-fit row (the adapters' one-off alignment fit)")
-    ap.add_argument("--no-gpu-decode", action="store_true", help="skip the e2e-gpudecode rows (CUDA)")
     ap.add_argument("--dali", action="store_true",
                     help="add e2e-dali rows: the data.backend='dali' loader with --workers threads (the dali extra)")
     ap.add_argument("--decode-rate", action="store_true",
@@ -125,7 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     variants = _names(args.variants) or ["naive", "shipped"] + (["shipped+bf16"] if not cuda and not args.no_cpu_bf16 else [])
     if args.compile and "shipped+compile" not in variants:
         variants.append("shipped+compile")
-    e2e = [] if args.no_e2e else ["e2e"] + (["e2e-gpudecode"] if cuda and not args.no_gpu_decode else []) + (
+    e2e = [] if args.no_e2e else ["e2e"] + (
         ["e2e-dali"] if args.dali else [])
     e2e += ["decode-cpu"] if args.decode_rate else []
     try:

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, atomic_write_text
+from comad.io import atomic_write_json, atomic_write_text
 
 __all__ = ["COLUMNS", "TABLE", "OUTPUT_NAMES", "fill_ratios", "render_table", "render_profile", "write_outputs",
            "write_table"]

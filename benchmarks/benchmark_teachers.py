@@ -4,10 +4,10 @@
 Each teacher runs at the resolutions that give the listed token grids (DINOv2-S/14: grid × 14 px;
 the CNNs: grid × 16 px) with a fraction of the patches kept (random per image), and prints a
 Markdown table of images per second (the median of ``--rounds`` timed rounds after one warm-up
-batch). Needs tools/evidence_setup.sh.
+batch). Needs experiments/evidence_setup.sh.
 
 Example (this CPU, 1 thread):
-    OMP_NUM_THREADS=1 .venv/bin/python tools/benchmark_teachers.py --threads 1 --grids 7,8 --keep 0.5
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/benchmark_teachers.py --threads 1 --grids 7,8 --keep 0.5
 """
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
 """The distillation throughput benchmark: a naive CoMAD step (a) against the project's step (b).
 
-``tools/benchmark_distill.py`` is the command line on top; benchmarks/README.md explains the
+``benchmarks/benchmark_distill.py`` is the command line on top; benchmarks/README.md explains the
 rows, the columns and the results. One concept per module:
 
 - :mod:`.flops`: the analytic FLOP model of a step (and a ``FlopCounterMode`` count to check it);
 - :mod:`.naive`: the naive reference step and its looped gating;
 - :mod:`.variants`: the shipped step and the variant names (``shipped+bf16t+compile``);
 - :mod:`.parts`: size presets, synthetic teacher files, the pieces both steps share;
-- :mod:`.loaders`: synthetic, CPU-decode, GPU-decode and DALI batches; :mod:`.gpu_decode`: nvJPEG
-  decoding with every RandomResizedCrop of a batch cut by one ``roi_align``;
+- :mod:`.loaders`: synthetic, CPU-decode and DALI batches (a GPU-decode path, nvJPEG + ``roi_align``,
+  lost to CPU workers in this benchmark's own measurement and was removed; benchmarks/README.md);
 - :mod:`.timing`: timed steps, the matmul peak, sync audit, profiler and phase times;
 - :mod:`.context`: a run's :class:`Settings` and shared :class:`Bench`;
-- :mod:`.runners`: one runner class per kind of row (``model``, ``e2e``, ``e2e-gpudecode``,
+- :mod:`.runners`: one runner class per kind of row (``model``, ``e2e``,
   ``e2e-dali``, ``decode-cpu``); :mod:`.align_row`: the ``align-fit`` row (the adapters' one-off
   alignment fit);
 - :mod:`.suite`: a whole run in order; :mod:`.report`: ratios, table, CSV / JSON / text.
@@ -36,7 +36,6 @@ from .runners import (
     DaliRunner,
     DecodeRateRunner,
     EndToEndRunner,
-    GpuDecodeRunner,
     ModelOnlyRunner,
     Runner,
     TimedRunner,
@@ -52,7 +51,7 @@ __all__ = [
     "NaiveStep", "masked_full_forward", "naive_gating",
     "PRESETS", "Parts", "build_parts", "load_distiller", "write_teachers",
     "COLUMNS", "render_table", "write_outputs",
-    "RUNNERS", "DaliRunner", "DecodeRateRunner", "EndToEndRunner", "GpuDecodeRunner", "ModelOnlyRunner", "Runner",
+    "RUNNERS", "DaliRunner", "DecodeRateRunner", "EndToEndRunner", "ModelOnlyRunner", "Runner",
     "TimedRunner",
     "Suite", "run_benchmark",
     "ShippedStep", "configured", "parse_variant",

@@ -1,6 +1,6 @@
 """Evidence that the method works: real pretrained teachers distilled into a ViT on Fashion-MNIST.
 
-``make evidence`` (``tools/evidence.sh``) runs :func:`~comad.evidence.run.run_evidence`; see
+``make evidence`` (``experiments/evidence.sh``) runs :func:`~experiments.evidence.run.run_evidence`; see
 ``docs/evidence.md`` for what it measures and what it found.
 
 - :mod:`.config`: presets, teachers, conditions and comparisons (fixed before the run);

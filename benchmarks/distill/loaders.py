@@ -1,19 +1,18 @@
 """Where a row's images come from: synthetic device buffers, or JPEG files decoded on the CPU
-(the training pipeline), on the GPU (:mod:`comad.bench.gpu_decode`) or by DALI (the training
+(the training pipeline) or by DALI (the training
 pipeline of ``data.backend='dali'``, :mod:`comad.data.dali_loader`).
 
 Every loader yields normalised (B, 3, S, S) float32 batches on the device.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["synthetic_batches", "cpu_decode_batches", "gpu_decode_batches", "dali_batches", "LOADERS",
+__all__ = ["synthetic_batches", "cpu_decode_batches", "dali_batches", "LOADERS",
            "build_loader"]
 
 
@@ -52,37 +51,6 @@ def cpu_decode_batches(data: Path, img_size: int, batch: int, num_batches: int, 
         yield norm(b["inputs"].to(device, non_blocking=True))
 
 
-def gpu_decode_batches(data: Path, img_size: int, batch: int, num_batches: int, workers: int, device: torch.device,
-                       prefetch: int, seed: int = 0) -> Iterator[Tensor]:
-    """The workers read bytes; nvJPEG decode + batched crops on the device. On CUDA batch i + 1 is
-    decoded and cropped on a side stream while the step of batch i runs."""
-    from comad.data import ImageFolderDataset
-
-    from .gpu_decode import (
-        EncodedImageDataset,
-        GpuRandomResizedCrop,
-        collate_encoded,
-        split_encoded,
-    )
-
-    ds = EncodedImageDataset(ImageFolderDataset(data, split="train", on_corrupt="error"))
-    crop = GpuRandomResizedCrop(img_size, device=device, seed=seed)
-    side = torch.cuda.Stream(device) if device.type == "cuda" else None
-    pending = None
-    for b in _loader(ds, batch, num_batches, workers, device, prefetch, seed, collate_fn=collate_encoded):
-        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            x = crop(split_encoded(b), b["path"])
-        if pending is not None:
-            yield pending
-        if side is not None:
-            main = torch.cuda.current_stream(device)
-            main.wait_stream(side)
-            x.record_stream(main)
-        pending = x
-    if pending is not None:
-        yield pending
-
-
 def dali_batches(data: Path, img_size: int, batch: int, num_batches: int, workers: int, device: torch.device,
                  prefetch: int, seed: int = 0) -> Iterator[Tensor]:
     """The DALI train loader with ``workers`` CPU threads (``mixed`` decoder and GPU resize on
@@ -106,8 +74,7 @@ def dali_batches(data: Path, img_size: int, batch: int, num_batches: int, worker
 
 
 #: loader kinds of :func:`build_loader`: (data, img_size, batch, num_batches, workers, device, prefetch, seed)
-LOADERS: dict[str, Callable[..., Iterator[Tensor]]] = {"cpu": cpu_decode_batches, "gpu": gpu_decode_batches,
-                                                      "dali": dali_batches}
+LOADERS: dict[str, Callable[..., Iterator[Tensor]]] = {"cpu": cpu_decode_batches, "dali": dali_batches}
 
 
 def build_loader(kind: str, data: Path, img_size: int, batch: int, num_batches: int, workers: int,

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
-from ..data.idx import read_idx
-from ..eval.demo_data import FASHION_MNIST_DIR as DEBIAN_DIR
+from comad.data.idx import read_idx
+from comad.eval.demo_data import FASHION_MNIST_DIR as DEBIAN_DIR
 
 __all__ = ["FASHION_MNIST_DIR", "FILES", "CLASSES", "FashionMNIST", "load_fashion_mnist", "to_batch"]
 
-#: Where the idx files are: ``COMAD_FASHION_MNIST`` (as tools/evidence_setup.sh), else the Debian package's folder.
+#: Where the idx files are: ``COMAD_FASHION_MNIST`` (as experiments/evidence_setup.sh), else the Debian package's folder.
 FASHION_MNIST_DIR = Path(os.environ.get("COMAD_FASHION_MNIST", str(DEBIAN_DIR)))
 FILES = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
          "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
@@ -73,7 +73,7 @@ def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_DIR, train_per_cl
     missing = [n for n in FILES.values() if not (root / n).is_file()]
     if missing:
         raise FileNotFoundError(f"Fashion-MNIST: {root} lacks {missing}; install the Debian package "
-                                f"dataset-fashion-mnist (tools/evidence_setup.sh) or set COMAD_FASHION_MNIST")
+                                f"dataset-fashion-mnist (experiments/evidence_setup.sh) or set COMAD_FASHION_MNIST")
     a = {k: read_idx(root / n) for k, n in FILES.items()}
     rng = np.random.default_rng([split_seed, 0])
     train = _balanced(a["train_labels"], train_per_class, rng, "training split")

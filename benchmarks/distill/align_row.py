@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..align import fit_from_moments, moments
-from ..models.vit import scatter_tokens
+from comad.align import fit_from_moments, moments
+from comad.models.vit import scatter_tokens
 from .context import Settings
 from .loaders import synthetic_batches
 from .runners import RUNNERS, Runner
