@@ -35,7 +35,10 @@ from .masking import Masks
 from .models.decoder import MaskedDecoder
 from .models.student import build_vit
 from .distiller_options import (ADAPTER_DEFAULTS, COMPILE_KEYS, TEACHER_KEYS, build_mask_generator, check_keys,
-                                compile_options_of, has_cls, input_stats, mask_seed_of, resolve_teacher_precision)
+                                compile_options_of, fusion_options, has_cls, input_stats, mask_seed_of,
+                                resolve_teacher_precision, standardize_options)
+from .fusion import TeacherHeads, aggregate, drop_coefficients, drop_seed_of
+from .standardize import Standardizer
 from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
 from .teachers.teacher import forward_teachers
 
@@ -71,6 +74,17 @@ class CoMADDistiller(BaseModel):
             cannot). Defaults: :data:`~comad.distiller_options.ADAPTER_DEFAULTS`.
         gating: ``mode``, ``combine``, ``temperature``, ``stop_gradient`` (see comad.gating).
         loss: ``token_weight``, ``map_weight``, ``token_tau``, ``map_tau``, ``map_positions``.
+        fusion: how the teachers become the loss (:mod:`comad.fusion`): ``mode`` — ``'gated'``
+            (default: the consensus gating fuses one target per position, which the student's
+            tokens and the decoder's map regress) or ``'per-teacher'`` (each teacher its own light
+            head on the student, training only; the per-teacher losses averaged, as RADIO and
+            UNIC do); ``teacher_drop`` (``'per-teacher'`` only; UNIC's teacher dropping: per image
+            the highest-loss teacher is kept and every other dropped with this probability; 0:
+            none); ``head_hidden`` (the heads' hidden width, default the student's).
+        standardize: ``False`` (default) or ``True`` / a dict of
+            :data:`~comad.standardize.STANDARDIZE_DEFAULTS` keys: standardise each adapted teacher
+            per channel with moving statistics before the gating or the per-teacher losses
+            (:mod:`comad.standardize`, UNIC's per-teacher standardisation).
         include_cls: the teachers' CLS tokens become one more target, gated like a position
             every teacher saw, and matched by the student's CLS token in the token loss (the map
             loss stays on the patch grid). Off by default (SPEC §2.2).
@@ -113,6 +127,8 @@ class CoMADDistiller(BaseModel):
         adapter: dict[str, Any] | None = None,
         gating: dict[str, Any] | None = None,
         loss: dict[str, Any] | None = None,
+        fusion: dict[str, Any] | None = None,
+        standardize: bool | dict[str, Any] = False,
         include_cls: bool = False,
         img_size: int = 224,
         mask_seed: int = 0,
@@ -158,6 +174,7 @@ class CoMADDistiller(BaseModel):
         self.decoder = MaskedDecoder(dim, n, embed_dim=decoder.get("embed_dim", dim), depth=decoder.get("depth", 2),
                                      num_heads=decoder.get("num_heads", 3), out_dim=dim)
         self._build_adapters(dict(adapter or {}), dim)
+        self._build_fusion(dict(fusion or {}), standardize, dim)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # drives the mask stream
         self._host_step = 0  # host mirror of ``step`` (reading a CUDA buffer would sync every step)
         # run-wide counters (all ranks), saved in checkpoints so a resumed run keeps counting
@@ -248,6 +265,22 @@ class CoMADDistiller(BaseModel):
         )
         self.alignment = (Alignment([t.embed_dim for t in self._teachers], dim, cfg["align"], whiten=cfg["whiten"],
                                     shrinkage=cfg["shrinkage"], fit_images=cfg["fit_images"]) if aligned else None)
+
+    def _build_fusion(self, fusion: dict[str, Any], standardize: bool | dict[str, Any], dim: int) -> None:
+        """``model.fusion`` (the per-teacher heads) and ``model.standardize`` (the moving statistics)."""
+        self.fusion_cfg = fusion_options(fusion)
+        k = len(self._teachers)
+        per_teacher = self.fusion_cfg["mode"] == "per-teacher"
+        self.heads = TeacherHeads(k, dim, self.fusion_cfg["head_hidden"]) if per_teacher else None
+        std = standardize_options(standardize)
+        self.standardizer = Standardizer(k, dim, prefix=int(self.include_cls), **std) if std is not None else None
+
+    def at_step(self, step: int, progress: float) -> None:
+        """Set the step (which draws the masks and the teacher dropping) and the training progress
+        (0 -> 1: schedules), for code that drives :meth:`losses_from_tokens` itself."""
+        self.step.fill_(int(step))
+        self._host_step = int(step)
+        self.progress = float(progress)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -410,7 +443,13 @@ class CoMADDistiller(BaseModel):
 
     def gate(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> GatingOutput:
         """The consensus gating of one batch (what a training step fuses its targets with), for the
-        gating maps (:mod:`comad.gating_maps`): ``t_maps`` / ``seen`` as :meth:`teacher_targets` gives them."""
+        gating maps (:mod:`comad.gating_maps`): ``t_maps`` / ``seen`` as :meth:`teacher_targets` gives them
+        (standardised with the stored statistics when ``model.standardize`` is on)."""
+        if self.heads is not None:
+            raise ValueError("model.fusion.mode='per-teacher' has no consensus gating to draw (each teacher has its "
+                             "own head and loss)")
+        if self.standardizer is not None:
+            t_maps = self.standardizer(t_maps, seen, update=False)
         return consensus_gating(self.student_forward(images, masks)[2], t_maps, seen, **self.gating_cfg)
 
     def student_losses(self, images: Tensor, masks: Masks, t_maps: Tensor, seen: Tensor) -> dict[str, Tensor]:
@@ -418,7 +457,11 @@ class CoMADDistiller(BaseModel):
         statistics against the adapted teacher maps ``t_maps`` (K, B, P + N, D) seen at ``seen``
         (K, B, P + N), as :meth:`teacher_targets` gives them."""
         p = int(self.include_cls)
+        if self.standardizer is not None:
+            t_maps = self.standardizer(t_maps, seen, self.progress, update=self.training)
         h, recon, pred = self.student_forward(images, masks)
+        if self.heads is not None:
+            return self._per_teacher_losses(h, recon, masks, t_maps, seen)
         g = consensus_gating(pred, t_maps, seen, **self.gating_cfg)
         target, has_target = g.target[:, p:], g.has_target[:, p:]
         lc = self.loss_cfg
@@ -433,6 +476,45 @@ class CoMADDistiller(BaseModel):
         if not out:
             raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
         out.update(gate_stats(self.teacher_names, g, seen, skip=p))
+        return out
+
+    def _per_teacher_losses(self, h: Tensor, recon: Tensor, masks: Masks, t_maps: Tensor,
+                            seen: Tensor) -> dict[str, Tensor]:
+        """``fusion.mode='per-teacher'``: each teacher's head on the student's tokens ``h`` (B, [P +] n_s, D)
+        and on the decoder's map ``recon`` (B, N, D) against that teacher's own map, per image;
+        the per-teacher losses combined by :func:`comad.fusion.aggregate` (with teacher dropping
+        while training when ``fusion.teacher_drop`` > 0). Logs ``keep_<teacher>`` (the share of
+        images that kept it) and ``err_<teacher>`` (its mean loss)."""
+        p, lc = int(self.include_cls), self.loss_cfg
+        if not (lc["token_weight"] or lc["map_weight"]):
+            raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
+        on_h, on_recon = self.heads(h), self.heads(recon)  # (K, B, [P +] n_s, D), (K, B, N, D)
+        zero = recon.new_zeros(recon.shape[0])
+        tok, mp = [], []
+        for k in range(t_maps.shape[0]):
+            t, s = t_maps[k], seen[k]
+            y = torch.cat([t[:, :p], gather_tokens(t[:, p:], masks.student)], 1)
+            valid = torch.cat([s[:, :p], s[:, p:].gather(1, masks.student)], 1)
+            tok.append(lc["token_weight"] * token_kl(y, on_h[k], tau=lc["token_tau"], valid=valid, per_image=True)
+                       if lc["token_weight"] else zero)
+            mp.append(lc["map_weight"] * map_kl(t[:, p:], on_recon[k], s[:, p:], tau=lc["map_tau"],
+                                                positions=lc["map_positions"], per_image=True)
+                      if lc["map_weight"] else zero)
+        tok_t, map_t = torch.stack(tok), torch.stack(mp)  # (K, B)
+        total = (tok_t + map_t).detach()
+        c = torch.ones_like(total)
+        if self.fusion_cfg["teacher_drop"] > 0 and self.training:
+            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            rank = dist.get_rank() if world > 1 else 0
+            c = drop_coefficients(total, self.fusion_cfg["teacher_drop"], drop_seed_of(self.mask_seed, self._host_step),
+                                  world, rank)
+        out: dict[str, Tensor] = {}
+        if lc["token_weight"]:
+            out["loss_token"] = aggregate(tok_t, c)
+        if lc["map_weight"]:
+            out["loss_map"] = aggregate(map_t, c)
+        for k, name in enumerate(self.teacher_names):
+            out[f"keep_{name}"], out[f"err_{name}"] = c[k].mean(), total[k].mean()
         return out
 
     def forward(self, inputs: Tensor, data_samples: Any = None, mode: str = "loss", **kwargs: Any) -> Any:

@@ -11,11 +11,14 @@ from typing import Any, Sequence
 from torch import nn
 
 from .align import SHRINKAGE
+from .fusion import FUSION_MODES
+from .standardize import STANDARDIZE_DEFAULTS
 from .masking import MaskGenerator
 from .teachers.teacher import PRECISIONS
 
 __all__ = ["TEACHER_KEYS", "ADAPTER_DEFAULTS", "COMPILE_KEYS", "check_keys", "compile_options_of",
-           "resolve_teacher_precision", "build_mask_generator", "has_cls", "input_stats", "mask_seed_of"]
+           "resolve_teacher_precision", "build_mask_generator", "has_cls", "input_stats", "mask_seed_of",
+           "FUSION_DEFAULTS", "fusion_options", "standardize_options"]
 
 
 def check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> None:
@@ -92,3 +95,33 @@ TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", 
 #: ``model.adapter`` keys and their defaults (SPEC §2.3; see comad.align).
 ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=SHRINKAGE, fit_images=4096, init="orthogonal",
                         trainable=False)
+#: ``model.fusion`` keys and their defaults (comad.fusion).
+FUSION_DEFAULTS = dict(mode="gated", teacher_drop=0.0, head_hidden=None)
+
+
+def fusion_options(fusion: dict[str, Any]) -> dict[str, Any]:
+    """``model.fusion`` with its defaults, checked (teacher dropping is defined on per-teacher losses)."""
+    check_keys("fusion", fusion, list(FUSION_DEFAULTS))
+    cfg = {**FUSION_DEFAULTS, **fusion}
+    if cfg["mode"] not in FUSION_MODES:
+        raise ValueError(f"model.fusion.mode must be one of {FUSION_MODES}, got {cfg['mode']!r}")
+    drop = cfg["teacher_drop"]
+    if not isinstance(drop, (int, float)) or not 0.0 <= drop < 1.0:
+        raise ValueError(f"model.fusion.teacher_drop must be a probability in [0, 1), got {drop!r}")
+    if drop and cfg["mode"] != "per-teacher":
+        raise ValueError("model.fusion.teacher_drop needs fusion.mode='per-teacher' (UNIC's dropping is defined on "
+                         "per-teacher losses; the gated target has one loss)")
+    return cfg
+
+
+def standardize_options(standardize: bool | dict[str, Any]) -> dict[str, Any] | None:
+    """``model.standardize``: None (off), or the :class:`~comad.standardize.Standardizer` keywords."""
+    if standardize is False or standardize is None:
+        return None
+    if standardize is True:
+        return dict(STANDARDIZE_DEFAULTS)
+    if isinstance(standardize, dict):
+        check_keys("standardize", standardize, list(STANDARDIZE_DEFAULTS))
+        return {**STANDARDIZE_DEFAULTS, **standardize}
+    raise ValueError(f"model.standardize must be True, False or a dict of {sorted(STANDARDIZE_DEFAULTS)}, "
+                     f"got {standardize!r}")

@@ -16,7 +16,8 @@ __all__ = ["token_kl", "map_kl", "MAP_POSITIONS"]
 MAP_POSITIONS = ("targets", "all")
 
 
-def token_kl(target: Tensor, pred: Tensor, tau: float = 1.0, valid: Tensor | None = None) -> Tensor:
+def token_kl(target: Tensor, pred: Tensor, tau: float = 1.0, valid: Tensor | None = None,
+             per_image: bool = False) -> Tensor:
     """``tau^2 * KL(softmax(y/tau) || softmax(h/tau))`` over the last dim, mean over tokens.
 
     Args:
@@ -30,6 +31,8 @@ def token_kl(target: Tensor, pred: Tensor, tau: float = 1.0, valid: Tensor | Non
             nor dilute the others, and every image weighs the same (so that DDP's gradient
             average stays the full-batch gradient). With every token valid this is the plain
             mean.
+        per_image: return each image's loss, (...,) (the per-teacher fusion weighs images and
+            teachers itself, comad.fusion), instead of their mean.
     """
     if target.shape != pred.shape:
         raise ValueError(f"token_kl: target {tuple(target.shape)} and prediction {tuple(pred.shape)} differ")
@@ -40,12 +43,13 @@ def token_kl(target: Tensor, pred: Tensor, tau: float = 1.0, valid: Tensor | Non
         log_q = F.log_softmax(pred.float() / tau, dim=-1)
         kl = (log_p.exp() * (log_p - log_q)).sum(-1)
         if valid is None:
-            return tau**2 * kl.mean()
+            return tau**2 * (kl.mean(-1) if per_image else kl.mean())
         per_row = (kl * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-        return tau**2 * per_row.mean()
+        return tau**2 * (per_row if per_image else per_row.mean())
 
 
-def map_kl(target: Tensor, pred: Tensor, valid: Tensor, tau: float = 4.0, positions: str = "targets") -> Tensor:
+def map_kl(target: Tensor, pred: Tensor, valid: Tensor, tau: float = 4.0, positions: str = "targets",
+           per_image: bool = False) -> Tensor:
     """Channel-wise KL over positions: ``tau^2 * KL(softmax_p(Y_c/tau) || softmax_p(H_c/tau))``.
 
     Args:
@@ -57,8 +61,10 @@ def map_kl(target: Tensor, pred: Tensor, valid: Tensor, tau: float = 4.0, positi
             ``all`` — the prediction's softmax runs over all N positions (mass it puts on
             positions without a target is penalised), the target's over its own positions.
 
+        per_image: return each image's mean over channels, (B,), instead of the mean over images.
+
     Returns:
-        the mean over channels and images.
+        the mean over channels and images (or (B,) with ``per_image``).
     """
     if positions not in MAP_POSITIONS:
         raise ValueError(f"map_kl positions must be one of {MAP_POSITIONS}, got {positions!r}")
@@ -76,4 +82,4 @@ def map_kl(target: Tensor, pred: Tensor, valid: Tensor, tau: float = 4.0, positi
             pred_logits = pred_logits.masked_fill(~m, neg_inf)
         log_q = F.log_softmax(pred_logits, dim=1)
         kl = torch.where(m, log_p.exp() * (log_p - log_q), torch.zeros_like(log_p)).sum(1)  # (B, D)
-        return tau**2 * kl.mean()
+        return tau**2 * (kl.mean(1) if per_image else kl.mean())
