@@ -1,6 +1,8 @@
 """The evidence pipeline in its tiny form: random tiny teachers in the real layouts, a Fashion-MNIST
-look-alike in the real idx format, two seeds of a few steps, two worker processes; CSV, Markdown,
-PNG; reuse, exact resume, the pairing by seed, and the bootstrap against hand computations."""
+look-alike in the real idx format, two seeds of a few steps, a pool of two processes; CSV, Markdown,
+PNG; reuse (also from the results' copy of the units, as on another machine), exact resume, the
+pairing by seed across units, the mask schemes, the dense probe's scenes and the bootstraps
+against hand computations."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,13 +14,13 @@ import pytest
 import torch
 
 from comad.data.idx import read_idx, write_idx
-from experiments.evidence import CONDITIONS, DIFFERENCES, preset, run_evidence
-from experiments.evidence.config import GATING_CONDITIONS, GATING_DIFFERENCES
+from experiments.evidence import CONDITIONS, preset, run_evidence
 from experiments.evidence import train as train_mod
+from experiments.evidence.designs import CLAIMS_CONDITIONS, CLAIMS_DIFFERENCES, GATING_CONDITIONS, GATING_DIFFERENCES
 from experiments.evidence.data import FILES, load_fashion_mnist
 from experiments.evidence.run import parse_overrides
 from experiments.evidence.stats import gates_table, paired_bootstrap
-from experiments.evidence.units import _gate_summary
+from experiments.evidence.units import _gate_summary, unit_names
 from experiments.evidence.teachers import SharedTeachers, prepare_teachers
 from experiments.evidence.train import build_lockstep, step_masks, train_seed
 
@@ -84,7 +86,7 @@ def test_gates_table_averages_the_last_half_of_training_per_seed():
 
 
 def test_conditions_of_a_seed_share_the_init_the_masks_and_the_teachers(fmnist, tmp_path):
-    cfg = tiny(fmnist)
+    cfg = tiny(fmnist, design="main")
     files = prepare_teachers(cfg, tmp_path)
     ls = build_lockstep(cfg, 3, files)
     assert set(ls.models) == {c.name for c in CONDITIONS if c.teachers}
@@ -100,7 +102,7 @@ def test_conditions_of_a_seed_share_the_init_the_masks_and_the_teachers(fmnist, 
 
 
 def test_an_interrupted_unit_resumes_to_the_uninterrupted_result(fmnist, tmp_path, monkeypatch):
-    cfg = tiny(fmnist, checkpoint_minutes=1e-9)  # save after every step
+    cfg = tiny(fmnist, checkpoint_minutes=1e-9, design="main")  # save after every step
     files = prepare_teachers(cfg, tmp_path)
     data = load_fashion_mnist(fmnist, 4, 2)
     ref, _ = train_seed(dataclasses.replace(cfg, checkpoint_minutes=0.0), 0, files, data, tmp_path / "ref")
@@ -124,46 +126,58 @@ def test_an_interrupted_unit_resumes_to_the_uninterrupted_result(fmnist, tmp_pat
 
 
 def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
-    cfg = tiny(fmnist)
+    cfg = tiny(fmnist)  # the claims design: five groups of conditions, the dense probe
     out = run_evidence(cfg, tmp_path / "work", tmp_path / "results", show=False)
     res = tmp_path / "results"
     assert {p.name for p in res.iterdir()} >= {"evidence.csv", "differences.csv", "teachers.csv", "evidence.md",
-                                               "evidence.png", "run.json"}
+                                               "evidence.png", "run.json", "claims.csv", "units"}
     scores, diffs = pd.read_csv(res / "evidence.csv"), pd.read_csv(res / "differences.csv")
-    assert list(scores.condition) == [c.name for c in CONDITIONS] and len(diffs) == 2 * len(DIFFERENCES)
+    assert list(scores.condition) == [c.name for c in CLAIMS_CONDITIONS] and len(diffs) == 3 * len(CLAIMS_DIFFERENCES)
+    assert set(diffs.probe) == {"linear", "knn", "dense"} and scores.dense_mean.between(0, 100).all()
     assert scores.linear_mean.between(0, 100).all() and (diffs.ci_low <= diffs["diff"]).all()
-    assert len(pd.read_csv(res / "teachers.csv")) == 7  # 3 real, 3 random, the pixels
+    teachers = pd.read_csv(res / "teachers.csv")
+    assert len(teachers) == 7 and teachers.dense.between(0, 100).all()  # 3 real, 3 random, the pixels
     assert (res / "evidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    claims = pd.read_csv(res / "claims.csv")
+    assert len(claims) == len(CLAIMS_DIFFERENCES) and claims.claim.str.startswith(("1:", "2:", "3:", "4:", "A:")).all()
+    md = (res / "evidence.md").read_text()
+    assert md.index("## Claims") < md.index("## Scores") and "joint gating vs the mean" in md
+    assert "random_init" in out["summary"] and "dense mIoU" in out["summary"]
     gates = pd.read_csv(res / "gates.csv")
     mean_rows = gates[gates.gating == "mean"]
     assert len(mean_rows) and np.allclose(mean_rows.gate_shared_mean, 1 / 3, atol=1e-3)  # 1/K under mean (CSV at 4 decimals)
     for _, g in gates[gates.gating == "joint"].groupby("condition"):
         assert len(g) == 3 and abs(g.gate_shared_mean.sum() - 1.0) < 0.05  # a distribution over the teachers
-    md = (res / "evidence.md").read_text()
-    assert "## What the gating did" in md and "## Paired differences" in md and "joint gating vs the mean" in md and "random_init" in out["summary"]
-    logs = sorted((out["run_dir"] / "logs").glob("worker*.log"))
-    assert len(logs) == 2 and all("worker" in p.read_text() for p in logs)
+    names = unit_names(cfg)
+    assert len(names) == 2 * 5 + 2 and {p.stem for p in (out["run_dir"] / "logs").glob("*.log")} == set(names)
     units = sorted((out["run_dir"] / "units").glob("*.json"))
-    assert [u.stem for u in units] == ["seed0", "seed1", "teachers-random", "teachers-real"]
+    assert {u.stem for u in units} == set(names) == {u.stem for u in (res / "units").glob("*.json")}
+    core = json.loads((out["run_dir"] / "units" / "seed0-core.json").read_text())["entries"]
+    assert set(core) == {c.name for c in CLAIMS_CONDITIONS if c.group == "core"}
+    assert core["default"]["train"]["gate_shared_dinov2"] > 0 and len(core["default"]["linear_correct"]) == 20
+    fusion = json.loads((out["run_dir"] / "units" / "seed0-fusion.json").read_text())["entries"]
+    assert 0.5 <= fusion["per_teacher_drop"]["train"]["keep_dinov2"] <= 1 and fusion["per_teacher"]["train"]["keep_mnv2"] == 1
+    assert len(fusion["per_teacher"]["dense_pred"]) == 4 * cfg.grid ** 2  # 4 test scenes x 4 patches
     stamps = {u: u.stat().st_mtime_ns for u in units}
-    seed0 = json.loads(units[0].read_text())
-    assert seed0["threads"] == 1 and len(seed0["entries"]["joint_gcca"]["linear_correct"]) == 20
     again = run_evidence(cfg, tmp_path / "work", tmp_path / "results2", show=False)
     assert {u: u.stat().st_mtime_ns for u in units} == stamps  # nothing redone
     assert pd.read_csv(tmp_path / "results2" / "evidence.csv").equals(scores)
+    # another machine: a fresh work dir, the committed results' units: nothing is recomputed
+    other = run_evidence(cfg, tmp_path / "elsewhere", res, show=False)
+    assert not list((other["run_dir"] / "logs").glob("*.log")) and pd.read_csv(res / "evidence.csv").equals(scores)
     assert again["summary"].splitlines()[:12] == out["summary"].splitlines()[:12]
 
 
 def test_the_gating_design_trains_its_own_conditions_paired_with_the_main_design(fmnist, tmp_path):
     threads = torch.get_num_threads()
-    main = run_evidence(tiny(fmnist, seeds=(0,), workers=1), tmp_path / "w1", tmp_path / "r1", show=False)
+    main = run_evidence(tiny(fmnist, seeds=(0,), workers=1, design="main"), tmp_path / "w1", tmp_path / "r1", show=False)
     assert torch.get_num_threads() == threads  # in-process units leave the caller's thread count alone
     gating = run_evidence(tiny(fmnist, seeds=(0,), workers=1, design="gating"), tmp_path / "w2", tmp_path / "r2",
                           show=False)
     scores, diffs = gating["tables"]["scores"], gating["tables"]["differences"]
     assert list(scores.condition) == [c.name for c in GATING_CONDITIONS]
-    assert list(diffs.question.unique()) == [q for _, _, q in GATING_DIFFERENCES]
-    seed_main, seed_gating = (json.loads((r["run_dir"] / "units" / "seed0.json").read_text())["entries"]
+    assert list(diffs.question.unique()) == [d.question for d in GATING_DIFFERENCES]
+    seed_main, seed_gating = (json.loads((r["run_dir"] / "units" / "seed0-all.json").read_text())["entries"]
                               for r in (main, gating))
     for name in ("mean", "corrupt_mean", "corrupt_joint"):  # the same seed: the same data, masks, init, result
         assert seed_gating[name]["linear_correct"] == seed_main[name]["linear_correct"], name
@@ -176,7 +190,8 @@ def test_a_field_added_later_at_its_default_leaves_stored_results_valid():
     import hashlib
 
     cfg = preset("cpu")
-    d = {k: v for k, v in cfg.to_dict().items() if k not in ("workers", "checkpoint_minutes", "name", "data_root", "design")}
+    later = ("design", "dense_train_scenes", "dense_test_scenes", "dense_items", "dense_c", "dense_max_iter")
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("workers", "checkpoint_minutes", "name", "data_root", *later)}
     before = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert cfg.fingerprint() == before  # the fingerprint the stored main-design results were made with
     assert preset("cpu", design="gating").fingerprint() != before

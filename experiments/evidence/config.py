@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TeacherSpec", "Condition", "EvidenceConfig", "TEACHERS", "CONDITIONS", "DIFFERENCES", "DESIGNS", "PRESETS",
-           "preset", "teacher_key"]
+from .designs import DESIGNS, Condition, Difference
+
+__all__ = ["TeacherSpec", "EvidenceConfig", "TEACHERS", "PRESETS", "preset", "teacher_key"]
 
 
 @dataclass(frozen=True)
@@ -47,74 +48,10 @@ def teacher_key(name: str, real: bool) -> str:
     return name if real else f"{name}_random"
 
 
-@dataclass(frozen=True)
-class Condition:
-    """One way of training the student (or not): its teachers (keys of :func:`teacher_key`),
-    gating mode and alignment; no teachers = the random-init student, evaluated untrained."""
-
-    name: str
-    label: str
-    teachers: tuple[str, ...] = ()
-    gating: str = "joint"
-    align: str = "gcca"
-
-
-_REAL = ("dinov2", "mnv2", "lite0")
-CONDITIONS: tuple[Condition, ...] = (
-    Condition("random_init", "random-init student (untrained)"),
-    Condition("control", "random-weight teachers x3, joint, gcca", ("dinov2_random", "mnv2_random", "lite0_random")),
-    Condition("dinov2", "DINOv2 alone", ("dinov2",)),
-    Condition("mnv2", "MobileNetV2 alone", ("mnv2",)),
-    Condition("lite0", "EfficientNet-Lite0 alone", ("lite0",)),
-    Condition("mean", "3 real, mean, gcca", _REAL, gating="mean"),
-    Condition("joint_gcca", "3 real, joint, gcca (default)", _REAL),
-    Condition("joint_procrustes", "3 real, joint, procrustes", _REAL, align="procrustes"),
-    Condition("joint_none", "3 real, joint, no alignment", _REAL, align="none"),
-    Condition("corrupt_mean", "2 real + random Lite0, mean, gcca", ("dinov2", "mnv2", "lite0_random"), gating="mean"),
-    Condition("corrupt_joint", "2 real + random Lite0, joint, gcca", ("dinov2", "mnv2", "lite0_random")),
-)
-
-#: The differences reported with intervals, (a, b, question): accuracy of a minus accuracy of b.
-DIFFERENCES: tuple[tuple[str, str, str], ...] = (
-    ("joint_gcca", "control", "real teachers vs random-weight teachers"),
-    ("joint_gcca", "random_init", "distillation vs no training"),
-    ("control", "random_init", "random-teacher distillation vs no training"),
-    ("joint_gcca", "mean", "joint gating vs the mean"),
-    ("corrupt_joint", "corrupt_mean", "joint vs mean with one random teacher"),
-    ("joint_gcca", "joint_none", "gcca alignment vs none"),
-    ("joint_procrustes", "joint_none", "procrustes alignment vs none"),
-    ("joint_gcca", "joint_procrustes", "gcca vs procrustes"),
-    ("joint_gcca", "dinov2", "three teachers vs DINOv2 alone"),
-    ("joint_gcca", "mnv2", "three teachers vs MobileNetV2 alone"),
-    ("joint_gcca", "lite0", "three teachers vs EfficientNet-Lite0 alone"),
-)
-
-_CORRUPT = ("dinov2", "mnv2", "lite0_random")
-#: A follow-up, chosen after the main run had been read (so exploratory, not part of its fixed
-#: design): does a gate without the student's affinity (``gating='agreement'``) down-weight the
-#: random-weight teacher that joint gating did not? The same seeds, data order, masks and init.
-GATING_CONDITIONS: tuple[Condition, ...] = (
-    Condition("mean", "3 real, mean, gcca", _REAL, gating="mean"),
-    Condition("agreement", "3 real, agreement, gcca", _REAL, gating="agreement"),
-    Condition("corrupt_mean", "2 real + random Lite0, mean, gcca", _CORRUPT, gating="mean"),
-    Condition("corrupt_joint", "2 real + random Lite0, joint, gcca", _CORRUPT),
-    Condition("corrupt_agreement", "2 real + random Lite0, agreement, gcca", _CORRUPT, gating="agreement"),
-)
-GATING_DIFFERENCES: tuple[tuple[str, str, str], ...] = (
-    ("corrupt_agreement", "corrupt_mean", "agreement vs mean with one random teacher"),
-    ("corrupt_agreement", "corrupt_joint", "agreement vs joint with one random teacher"),
-    ("corrupt_joint", "corrupt_mean", "joint vs mean with one random teacher (the main run's, again)"),
-    ("agreement", "mean", "agreement gating vs the mean"),
-)
-#: ``EvidenceConfig.design`` -> (conditions, differences).
-DESIGNS: dict[str, tuple[tuple[Condition, ...], tuple[tuple[str, str, str], ...]]] = {
-    "main": (CONDITIONS, DIFFERENCES),
-    "gating": (GATING_CONDITIONS, GATING_DIFFERENCES),
-}
-
-
-#: Fields added after results had been stored, with the value those results were made with.
-_ADDED_LATER: dict[str, Any] = {"design": "main"}
+#: Fields added after results had been stored, with the value those results were made with (a
+#: field at that value leaves the fingerprint as it was).
+_ADDED_LATER: dict[str, Any] = {"design": "main", "dense_train_scenes": 0, "dense_test_scenes": 0, "dense_items": 3,
+                                "dense_c": 1.0, "dense_max_iter": 1000}
 
 
 @dataclass(frozen=True)
@@ -138,7 +75,10 @@ class EvidenceConfig:
         checkpoint_minutes: a training unit saves its state this often (resume after a crash; 0: never).
         data_root: the folder of the four Fashion-MNIST idx files ('': ``COMAD_FASHION_MNIST`` or the
             Debian package's folder).
-        design: which conditions are trained and which differences reported (:data:`DESIGNS`).
+        design: which conditions are trained and which differences reported (:data:`~.designs.DESIGNS`).
+        dense_train_scenes, dense_test_scenes: the dense probe's scenes (0: no dense probe), each of
+            ``dense_items`` Fashion-MNIST items of the probe-train / probe-test images
+            (:mod:`~experiments.evidence.dense`); dense_c, dense_max_iter: its logistic regression.
     """
 
     name: str
@@ -170,6 +110,11 @@ class EvidenceConfig:
     checkpoint_minutes: float = 5.0
     data_root: str = ""
     design: str = "main"
+    dense_train_scenes: int = 0
+    dense_test_scenes: int = 0
+    dense_items: int = 3
+    dense_c: float = 1.0
+    dense_max_iter: int = 1000
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -180,8 +125,13 @@ class EvidenceConfig:
         return DESIGNS[self.design][0]
 
     @property
-    def differences(self) -> tuple[tuple[str, str, str], ...]:
+    def differences(self) -> tuple[Difference, ...]:
         return DESIGNS[self.design][1]
+
+    @property
+    def groups(self) -> list[str]:
+        """The conditions' groups in the design's order (one unit of work per seed and group)."""
+        return list(dict.fromkeys(c.group for c in self.conditions))
 
     @property
     def grid(self) -> int:
@@ -202,9 +152,12 @@ class EvidenceConfig:
         for key, default in _ADDED_LATER.items():  # at their default, stored results stay valid
             if d.get(key) == default:
                 del d[key]
-        keep = {k: d[k] for k in (fields or [k for k in d if k not in mechanics])}
+        keep = {k: d[k] for k in (fields or [k for k in d if k not in mechanics]) if k in d}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+#: The dense probe of the claims design (fixed with it, before its run).
+_DENSE = dict(dense_train_scenes=600, dense_test_scenes=600, dense_items=3, dense_c=1.0, dense_max_iter=1000)
 
 PRESETS: dict[str, EvidenceConfig] = {
     # the CPU run, sized from the pilot's rates to about an hour on 2 cores (docs/evidence.md): 1 thread
@@ -215,14 +168,14 @@ PRESETS: dict[str, EvidenceConfig] = {
     # a few minutes, to measure rates and check the pipeline on the real teachers
     "pilot": EvidenceConfig("pilot", steps=12, seeds=(0,), probe_train_per_class=50, probe_test_per_class=30,
                             workers=1, warmup_steps=2, fit_images=128),
-    # the GPU form (not run in the CPU sessions): 112 px, every pool image once, 5 seeds
-    "gpu": EvidenceConfig("gpu", img_size=112, batch_size=256, steps=222, seeds=(0, 1, 2, 3, 4), warmup_steps=20,
-                          fit_images=4096, lr=1e-3, probe_train_per_class=300, probe_test_per_class=500, workers=1,
-                          threads=16, device="cuda"),
-    # the test suite's: random tiny teachers in the real layouts, a 2x2 grid, seconds
+    # the learning curve that sizes the claims run (design 'curve': the default alone; one seed; the
+    # claims run's probes): tools run it once per schedule (--curve 180,360,720,1440)
+    "curve": EvidenceConfig("curve", design="curve", seeds=(0,), **_DENSE),
+    # the test suite's: random tiny teachers in the real layouts, a 2x2 grid, the claims design, seconds
     "tiny": EvidenceConfig("tiny", img_size=16, student=dict(embed_dim=32, depth=1, num_heads=2), decoder_depth=1,
                            steps=3, batch_size=4, warmup_steps=1, fit_images=4, seeds=(0, 1), probe_train_per_class=4,
-                           probe_test_per_class=2, bootstrap=200, teachers="tiny", checkpoint_minutes=0.0),
+                           probe_test_per_class=2, bootstrap=200, teachers="tiny", checkpoint_minutes=0.0,
+                           design="claims", dense_train_scenes=6, dense_test_scenes=4, dense_max_iter=200),
 }
 
 

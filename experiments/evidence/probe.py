@@ -36,17 +36,24 @@ def _batched(fn: Callable[[Tensor], Tensor], images: np.ndarray, size: int, batc
 
 
 def student_features(student: nn.Module, images: np.ndarray, size: int, batch: int = 250,
-                     device: str = "cpu") -> Tensor:
-    """(N, D): the mean of the student's patch tokens (after the final norm) on uint8 (N, 28, 28) images."""
+                     device: str = "cpu", tokens: bool = False) -> Tensor:
+    """(N, D): the mean of the student's patch tokens (after the final norm) on uint8 (N, h, w)
+    images; with ``tokens`` the tokens themselves, (N, P, D)."""
     student.eval()
-    return _batched(lambda x: forward_kept_tokens(student, x)[0].mean(1), images, size, batch, device)
+    return _batched(lambda x: _pool(forward_kept_tokens(student, x)[0], tokens), images, size, batch, device)
 
 
 def teacher_features(teacher: nn.Module, layer: int, images: np.ndarray, size: int, batch: int = 100,
-                     device: str = "cpu") -> Tensor:
+                     device: str = "cpu", tokens: bool = False) -> Tensor:
     """(N, C): the mean of a teacher's tokens at ``layer``, from the student-size batch resized to
-    the teacher's input size (:func:`~comad.teachers.teacher.forward_teachers`)."""
-    return _batched(lambda x: forward_teachers([teacher], [layer], x, [None])[0].mean(1), images, size, batch, device)
+    the teacher's input size (:func:`~comad.teachers.teacher.forward_teachers`); with ``tokens``
+    the tokens on the student's grid, (N, P, C)."""
+    return _batched(lambda x: _pool(forward_teachers([teacher], [layer], x, [None])[0], tokens), images, size, batch,
+                    device)
+
+
+def _pool(t: Tensor, tokens: bool) -> Tensor:
+    return t if tokens else t.mean(1)
 
 
 def pixel_features(images: np.ndarray) -> Tensor:

@@ -1,34 +1,38 @@
-"""Run the evidence experiment: units of work on worker processes, progress bars, the report.
+"""Run the evidence experiment: units of work on a process pool, progress bars, the report.
 
 :func:`run_evidence` writes the teacher files once, runs every unit whose result is not stored
-yet (:mod:`experiments.evidence.units`) — in this process with ``workers=1``, else on ``workers``
-processes (``python -m experiments.evidence.worker``, ``threads`` torch threads each), which claim
-units through file locks — shows one progress bar per worker, then writes the tables, page and
-figure (:mod:`experiments.evidence.report`) and returns the summary. Full logs go to
-``<work_dir>/<preset>/logs/``. A re-run reuses every finished unit and resumes a half-trained one.
+yet (:mod:`experiments.evidence.units`) — in this process with ``workers=1``, else on a
+``concurrent.futures.ProcessPoolExecutor`` of ``workers`` processes (``threads`` torch threads
+each, each unit's output in ``logs/<unit>.log``) — shows a progress bar per running unit, then
+writes the tables, page and figure (:mod:`experiments.evidence.report`) and returns the summary.
+A re-run skips every unit whose result exists and resumes a half-trained one. Finished units are
+also copied to ``<results_dir>/units/`` (small JSON files, committed with the results), and a run
+starts by taking the ones there, so that it reuses them on any machine.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import fcntl
 import json
+import multiprocessing
 import os
 import platform
-import subprocess
-import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from comad.io import atomic_write_json
+from comad.io import atomic_write_json, atomic_write_text
 from comad.repo import REPO_ROOT
+
 from .config import EvidenceConfig
 from .data import FASHION_MNIST_DIR, load_fashion_mnist
 from .report import summary_text, write_report
 from .teachers import prepare_teachers
-from .units import load_result, run_unit, unit_names
+from .units import load_result, merge_seeds, result_path, run_unit, unit_names
 
-__all__ = ["run_evidence", "work_units", "config_from_json", "device_name", "default_results_dir", "parse_overrides"]
+__all__ = ["run_evidence", "Run", "run_jobs", "config_from_json", "device_name", "default_results_dir", "parse_overrides"]
+
 
 def device_name(device: str) -> str:
     """``'AMD EPYC ... (2 cores)'`` or the CUDA device's name, for the report."""
@@ -82,116 +86,149 @@ def config_from_json(path: str | os.PathLike) -> EvidenceConfig:
                              for k, v in d.items()})
 
 
-def _progress_writer(path: Path, unit: str) -> Callable[[str, int, int], None]:
-    def write(phase: str, done: int, total: int) -> None:
-        atomic_write_json(dict(unit=unit, phase=phase, done=done, total=total, time=time.time()), path)
-    return write
-
-
-def work_units(cfg: EvidenceConfig, run_dir: Path, files: dict[str, Path], progress_file: Path | None = None,
-               on_progress: Callable[[str, str, int, int], None] | None = None) -> list[str]:
-    """Run every unit not done yet that no other worker holds (a lock per unit); returns those run."""
-    data = load_fashion_mnist(cfg.data_root or FASHION_MNIST_DIR, train_per_class=cfg.probe_train_per_class,
+def _load_data(cfg: EvidenceConfig):
+    return load_fashion_mnist(cfg.data_root or FASHION_MNIST_DIR, train_per_class=cfg.probe_train_per_class,
                               test_per_class=cfg.probe_test_per_class, split_seed=cfg.split_seed)
-    locks = run_dir / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    ran = []
-    for unit in unit_names(cfg):
-        fd = os.open(locks / f"{unit}.lock", os.O_RDWR | os.O_CREAT, 0o644)  # a lock, never written
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # another worker runs it
-            if load_result(cfg, run_dir, unit) is not None:
-                continue
-            progress = _progress_writer(progress_file, unit) if progress_file is not None else None
-            if on_progress is not None:
-                progress = lambda phase, done, total, u=unit: on_progress(u, phase, done, total)  # noqa: E731
-            run_unit(cfg, unit, files, data, run_dir, progress)
-            ran.append(unit)
-        finally:
-            os.close(fd)
-    return ran
 
 
-def _spawn(cfg: EvidenceConfig, run_dir: Path, work_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads),
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    procs = []
-    for i in range(cfg.workers):
-        log = run_dir / "logs" / f"worker{i}.log"
-        # a log stream, appended across re-runs (not an output: the results are written atomically)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            cmd = [sys.executable, "-m", "experiments.evidence.worker", "--run-dir", str(run_dir), "--work-dir", str(work_dir),
-                   "--index", str(i)]
-            procs.append((subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT), log))
-        finally:
-            os.close(fd)
-    return procs
+def _unit_job(cfg: EvidenceConfig, unit: str, files: dict[str, Path], run_dir: Path) -> str:
+    """One unit in a pool process: its output to ``logs/<unit>.log``, its progress to ``progress/<unit>.json``."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    progress_file = run_dir / "progress" / f"{unit}.json"
+
+    def progress(phase: str, done: int, total: int) -> None:
+        atomic_write_json(dict(unit=unit, phase=phase, done=done, total=total, time=time.time()), progress_file)
+
+    with open(run_dir / "logs" / f"{unit}.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        print(f"unit {unit}: started, pid {os.getpid()}, {cfg.threads} torch thread(s)", flush=True)
+        run_unit(cfg, unit, files, _load_data(cfg), run_dir, progress)
+        print(f"unit {unit}: done", flush=True)
+    return unit
 
 
-def _watch(procs: list[tuple[subprocess.Popen, Path]], run_dir: Path, show: bool) -> None:
-    """Progress bars from the workers' progress files until every worker has exited."""
+def _bars(show: bool) -> Callable[[dict[str, tuple[str, int, int]]], None]:
+    """A function that draws one tqdm bar per running unit from ``{unit: (phase, done, total)}``."""
     from tqdm import tqdm
 
-    bars = [tqdm(total=1, position=i, desc=f"worker {i}", leave=True, disable=not show, dynamic_ncols=True)
-            for i in range(len(procs))]
-    shown: list[tuple[str, int] | None] = [None] * len(procs)
-    while any(p.poll() is None for p, _ in procs):
-        for i, bar in enumerate(bars):
-            try:
-                st = json.loads((run_dir / "progress" / f"worker{i}.json").read_text())
-            except (OSError, ValueError):
-                continue
-            now = (f"worker {i} {st['unit']} {st['phase']}", int(st["total"]))
-            if shown[i] != now:
-                bar.reset(total=now[1])
-                bar.set_description_str(now[0])
-                shown[i] = now
-            bar.n = st["done"]
-            bar.refresh()
-        time.sleep(1.0)
-    for bar in bars:
-        bar.close()
+    bars: dict[str, Any] = {}
+    shown: dict[str, tuple[str, int]] = {}
 
-
-def _run_pending(cfg: EvidenceConfig, run_dir: Path, work_dir: Path, files: dict[str, Path], show: bool) -> None:
-    pending = [u for u in unit_names(cfg) if load_result(cfg, run_dir, u) is None]
-    if not pending:
-        return
-    for sub in ("logs", "progress"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    if cfg.workers <= 1:
-        from tqdm import tqdm
-
-        with tqdm(total=1, desc="evidence", disable=not show, dynamic_ncols=True) as bar:
-            shown: list[tuple[str, int]] = []
-
-            def step(unit: str, phase: str, done: int, total: int) -> None:
-                if shown[-1:] != [(f"{unit} {phase}", total)]:
-                    bar.reset(total=total)
-                    bar.set_description_str(f"evidence {unit} {phase}")
-                    shown.append((f"{unit} {phase}", total))
+    def draw(state: dict[str, tuple[str, int, int]]) -> None:
+        for unit in [u for u in bars if u not in state]:
+            bars.pop(unit).close()
+            shown.pop(unit, None)
+        for unit, (phase, done, total) in state.items():
+            bar = bars.get(unit)
+            if bar is None:
+                bar = bars[unit] = tqdm(total=total, desc=unit, disable=not show, dynamic_ncols=True, leave=False)
+            if shown.get(unit) != (phase, total):
+                bar.reset(total=total)
+                bar.set_description_str(f"{unit} {phase}")
+                shown[unit] = (phase, total)
+            if bar.n != done:
                 bar.n = done
                 bar.refresh()
-            work_units(cfg, run_dir, files, on_progress=step)
-        return
-    procs = _spawn(cfg, run_dir, work_dir)
+    return draw
+
+
+#: one unit of work: its run's configuration, the unit, the run directory
+Job = tuple[EvidenceConfig, str, Path]
+
+
+def _run_in_process(jobs: list[Job], files: dict[str, Path], show: bool, on_done: Callable[[Job], None]) -> None:
+    draw = _bars(show)
+    for job in jobs:
+        cfg, unit, run_dir = job
+        run_unit(cfg, unit, files, _load_data(cfg), run_dir,
+                 lambda phase, done, total, u=unit: draw({u: (phase, done, total)}))
+        draw({})
+        on_done(job)
+
+
+def run_jobs(jobs: list[Job], files: dict[str, Path], workers: int, show: bool,
+             on_done: Callable[[Job], None]) -> None:
+    """The units ``jobs`` on ``workers`` processes (in this process when 1 or a single job); the
+    finished ones are kept when one fails (RuntimeError naming it and its log)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return _run_in_process(jobs, files, show, on_done)
+    draw, failed = _bars(show), []
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        _watch(procs, run_dir, show)
-    finally:  # interrupted: stop our workers (a re-run resumes their units)
-        for p, _ in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p, _ in procs:
-            p.wait()
-    failed = [(log, p.returncode) for p, log in procs if p.returncode]
+        futures: dict[Future, Job] = {pool.submit(_unit_job, cfg, u, files, rd): (cfg, u, rd) for cfg, u, rd in jobs}
+        todo = set(futures)
+        while todo:
+            done, todo = wait(todo, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in done:
+                if f.exception() is not None:
+                    failed.append((futures[f], f.exception()))
+                else:
+                    on_done(futures[f])
+            draw({st["unit"]: (st["phase"], st["done"], st["total"]) for st in _progress(futures, todo)})
+        draw({})
+    except BaseException:  # interrupted: stop the workers (a re-run resumes their units)
+        for p in list(getattr(pool, "_processes", {}).values()):
+            p.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if failed:
-        tails = "\n".join(f"--- {log} (exit {rc}):\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                          for log, rc in failed)
-        raise RuntimeError(f"evidence: {len(failed)} worker(s) failed; finished units are kept and a re-run resumes.\n{tails}")
+        raise RuntimeError("evidence: " + "; ".join(f"unit {u} failed ({type(e).__name__}: {e}); see "
+                                                    f"{rd / 'logs' / (u + '.log')}" for (_, u, rd), e in failed)
+                           + ". Finished units are kept and a re-run resumes.")
+
+
+def _progress(futures: dict[Future, Job], todo: set[Future]) -> list[dict[str, Any]]:
+    out = []
+    for f in todo:
+        if f.running():
+            _, unit, run_dir = futures[f]
+            try:
+                out.append(json.loads((run_dir / "progress" / f"{unit}.json").read_text()))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+class Run:
+    """One evidence run's directories: ``run_dir`` (work, logs, per-unit state) and ``results_dir``."""
+
+    def __init__(self, cfg: EvidenceConfig, work_dir: str | os.PathLike, results_dir: str | os.PathLike) -> None:
+        self.cfg, self.results_dir = cfg, Path(results_dir)
+        self.run_dir = Path(work_dir) / cfg.name
+        for sub in ("logs", "progress", "units"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg.to_dict(), self.run_dir / "config.json")
+        for src in sorted((self.results_dir / "units").glob("*.json")):  # another machine's finished units
+            if src.stem in unit_names(cfg) and load_result(cfg, self.run_dir, src.stem) is None:
+                atomic_write_text(src.read_text(), result_path(self.run_dir, src.stem))
+
+    def pending(self) -> list[Job]:
+        return [(self.cfg, u, self.run_dir) for u in unit_names(self.cfg) if load_result(self.cfg, self.run_dir, u) is None]
+
+    def keep(self, unit: str) -> None:
+        """Copy a finished unit's small result file beside the results (atomically)."""
+        atomic_write_text(result_path(self.run_dir, unit).read_text(), self.results_dir / "units" / f"{unit}.json")
+
+    def report(self, wall_s: float, show_summary: bool = True) -> dict[str, Any]:
+        """The tables, page and figure of a finished run; dict(tables=..., summary=str, run_dir=Path)."""
+        cfg = self.cfg
+        results = {u: load_result(cfg, self.run_dir, u) for u in unit_names(cfg)}
+        missing = [u for u, r in results.items() if r is None]
+        if missing:
+            raise RuntimeError(f"evidence: units {missing} have no result in {self.run_dir / 'units'}; see "
+                               f"{self.run_dir / 'logs'}")
+        for unit in results:
+            self.keep(unit)
+        teachers = [r for u, r in results.items() if u.startswith("teachers")]
+        unit_min = sum(sum(r["timing"].values()) for r in results.values()) / 60
+        meta = dict(device=device_name(cfg.device), unit_minutes=unit_min, workers=cfg.workers, threads=cfg.threads,
+                    wall_min=wall_s / 60)
+        tables = write_report(cfg, merge_seeds(results), teachers, self.results_dir, meta)
+        atomic_write_json(meta, self.results_dir / "run.json")
+        return dict(tables=tables, summary=summary_text(tables, self.results_dir), run_dir=self.run_dir)
 
 
 def run_evidence(cfg: EvidenceConfig, work_dir: str | os.PathLike = "work_dirs/evidence",
@@ -203,24 +240,10 @@ def run_evidence(cfg: EvidenceConfig, work_dir: str | os.PathLike = "work_dirs/e
 
     Raises:
         FileNotFoundError: a weights package or Fashion-MNIST is missing (experiments/evidence_setup.sh);
-        RuntimeError: a worker failed (its log's tail is in the message).
+        RuntimeError: a unit failed (named, with its log).
     """
-    work_dir = Path(work_dir)
-    run_dir = work_dir / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.to_dict(), run_dir / "config.json")
     t0 = time.monotonic()
+    run = Run(cfg, work_dir, results_dir)
     files = prepare_teachers(cfg, work_dir)
-    _run_pending(cfg, run_dir, work_dir, files, show)
-    results = {u: load_result(cfg, run_dir, u) for u in unit_names(cfg)}
-    missing = [u for u, r in results.items() if r is None]
-    if missing:
-        raise RuntimeError(f"evidence: units {missing} have no result in {run_dir / 'units'}; see {run_dir / 'logs'}")
-    seeds = [r for u, r in results.items() if u.startswith("seed")]
-    teachers = [r for u, r in results.items() if u.startswith("teachers")]
-    unit_min = sum(sum(r["timing"].values()) for r in results.values()) / 60
-    meta = dict(device=device_name(cfg.device), unit_minutes=unit_min, workers=cfg.workers, threads=cfg.threads,
-                wall_min=(time.monotonic() - t0) / 60)
-    tables = write_report(cfg, seeds, teachers, Path(results_dir), meta)
-    atomic_write_json(meta, Path(results_dir) / "run.json")
-    return dict(tables=tables, summary=summary_text(tables, Path(results_dir)), run_dir=run_dir)
+    run_jobs(run.pending(), files, cfg.workers, show, lambda job: run.keep(job[1]))
+    return run.report(time.monotonic() - t0)

@@ -11,6 +11,10 @@ mean_s mean_i d[s, i] (percentage points). Two 95 % percentile intervals, both p
 
 A difference is called **significant** when ``ci`` excludes 0 and **robust** when ``ci_seeds``
 excludes 0 as well and every seed's difference has the same sign. (Fixed before the run.)
+
+The dense probe's mIoU is not a mean over images: for it each resample reweights the test
+scenes' per-class intersection and union counts (:func:`paired_bootstrap_miou`), with the same
+two intervals and the same rules.
 """
 from __future__ import annotations
 
@@ -19,11 +23,19 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import CONDITIONS, DIFFERENCES, Condition
+from .dense import decode, iou_counts
+from .designs import CONDITIONS, DIFFERENCES, Condition, Difference
 
-__all__ = ["PROBES", "correct_matrix", "scores_table", "paired_bootstrap", "differences_table", "gates_table"]
+__all__ = ["PROBES", "probes_of", "correct_matrix", "iou_matrix", "scores_table", "paired_bootstrap",
+           "paired_bootstrap_miou", "differences_table", "gates_table"]
 
-PROBES = ("linear", "knn")
+PROBES = ("linear", "knn", "dense")
+
+
+def probes_of(seed_units: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The probes the units hold (``dense`` only where the run had the dense probe)."""
+    entry = next(iter(seed_units[0]["entries"].values())) if seed_units else {}
+    return tuple(p for p in PROBES if p in entry)
 
 
 def correct_matrix(units: Iterable[dict[str, Any]], condition: str, probe: str) -> tuple[list[int], np.ndarray]:
@@ -35,15 +47,35 @@ def correct_matrix(units: Iterable[dict[str, Any]], condition: str, probe: str) 
     return seeds, np.stack(rows)
 
 
-def scores_table(seed_units: list[dict[str, Any]], conditions: tuple[Condition, ...] = CONDITIONS) -> pd.DataFrame:
-    """One row per condition: mean and std over seeds of each probe's accuracy, and the per-seed values."""
+def iou_matrix(units: Iterable[dict[str, Any]], condition: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed, test scene and class the dense probe's intersection and union counts: two (S, N, C) arrays."""
+    inter, union = zip(*(iou_counts(decode(res["entries"][condition]["dense_pred"], labels.shape[1]), labels)
+                         for res in sorted(units, key=lambda r: int(r["unit"][4:]))))
+    return np.stack(inter), np.stack(union)
+
+
+def _miou_rows(inter: np.ndarray, union: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """mIoU (percent) of (N, C) counts under each row of scene weights (R, N): (R,); classes absent
+    from a resample are left out of its mean."""
+    i, u = weights @ inter, weights @ union  # (R, C)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * np.nanmean(np.where(u > 0, i / u, np.nan), axis=1)
+
+
+def scores_table(seed_units: list[dict[str, Any]], conditions: tuple[Condition, ...] = CONDITIONS,
+                 labels: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per condition: mean and std over seeds of each probe's score (accuracy, or mIoU for
+    the dense probe given the test scenes' ``labels``), and the per-seed values."""
     rows = []
     for cond in conditions:
         row: dict[str, Any] = dict(condition=cond.name, label=cond.label, teachers="+".join(cond.teachers) or "-",
                                    gating=cond.gating if cond.teachers else "-", align=cond.align if cond.teachers else "-")
-        for probe in PROBES:
-            seeds, c = correct_matrix(seed_units, cond.name, probe)
-            acc = 100.0 * c.mean(1)
+        for probe in probes_of(seed_units):
+            if probe == "dense":
+                inter, union = iou_matrix(seed_units, cond.name, labels)
+                acc = np.array([_miou_rows(i, u, np.ones((1, len(i))))[0] for i, u in zip(inter, union)])
+            else:
+                acc = 100.0 * correct_matrix(seed_units, cond.name, probe)[1].mean(1)
             row[f"{probe}_mean"], row[f"{probe}_std"] = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
             row[f"{probe}_seeds"] = " ".join(f"{a:.1f}" for a in acc)
         rows.append(row)
@@ -67,18 +99,46 @@ def paired_bootstrap(d: np.ndarray, replicates: int, seed: int = 0) -> dict[str,
                 same_sign=bool((per_seed > 0).all() or (per_seed < 0).all()))
 
 
+def paired_bootstrap_miou(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], replicates: int,
+                          seed: int = 0) -> dict[str, Any]:
+    """The mIoU difference (points) of two conditions' (S, N, C) intersection and union counts, with
+    :func:`paired_bootstrap`'s two intervals: the scenes resampled (the same draw for every seed),
+    then the seeds too."""
+    (ia, ua), (ib, ub) = a, b
+    s, n = ia.shape[:2]
+    rng = np.random.default_rng(seed)
+    ones = np.ones((1, n))
+    per_seed = np.array([_miou_rows(ia[k], ua[k], ones)[0] - _miou_rows(ib[k], ub[k], ones)[0] for k in range(s)])
+    w = np.stack([np.bincount(r, minlength=n) for r in rng.integers(0, n, size=(replicates, n))]).astype(np.float64)
+    by_seed = np.stack([_miou_rows(ia[k], ua[k], w) - _miou_rows(ib[k], ub[k], w) for k in range(s)])  # (S, R)
+    ci = np.percentile(by_seed.mean(0), [2.5, 97.5])
+    v = np.stack([np.bincount(r, minlength=s) for r in rng.integers(0, s, size=(replicates, s))])  # (R, S)
+    w2 = np.stack([np.bincount(r, minlength=n) for r in rng.integers(0, n, size=(replicates, n))]).astype(np.float64)
+    two = np.stack([_miou_rows(ia[k], ua[k], w2) - _miou_rows(ib[k], ub[k], w2) for k in range(s)])  # (S, R)
+    two = (v.T * two).sum(0) / s
+    return dict(diff=float(per_seed.mean()), ci_low=float(ci[0]), ci_high=float(ci[1]),
+                ci_seeds_low=float(np.percentile(two, 2.5)), ci_seeds_high=float(np.percentile(two, 97.5)),
+                per_seed=" ".join(f"{x:+.1f}" for x in per_seed),
+                same_sign=bool((per_seed > 0).all() or (per_seed < 0).all()))
+
+
 def differences_table(seed_units: list[dict[str, Any]], replicates: int,
-                      differences: tuple[tuple[str, str, str], ...] = DIFFERENCES) -> pd.DataFrame:
+                      differences: tuple[Difference, ...] = DIFFERENCES, labels: np.ndarray | None = None) -> pd.DataFrame:
     """One row per (comparison of ``differences``, probe) with its intervals and verdicts."""
     rows = []
-    for k, (a, b, question) in enumerate(differences):
-        for j, probe in enumerate(PROBES):
-            _, ca = correct_matrix(seed_units, a, probe)
-            _, cb = correct_matrix(seed_units, b, probe)
-            r = paired_bootstrap(ca.astype(np.float64) - cb.astype(np.float64), replicates, seed=1000 * k + j)
+    for k, d in enumerate(differences):
+        for j, probe in enumerate(probes_of(seed_units)):
+            if probe == "dense":
+                r = paired_bootstrap_miou(iou_matrix(seed_units, d.a, labels), iou_matrix(seed_units, d.b, labels),
+                                          replicates, seed=1000 * k + j)
+            else:
+                _, ca = correct_matrix(seed_units, d.a, probe)
+                _, cb = correct_matrix(seed_units, d.b, probe)
+                r = paired_bootstrap(ca.astype(np.float64) - cb.astype(np.float64), replicates, seed=1000 * k + j)
             significant = r["ci_low"] > 0 or r["ci_high"] < 0
             robust = significant and (r["ci_seeds_low"] > 0 or r["ci_seeds_high"] < 0) and r["same_sign"]
-            rows.append(dict(a=a, b=b, question=question, probe=probe, **r, significant=significant, robust=robust))
+            rows.append(dict(a=d.a, b=d.b, question=d.question, claim=d.claim, probe=probe, **r,
+                             significant=significant, robust=robust))
     return pd.DataFrame(rows)
 
 

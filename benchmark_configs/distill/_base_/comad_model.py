@@ -22,6 +22,10 @@ model = dict(
     adapter=dict(align='gcca', shrinkage=0.1, whiten=True, fit_images=4096, init='orthogonal', trainable=False),
     gating=dict(mode='joint', combine='sum', temperature=0.1, stop_gradient=True),
     loss=dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions='targets'),
+    # fusion: 'gated' (CoMAD: one consensus target per position) | 'per-teacher' (RADIO / UNIC: a
+    # light head per teacher, the mean of per-teacher losses; teacher_drop: UNIC's dropping rate).
+    fusion=dict(mode='gated', teacher_drop=0.0, head_hidden=None),
+    standardize=False,  # True: UNIC's per-teacher, per-channel moving standardisation of the targets
     include_cls=False,  # True: the teachers' CLS tokens are one more target, matched by the student's CLS
     mask_seed=0,
     nan_policy='raise',
