@@ -1,6 +1,6 @@
 """Per-teacher adapters: ``A_k(t) = LayerNorm(W_k t + b_k)`` from teacher width to student width.
 
-With ``model.adapter.align`` set (the default, SPEC §2.3) ``W_k`` and ``b_k`` are the maps that
+With ``model.adapter.align`` set (the default, docs/method.md §2, row 3) ``W_k`` and ``b_k`` are the maps that
 :mod:`comad.align` fits on all teachers' features at the same tokens, so that every adapted
 teacher lives in one shared space; until then (and with ``align='none'``, the earlier reading)
 ``W_k`` is a seeded orthogonal matrix, or the principal directions of the teacher's own
@@ -17,9 +17,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
+from typing import TYPE_CHECKING
+
 from .align import finite_rows, mean_cov, moments, principal_axes, reduce_moments
 
-__all__ = ["Adapter", "INITS", "TRAINABLE"]
+if TYPE_CHECKING:
+    from .align import Alignment
+    from .masking import Masks
+
+__all__ = ["Adapter", "INITS", "TRAINABLE", "fit_adapters"]
 
 INITS = ("orthogonal", "pca")
 #: ``trainable``: frozen, the whole linear map, or a rotation after it.
@@ -118,3 +124,38 @@ class Adapter(nn.Module):
         with torch.autocast(device_type=t.device.type, enabled=False):
             z = self.proj(t.float())
             return self.norm(z if self.rotation is None else self.rotation(z))
+
+
+@torch.no_grad()
+def fit_adapters(adapters: nn.ModuleList, alignment: "Alignment | None", toks: list[Tensor], masks: "Masks",
+                 seen: Tensor, step: int) -> None:
+    """One fitting step of the adapters on this step's patch tokens (K of (B, n_k, C_k)): their PCA
+    init where pending, and the alignment's statistics at the positions every teacher saw (``seen``
+    (K, B, N)), so that all teachers' features are of the same tokens; refitted maps are installed."""
+    from mmengine.logging import print_log
+
+    from .models.vit import scatter_tokens
+
+    for adapter, tok in zip(adapters, toks):
+        if adapter.needs_pca:
+            adapter.init_pca(tok)
+    if alignment is None or not alignment.pending:
+        return
+    shared = seen.all(0)  # (B, N)
+    feats = [scatter_tokens(tok, idx, masks.num_positions)[shared] for tok, idx in zip(toks, masks.teachers)]
+    maps = alignment.observe(feats, images=seen.shape[1])
+    if alignment.dropped:
+        print_log(f"model.adapter: non-finite teacher features at step {step} (on some rank); the step is left out "
+                  "of the alignment's fit", logger="current", level=30)
+    if maps is None:  # no refit this step: the adapters keep their maps
+        return
+    for adapter, (w, b) in zip(adapters, maps):
+        adapter.set_map(w, b)
+    if not alignment.pending:
+        images, tokens = alignment.fitted_on
+        width = sum(alignment.dims)
+        print_log(f"model.adapter: align={alignment.method!r} fitted on {tokens} tokens (the positions every teacher "
+                  f"saw) of {images} images, then frozen", logger="current")
+        if tokens < 10 * width:
+            print_log(f"model.adapter: {tokens} tokens for teachers of joint width {width} is few: the fit over-fits "
+                      "(raise model.adapter.fit_images)", logger="current", level=30)

@@ -1,4 +1,4 @@
-"""Map the adapted teachers into one shared space before gating compares them (SPEC §2.3).
+"""Map the adapted teachers into one shared space before gating compares them (docs/method.md §2, row 3).
 
 Cosine agreement between teachers, and cosine affinity between the student and each teacher,
 mean something only when all adapted teachers live in one space. Independently trained

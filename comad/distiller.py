@@ -17,16 +17,14 @@ their files), DDP does not see them, and ``.to()`` / ``.cuda()`` still move them
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
-from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
-from .adapters import Adapter
+from .adapters import Adapter, fit_adapters
 from .align import ALIGNS, Alignment
 from .cpu_bf16 import warn_if_slow_bf16
 from .gating import GatingOutput, consensus_gating, gate_stats
@@ -34,24 +32,23 @@ from .losses import map_kl, token_kl
 from .masking import Masks
 from .models.decoder import MaskedDecoder
 from .models.student import build_vit
-from .distiller_options import (ADAPTER_DEFAULTS, COMPILE_KEYS, TEACHER_KEYS, build_mask_generator, check_keys,
-                                compile_options_of, fusion_options, has_cls, input_stats, mask_seed_of,
-                                resolve_teacher_precision, standardize_options)
-from .fusion import TeacherHeads, aggregate, drop_coefficients, drop_seed_of
+from .compiled import compile_losses, compile_settings
+from .distiller_options import (ADAPTER_DEFAULTS, GATING_DEFAULTS, LOSS_DEFAULTS, TEACHER_KEYS, build_mask_generator,
+                                check_keys, fusion_options, section,
+                                has_cls, input_stats, mask_seed_of, resolve_teacher_precision,
+                                standardize_options)
+from .fusion import TeacherHeads, aggregate, drop_coefficients, drop_seed_of, per_teacher_losses
+from .nonfinite import check_policy, guard_losses
 from .standardize import Standardizer
 from .models.vit import forward_kept_tokens, gather_tokens, scatter_tokens
 from .teachers.teacher import forward_teachers
 
-__all__ = ["CoMADDistiller", "NAN_POLICIES", "SKIP_UPDATE_ATTR"]
+__all__ = ["CoMADDistiller"]
 
-NAN_POLICIES = ("raise", "skip")
-#: Attribute set on the loss that :meth:`CoMADDistiller.parse_losses` returns for a step whose
-#: update must be skipped (``nan_policy='skip'``); comad.engine's optimizer wrappers honour it.
-SKIP_UPDATE_ATTR = "comad_skip_update"
 
 
 class CoMADDistiller(BaseModel):
-    """Distil several frozen teachers into a ViT student (SPEC §2).
+    """Distil several frozen teachers into a ViT student (docs/method.md §2).
 
     Args:
         teachers: one dict per teacher: ``name``, ``checkpoint`` (file as released, a ViT or a
@@ -87,32 +84,24 @@ class CoMADDistiller(BaseModel):
             (:mod:`comad.standardize`, UNIC's per-teacher standardisation).
         include_cls: the teachers' CLS tokens become one more target, gated like a position
             every teacher saw, and matched by the student's CLS token in the token loss (the map
-            loss stays on the patch grid). Off by default (SPEC §2.2).
+            loss stays on the patch grid). Off by default (docs/method.md §2, row 2).
         img_size: training resolution.
         mask_seed: seed of the mask stream (masks of step t depend on (mask_seed, t) only).
-        nan_policy: what a non-finite loss term does (on any rank; all ranks agree):
-            ``raise`` — stop with the iteration and the loss term named, before the update;
-            ``skip`` — skip that step's backward and optimizer update on every rank, count it
-            (buffer ``skipped_steps``, logged as ``skipped_steps``) and stop once more than
-            ``max_skipped`` steps were skipped. Needs comad.engine's optimizer wrappers
-            (``ComadOptimWrapper`` / ``ComadAmpOptimWrapper``; tools/train.py sets them).
+        nan_policy: what a non-finite loss term does on any rank (all ranks agree;
+            :mod:`comad.nonfinite`): ``raise`` — stop before the update, naming the step and the
+            term; ``skip`` — skip that step's update on every rank (needs comad.engine's optimizer
+            wrappers, which tools/train.py sets) and stop after ``max_skipped`` of them.
         max_skipped: the most skipped steps tolerated with ``nan_policy='skip'``.
         teacher_precision: how the teachers compute: ``amp`` (fp32 weights, bf16 autocast on
             CUDA), ``bf16`` (bf16 weights, the whole forward in bf16: faster, the residual
             stream rounded to bf16) or ``fp32`` (see :class:`comad.teachers.teacher.Teacher`).
         teacher_amp: the older switch: ``False`` is ``teacher_precision='fp32'``.
         compile: ``torch.compile`` the loss computation (teachers, adapters, student, decoder,
-            gating, losses: one graph, forward and backward): ``False`` (default), ``True``,
-            ``'auto'`` (compile when the images are on CUDA, eager on the CPU, where inductor's
-            C++ build takes long and gains little), or a dict of options (as ``compile_options``).
-            Masks are drawn outside the graph; the steps that fit the adapters (alignment, PCA
-            init) run eagerly. Token counts are fixed per teacher, so one graph serves the run (a
-            ``teacher_keep_end`` schedule changes them: the first new count recompiles with
-            dynamic shapes, PyTorch's default for ``dynamic=None``).
-        compile_options: keyword arguments of ``torch.compile`` used when compiling
-            (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``), e.g.
-            ``dict(mode='max-autotune')``. A separate key so that a config can set them under a
-            base config's ``compile='auto'`` (mmengine does not merge a dict into a string).
+            gating, losses: one graph, forward and backward; :mod:`comad.compiled`): ``False``
+            (default), ``True``, ``'auto'`` (CUDA only) or a dict of options. Masks are drawn
+            outside the graph; the steps that fit the adapters run eagerly.
+        compile_options: ``torch.compile`` kwargs (``backend``, ``mode``, ``dynamic``, ``fullgraph``,
+            ``options``), a separate key so that a config can set them under ``compile='auto'``.
         teacher_loader: how a teacher dict's file becomes a teacher (default
             :func:`comad.teachers.load_teacher`, same keywords); code that trains several
             distillers side by side passes one that returns a shared instance per file.
@@ -148,7 +137,8 @@ class CoMADDistiller(BaseModel):
         check_keys("decoder", decoder, ["embed_dim", "depth", "num_heads"])
         check_keys("masking", masking, ["student_keep", "teacher_keep", "nested", "teacher_keep_end"])
         self._set_options(gating, loss, nan_policy, max_skipped)
-        self._set_compile(compile, compile_options)
+        self.compile_auto, self.compile_cfg = compile_settings(compile, compile_options)
+        self._compiled: Any = None
         teacher_precision = resolve_teacher_precision(teacher_precision, teacher_amp)
         if not teachers:
             raise ValueError("model.teachers: at least one teacher is needed")
@@ -194,30 +184,9 @@ class CoMADDistiller(BaseModel):
 
     def _set_options(self, gating: dict[str, Any] | None, loss: dict[str, Any] | None, nan_policy: str,
                      max_skipped: int) -> None:
-        self.gating_cfg = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
-        self.loss_cfg = dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions="targets")
-        check_keys("gating", gating or {}, list(self.gating_cfg))
-        check_keys("loss", loss or {}, list(self.loss_cfg))
-        self.gating_cfg.update(gating or {})
-        self.loss_cfg.update(loss or {})
-        if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-        self.nan_policy = nan_policy
-        if not isinstance(max_skipped, int) or max_skipped < 0:
-            raise ValueError(f"model.max_skipped must be an int >= 0, got {max_skipped!r}")
-        self.max_skipped = max_skipped
-
-    def _set_compile(self, compile: bool | str | dict[str, Any], compile_options: dict[str, Any] | None) -> None:
-        self.compile_auto = compile == "auto"
-        self.compile_cfg = {} if self.compile_auto else compile_options_of(compile)
-        if compile_options is not None:
-            if not isinstance(compile_options, dict):
-                raise ValueError(f"model.compile_options must be a dict of torch.compile options {COMPILE_KEYS}, "
-                                 f"got {compile_options!r}")
-            check_keys("compile_options", compile_options, COMPILE_KEYS)
-            if self.compile_cfg is not None:
-                self.compile_cfg = {**compile_options, **self.compile_cfg}
-        self._compiled: Any = None
+        self.gating_cfg, self.loss_cfg = section("gating", gating, GATING_DEFAULTS), section("loss", loss, LOSS_DEFAULTS)
+        check_policy(nan_policy, max_skipped)
+        self.nan_policy, self.max_skipped = nan_policy, max_skipped
 
     def _load_teachers(self, teachers: list[dict[str, Any]], grid: int, precision: str, n: int,
                        stats: tuple[tuple[float, ...], tuple[float, ...]],
@@ -334,8 +303,8 @@ class CoMADDistiller(BaseModel):
         n, p = masks.num_positions, int(self.include_cls)
         seen = masks.teacher_masks()  # (K, B, N)
         if self.fit_pending():
-            self._fit_adapters([t[:, t.shape[1] - idx.shape[1]:] for t, idx in zip(toks, masks.teachers)],
-                               masks, seen)
+            fit_adapters(self.adapters, self.alignment, [t[:, t.shape[1] - idx.shape[1]:] for t, idx in
+                                                         zip(toks, masks.teachers)], masks, seen, self._host_step)
         maps = []
         for adapter, tok, idx in zip(self.adapters, toks, masks.teachers):
             with torch.set_grad_enabled(torch.is_grad_enabled() and adapter.trainable):
@@ -356,34 +325,6 @@ class CoMADDistiller(BaseModel):
         host-side state only, no device sync."""
         return (self.alignment is not None and self.alignment.pending) or any(a.needs_pca for a in self.adapters)
 
-    @torch.no_grad()
-    def _fit_adapters(self, toks: list[Tensor], masks: Masks, seen: Tensor) -> None:
-        """Fit on this step's patch tokens (K of (B, n_k, C_k)); the alignment uses the positions every
-        teacher saw, so that all teachers' features are of the same tokens."""
-        for adapter, tok in zip(self.adapters, toks):
-            if adapter.needs_pca:
-                adapter.init_pca(tok)
-        if self.alignment is None or not self.alignment.pending:
-            return
-        shared = seen.all(0)  # (B, N)
-        feats = [scatter_tokens(tok, idx, masks.num_positions)[shared] for tok, idx in zip(toks, masks.teachers)]
-        maps = self.alignment.observe(feats, images=seen.shape[1])
-        if self.alignment.dropped:
-            print_log(f"model.adapter: non-finite teacher features at step {self._host_step} (on some rank); the "
-                      "step is left out of the alignment's fit", logger="current", level=30)
-        if maps is None:  # no refit this step: the adapters keep their maps
-            return
-        for adapter, (w, b) in zip(self.adapters, maps):
-            adapter.set_map(w, b)
-        if not self.alignment.pending:
-            images, tokens = self.alignment.fitted_on
-            width = sum(self.alignment.dims)
-            print_log(f"model.adapter: align={self.alignment.method!r} fitted on {tokens} tokens (the positions every "
-                      f"teacher saw) of {images} images, then frozen", logger="current")
-            if tokens < 10 * width:
-                print_log(f"model.adapter: {tokens} tokens for teachers of joint width {width} is few: the fit "
-                          "over-fits (raise model.adapter.fit_images)", logger="current", level=30)
-
     def compute_losses(self, images: Tensor, masks: Masks) -> dict[str, Tensor]:
         """Named losses and gating statistics for one batch with the given masks.
 
@@ -394,23 +335,7 @@ class CoMADDistiller(BaseModel):
         if self.compile_cfg is None or (self.compile_auto and not images.is_cuda) or self.fit_pending():
             return self._losses(*args)
         if self._compiled is None:
-            import torch._dynamo
-
-            cfg = torch._dynamo.config
-            # one graph per token-count signature; a keep-ratio schedule brings a few more
-            for name in ("recompile_limit", "cache_size_limit"):
-                if hasattr(cfg, name):
-                    setattr(cfg, name, max(int(getattr(cfg, name)), 64))
-            print_log(f"model.compile: compiling the loss computation with torch.compile({self.compile_cfg}) on "
-                      f"{images.device} (about a minute for three ViT-B teachers; model.compile=False trains eagerly)",
-                      logger="current")
-            self._compiled = torch.compile(self._losses, **self.compile_cfg)
-            try:
-                return self._compiled(*args)
-            except torch._dynamo.exc.TorchDynamoException as e:
-                raise RuntimeError(f"model.compile: torch.compile failed on {images.device} ({type(e).__name__}: "
-                                   f"{str(e).splitlines()[0] if str(e) else ''}); set model.compile=False to train "
-                                   "eagerly") from e
+            self._compiled = compile_losses(self._losses, self.compile_cfg, images.device)
         return self._compiled(*args)
 
     def _losses(self, images: Tensor, student_idx: Tensor, teacher_idx: tuple[Tensor, ...],
@@ -480,39 +405,19 @@ class CoMADDistiller(BaseModel):
 
     def _per_teacher_losses(self, h: Tensor, recon: Tensor, masks: Masks, t_maps: Tensor,
                             seen: Tensor) -> dict[str, Tensor]:
-        """``fusion.mode='per-teacher'``: each teacher's head on the student's tokens ``h`` (B, [P +] n_s, D)
-        and on the decoder's map ``recon`` (B, N, D) against that teacher's own map, per image;
-        the per-teacher losses combined by :func:`comad.fusion.aggregate` (with teacher dropping
-        while training when ``fusion.teacher_drop`` > 0). Logs ``keep_<teacher>`` (the share of
+        """``fusion.mode='per-teacher'`` (:func:`comad.fusion.per_teacher_losses`), with teacher dropping
+        while training when ``fusion.teacher_drop`` > 0. Logs ``keep_<teacher>`` (the share of
         images that kept it) and ``err_<teacher>`` (its mean loss)."""
-        p, lc = int(self.include_cls), self.loss_cfg
-        if not (lc["token_weight"] or lc["map_weight"]):
-            raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
-        on_h, on_recon = self.heads(h), self.heads(recon)  # (K, B, [P +] n_s, D), (K, B, N, D)
-        zero = recon.new_zeros(recon.shape[0])
-        tok, mp = [], []
-        for k in range(t_maps.shape[0]):
-            t, s = t_maps[k], seen[k]
-            y = torch.cat([t[:, :p], gather_tokens(t[:, p:], masks.student)], 1)
-            valid = torch.cat([s[:, :p], s[:, p:].gather(1, masks.student)], 1)
-            tok.append(lc["token_weight"] * token_kl(y, on_h[k], tau=lc["token_tau"], valid=valid, per_image=True)
-                       if lc["token_weight"] else zero)
-            mp.append(lc["map_weight"] * map_kl(t[:, p:], on_recon[k], s[:, p:], tau=lc["map_tau"],
-                                                positions=lc["map_positions"], per_image=True)
-                      if lc["map_weight"] else zero)
-        tok_t, map_t = torch.stack(tok), torch.stack(mp)  # (K, B)
-        total = (tok_t + map_t).detach()
+        tok, mp = per_teacher_losses(self.heads, h, recon, masks.student, t_maps, seen, self.loss_cfg,
+                                     int(self.include_cls))
+        total = (tok + mp).detach()
         c = torch.ones_like(total)
         if self.fusion_cfg["teacher_drop"] > 0 and self.training:
             world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-            rank = dist.get_rank() if world > 1 else 0
             c = drop_coefficients(total, self.fusion_cfg["teacher_drop"], drop_seed_of(self.mask_seed, self._host_step),
-                                  world, rank)
-        out: dict[str, Tensor] = {}
-        if lc["token_weight"]:
-            out["loss_token"] = aggregate(tok_t, c)
-        if lc["map_weight"]:
-            out["loss_map"] = aggregate(map_t, c)
+                                  world, dist.get_rank() if world > 1 else 0)
+        out = {k: aggregate(v, c) for k, v, w in (("loss_token", tok, "token_weight"), ("loss_map", mp, "map_weight"))
+               if self.loss_cfg[w]}
         for k, name in enumerate(self.teacher_names):
             out[f"keep_{name}"], out[f"err_{name}"] = c[k].mean(), total[k].mean()
         return out
@@ -537,49 +442,6 @@ class CoMADDistiller(BaseModel):
         raise ValueError(f"CoMADDistiller.forward: mode must be 'loss' or 'tensor', got {mode!r}")
 
     def parse_losses(self, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """mmengine's sum of the ``loss*`` terms, refusing non-finite values (naming the term).
-
-        One all-reduce per step makes every rank agree on whether any rank saw a non-finite
-        term and sums the corrupt files skipped for the step's global batch (logged as
-        ``corrupt_skipped``, the run's total). See ``nan_policy``.
-        """
-        terms = {k: v for k, v in losses.items() if "loss" in k}
-        ref = next(iter(terms.values()))
-        nonfinite = torch.stack([~torch.isfinite(v.detach()).all() for v in terms.values()]).any()
-        stats = torch.stack([nonfinite.float(), torch.tensor(float(self._batch_corrupt), device=ref.device)])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
-        self._batch_corrupt = 0
-        self.corrupt_skipped += int(stats[1])
-        counters: dict[str, Tensor] = {}
-        if int(self.corrupt_skipped):
-            counters["corrupt_skipped"] = self.corrupt_skipped.float()
-        if self.nan_policy == "skip":
-            counters["skipped_steps"] = self.skipped_steps.float()
-        if not bool(stats[0] > 0):
-            loss, log_vars = super().parse_losses(losses)
-            log_vars.update(counters)
-            return loss, log_vars
-        bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v).all()}
-        what = (f"non-finite loss at distillation step {int(self.step)}: "
-                + (", ".join(f"{k} = {v}" for k, v in bad.items()) or "none on this rank")
-                + " (terms on this rank; another rank may have produced it; the step is the iteration number "
-            "of the log)")
-        if self.nan_policy == "raise":
-            raise FloatingPointError(
-                what + ". Training stopped before the update; the last checkpoint in the work dir is the last "
-                "good one (or set model.nan_policy='skip')."
-            )
-        self.skipped_steps += 1
-        n = int(self.skipped_steps)
-        if n > self.max_skipped:
-            raise FloatingPointError(
-                f"{what}. That is {n} skipped step(s), more than model.max_skipped = {self.max_skipped}: "
-                "training stopped before the update; the last checkpoint in the work dir is the last good one."
-            )
-        print_log(f"{what}: update skipped on every rank ({n} of at most {self.max_skipped} skipped steps)",
-                  logger="current", level=30)
-        loss = torch.zeros((), device=ref.device)
-        setattr(loss, SKIP_UPDATE_ATTR, True)
-        counters["skipped_steps"] = self.skipped_steps.float()
-        return loss, OrderedDict(counters)
+        """mmengine's sum of the ``loss*`` terms, refusing non-finite values (naming the term);
+        every rank agrees (:func:`comad.nonfinite.guard_losses`, ``nan_policy``)."""
+        return guard_losses(self, losses, super().parse_losses)

@@ -18,7 +18,8 @@ from .teachers.teacher import PRECISIONS
 
 __all__ = ["TEACHER_KEYS", "ADAPTER_DEFAULTS", "COMPILE_KEYS", "check_keys", "compile_options_of",
            "resolve_teacher_precision", "build_mask_generator", "has_cls", "input_stats", "mask_seed_of",
-           "FUSION_DEFAULTS", "fusion_options", "standardize_options"]
+           "FUSION_DEFAULTS", "fusion_options", "standardize_options", "GATING_DEFAULTS", "LOSS_DEFAULTS",
+           "section"]
 
 
 def check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> None:
@@ -27,6 +28,17 @@ def check_keys(section: str, cfg: dict[str, Any], allowed: Sequence[str]) -> Non
     if unknown:
         raise ValueError(f"model.{section}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
+
+def section(name: str, cfg: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``model.<name>`` over its defaults (unknown keys are a ValueError naming them)."""
+    check_keys(name, cfg or {}, list(defaults))
+    return {**defaults, **(cfg or {})}
+
+
+#: ``model.gating`` keys and their defaults (docs/method.md §2, row 5; comad.gating).
+GATING_DEFAULTS = dict(mode="joint", combine="sum", temperature=0.1, stop_gradient=True)
+#: ``model.loss`` keys and their defaults (docs/method.md §2, row 6; comad.losses).
+LOSS_DEFAULTS = dict(token_weight=1.0, map_weight=1.0, token_tau=1.0, map_tau=4.0, map_positions="targets")
 
 COMPILE_KEYS = ("backend", "mode", "dynamic", "fullgraph", "options")
 
@@ -92,7 +104,7 @@ def input_stats(data_preprocessor: dict[str, Any] | nn.Module | None) -> tuple[t
 
 
 TEACHER_KEYS = ("name", "checkpoint", "format", "encoder", "arch", "num_heads", "layer", "patch_size", "img_size")
-#: ``model.adapter`` keys and their defaults (SPEC §2.3; see comad.align).
+#: ``model.adapter`` keys and their defaults (docs/method.md §2, row 3; see comad.align).
 ADAPTER_DEFAULTS = dict(align="gcca", whiten=True, shrinkage=SHRINKAGE, fit_images=4096, init="orthogonal",
                         trainable=False)
 #: ``model.fusion`` keys and their defaults (comad.fusion).

@@ -24,7 +24,7 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FUSION_MODES", "TeacherHeads", "drop_seed_of", "drop_coefficients", "aggregate"]
+__all__ = ["FUSION_MODES", "TeacherHeads", "drop_seed_of", "drop_coefficients", "aggregate", "per_teacher_losses"]
 
 FUSION_MODES = ("gated", "per-teacher")
 
@@ -86,3 +86,36 @@ def aggregate(losses: Tensor, coefficients: Tensor) -> Tensor:
     """``sum c * L / sum c`` over teachers and images (coefficients without gradient)."""
     c = coefficients.detach()
     return (c * losses).sum() / c.sum().clamp(min=1.0)
+
+
+def per_teacher_losses(heads: TeacherHeads, h: Tensor, recon: Tensor, student_idx: Tensor, t_maps: Tensor,
+                       seen: Tensor, loss_cfg: dict, prefix: int = 0) -> tuple[Tensor, Tensor]:
+    """Each teacher's head on the student's tokens ``h`` (B, P + n_s, D) and on the decoder's map
+    ``recon`` (B, N, D), against that teacher's own map ``t_maps[k]`` (B, P + N, D) where it saw
+    (``seen`` (K, B, P + N)): the token KL at the student's positions and the map KL over the grid,
+    per image (weights and temperatures of ``loss_cfg``, the distiller's ``model.loss``).
+
+    Returns:
+        (K, B) token losses and (K, B) map losses (zeros for a term whose weight is 0).
+
+    Raises:
+        ValueError: both weights are 0.
+    """
+    from .losses import map_kl, token_kl
+    from .models.vit import gather_tokens
+
+    if not (loss_cfg["token_weight"] or loss_cfg["map_weight"]):
+        raise ValueError("model.loss: token_weight and map_weight are both 0; nothing to train")
+    p, on_h, on_recon = prefix, heads(h), heads(recon)  # (K, B, P + n_s, D), (K, B, N, D)
+    zero = recon.new_zeros(recon.shape[0])
+    tok, mp = [], []
+    for k in range(t_maps.shape[0]):
+        t, s = t_maps[k], seen[k]
+        y = torch.cat([t[:, :p], gather_tokens(t[:, p:], student_idx)], 1)
+        valid = torch.cat([s[:, :p], s[:, p:].gather(1, student_idx)], 1)
+        tok.append(loss_cfg["token_weight"] * token_kl(y, on_h[k], tau=loss_cfg["token_tau"], valid=valid,
+                                                       per_image=True) if loss_cfg["token_weight"] else zero)
+        mp.append(loss_cfg["map_weight"] * map_kl(t[:, p:], on_recon[k], s[:, p:], tau=loss_cfg["map_tau"],
+                                                  positions=loss_cfg["map_positions"], per_image=True)
+                  if loss_cfg["map_weight"] else zero)
+    return torch.stack(tok), torch.stack(mp)

@@ -1,4 +1,4 @@
-"""Parameter-free consensus gating (SPEC §2.5).
+"""Parameter-free consensus gating (docs/method.md §2, row 5).
 
 For each position p and each teacher k that saw p:
 affinity ``a_k(p) = cos(s(p), t_k(p))`` (s = the student's prediction),

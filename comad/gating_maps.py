@@ -1,4 +1,4 @@
-"""Gating maps: which teacher's target wins at each patch of real images (SPEC §2.5).
+"""Gating maps: which teacher's target wins at each patch of real images (docs/method.md §2, row 5).
 
 A distillation checkpoint (its config + an ``iter_N.pth``) is rebuilt as the
 :class:`~comad.distiller.CoMADDistiller` it was trained as (student, decoder, fitted adapters and

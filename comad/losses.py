@@ -1,4 +1,4 @@
-"""Dual-level KL distillation losses (SPEC §2.6).
+"""Dual-level KL distillation losses (docs/method.md §2, row 6).
 
 Token level (local): at each student-visible position, the distribution over channels;
 map level (global): for each channel, the distribution over positions (channel-wise

@@ -57,7 +57,7 @@ class MaskGenerator:
         student_keep: fraction of patches the student sees (0.25).
         teacher_keep: one keep fraction per teacher, in the teachers' order (0.50, 0.65, 0.80
             for MAE, iBOT, MoCo v3 in the reference config).
-        nested: every teacher mask contains the student's (SPEC §2.1); otherwise each teacher
+        nested: every teacher mask contains the student's (docs/method.md §2, row 1); otherwise each teacher
             draws its own independent set.
         teacher_keep_end: optional keep fractions at the end of training; the fractions move
             linearly from ``teacher_keep`` to these with ``progress`` (0 → 1).

@@ -8,7 +8,8 @@ import pytest
 import torch
 from mmengine.optim import OptimWrapper
 
-from comad.distiller import SKIP_UPDATE_ATTR, CoMADDistiller
+from comad.distiller import CoMADDistiller
+from comad.nonfinite import SKIP_UPDATE_ATTR
 from comad.engine.optim import ComadOptimWrapper
 from comad.io import safe_torch_load
 from comad.mm_compat import mmengine_safe_globals

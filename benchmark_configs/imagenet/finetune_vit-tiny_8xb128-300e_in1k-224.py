@@ -1,4 +1,4 @@
-# ImageNet-1K end-to-end fine-tune of a ViT-Tiny student, 300 epochs (SPEC §4; the protocol
+# ImageNet-1K end-to-end fine-tune of a ViT-Tiny student, 300 epochs (docs/method.md §4; the protocol
 # behind CoMAD's 75.4). MAE/BEiT recipe: AdamW, layer decay 0.75, RandAugment m9, random
 # erasing 0.25, mixup 0.8 / cutmix 1.0, label smoothing 0.1, drop path 0.1, mean pooling +
 # fc_norm (MAE's global_pool). Effective batch 8 GPUs x 128 = 1024; lr = blr * 1024 / 256.

@@ -1,4 +1,4 @@
-"""The ``align-fit`` row: what fitting the adapters into one shared space costs (SPEC §2.3).
+"""The ``align-fit`` row: what fitting the adapters into one shared space costs (docs/method.md §2, row 3).
 
 The alignment (``model.adapter.align``, :mod:`comad.align`) is fitted during the first
 ``fit_images`` images and then frozen, so its cost is not a per-step one. The row measures, on

@@ -1,7 +1,7 @@
 """Image transforms for distillation (train) and evaluation, on torchvision transforms v2.
 
 Train: ``RandomResizedCrop`` (bicubic, antialiased) + horizontal flip + to tensor + normalise,
-the recipe of SPEC §3. Eval: resize the shorter side to ``img_size / crop_pct`` + centre crop.
+the recipe of docs/method.md §3. Eval: resize the shorter side to ``img_size / crop_pct`` + centre crop.
 All randomness comes from torch's global RNG, so a seeded process (mmengine seeds every
 DataLoader worker) gives the same crops.
 
@@ -80,7 +80,7 @@ def build_train_transform(
 
     Args:
         img_size: output side in pixels.
-        scale: range of the crop's area as a fraction of the image (SPEC §3: 0.2-1).
+        scale: range of the crop's area as a fraction of the image (docs/method.md §3: 0.2-1).
         ratio: range of the crop's aspect ratio.
         hflip: probability of a horizontal flip (0 disables it).
         mean, std: per-channel normalisation (RGB, on the 0-1 scale).

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-from ..distiller import SKIP_UPDATE_ATTR
+from ..nonfinite import SKIP_UPDATE_ATTR
 
 __all__ = ["ComadOptimWrapper", "ComadAmpOptimWrapper"]
 

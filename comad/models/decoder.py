@@ -17,7 +17,7 @@ class MaskedDecoder(nn.Module):
     Args:
         in_dim: student width.
         num_positions: patches per image (N).
-        embed_dim: decoder width (SPEC default: 192).
+        embed_dim: decoder width (docs/method.md default: 192).
         depth: decoder blocks (2).
         num_heads: heads (3).
         out_dim: width of the reconstructed map (the adapters' output width).

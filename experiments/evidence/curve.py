@@ -39,7 +39,11 @@ def run_curve(base: EvidenceConfig, steps: list[int], work_dir: str | os.PathLik
             for n in steps]
     by_dir = {r.run_dir: r for r in runs}
     files = prepare_teachers(base, work_dir)
-    jobs = sorted((job for r in runs for job in r.pending()), key=lambda j: -j[0].steps)  # longest first
+    jobs = {}  # the points share the teachers' probes (one result file for all: units.result_path)
+    for r in runs:
+        for job in r.pending():
+            jobs.setdefault(job[1] if job[1].startswith("teachers") else (job[2], job[1]), job)
+    jobs = sorted(jobs.values(), key=lambda j: -j[0].steps)  # longest first
     run_jobs(jobs, files, base.workers, show, lambda job: by_dir[job[2]].keep(job[1]))
     rows, teachers = [], None
     for r in runs:

@@ -203,14 +203,14 @@ class Run:
         atomic_write_json(cfg.to_dict(), self.run_dir / "config.json")
         for src in sorted((self.results_dir / "units").glob("*.json")):  # another machine's finished units
             if src.stem in unit_names(cfg) and load_result(cfg, self.run_dir, src.stem) is None:
-                atomic_write_text(src.read_text(), result_path(self.run_dir, src.stem))
+                atomic_write_text(src.read_text(), result_path(cfg, self.run_dir, src.stem))
 
     def pending(self) -> list[Job]:
         return [(self.cfg, u, self.run_dir) for u in unit_names(self.cfg) if load_result(self.cfg, self.run_dir, u) is None]
 
     def keep(self, unit: str) -> None:
         """Copy a finished unit's small result file beside the results (atomically)."""
-        atomic_write_text(result_path(self.run_dir, unit).read_text(), self.results_dir / "units" / f"{unit}.json")
+        atomic_write_text(result_path(self.cfg, self.run_dir, unit).read_text(), self.results_dir / "units" / f"{unit}.json")
 
     def report(self, wall_s: float, show_summary: bool = True) -> dict[str, Any]:
         """The tables, page and figure of a finished run; dict(tables=..., summary=str, run_dir=Path)."""

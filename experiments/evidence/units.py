@@ -4,7 +4,7 @@
   (:func:`~experiments.evidence.train.train_seed`), then probe each student (and, in the group
   that lists it, the seed's random-init student);
 - ``teachers-real`` / ``teachers-random``: probe the teachers' own frozen features (and, with the
-  real ones, the raw pixels), once per run.
+  real ones, the raw pixels), once per evaluation setup (shared by runs that differ in training).
 
 A unit's result is ``<run_dir>/units/<unit>.json``, written atomically when the unit is done and
 reused while its fingerprint (the configuration the results depend on) is unchanged. The files
@@ -52,14 +52,19 @@ def _fingerprint(cfg: EvidenceConfig, unit: str) -> str:
     return cfg.fingerprint(*_EVAL_FIELDS) if unit.startswith("teachers") else cfg.fingerprint()
 
 
-def result_path(run_dir: Path, unit: str) -> Path:
+def result_path(cfg: EvidenceConfig, run_dir: Path, unit: str) -> Path:
+    """Where a unit's result is: ``<run_dir>/units/<unit>.json``; the teachers' probes, which do not
+    depend on the training, once per evaluation setup for every run of the work dir
+    (``<work_dir>/teacher-units/<fingerprint>/``), so that runs that differ in training share them."""
+    if unit.startswith("teachers"):
+        return Path(run_dir).parent / "teacher-units" / _fingerprint(cfg, unit) / f"{unit}.json"
     return Path(run_dir) / "units" / f"{unit}.json"
 
 
 def load_result(cfg: EvidenceConfig, run_dir: Path, unit: str) -> dict[str, Any] | None:
     """The stored result of ``unit`` if it was made with this configuration, else None."""
     try:
-        res = json.loads(result_path(run_dir, unit).read_text())
+        res = json.loads(result_path(cfg, run_dir, unit).read_text())
     except (OSError, ValueError):
         return None
     return res if res.get("fingerprint") == _fingerprint(cfg, unit) else None
@@ -194,5 +199,5 @@ def _run_unit(cfg: EvidenceConfig, unit: str, files: dict[str, Path], data: Fash
         raise ValueError(f"evidence: unknown unit {unit!r}; expected one of {unit_names(cfg)}")
     res = dict(unit=unit, fingerprint=_fingerprint(cfg, unit), config=cfg.to_dict(), entries=entries, timing=timing,
                threads=torch.get_num_threads())
-    atomic_write_json(res, result_path(run_dir, unit))
+    atomic_write_json(res, result_path(cfg, run_dir, unit))
     return res

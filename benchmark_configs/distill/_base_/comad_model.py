@@ -1,4 +1,4 @@
-# CoMAD model (SPEC §2): 3 frozen ViT-B/16 teachers -> ViT-Tiny student. Every knob is here.
+# CoMAD model (docs/method.md §2): 3 frozen ViT-B/16 teachers -> ViT-Tiny student. Every knob is here.
 # Teacher files as released, under checkpoints/ (see README "Teachers"):
 #   MAE     mae_pretrain_vit_base.pth         (facebookresearch/mae)
 #   iBOT    checkpoint_teacher.pth            (bytedance/ibot, ViT-B/16)
