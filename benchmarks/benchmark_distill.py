@@ -52,6 +52,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.distill import Settings, SettingsError, run_benchmark  # noqa: E402
+from comad.cli import UsageError  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -101,9 +102,9 @@ def _ints(text: str, option: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"{option}: expected comma-separated integers, got {text!r}") from None
+        raise UsageError(f"{option}: expected comma-separated integers, got {text!r}") from None
     if not vals or any(v < 1 for v in vals):
-        raise SystemExit(f"{option}: expected positive batch sizes, got {text!r}")
+        raise UsageError(f"{option}: expected positive batch sizes, got {text!r}")
     return vals
 
 
@@ -114,9 +115,9 @@ def _names(text: str | None) -> list[str]:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The options with their per-device defaults resolved; a bad one exits naming it."""
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
+        raise UsageError("--device cuda: no CUDA device is available")
     if args.data is not None and not (args.data / "train").is_dir():
-        raise SystemExit(f"--data {args.data}: expected an ImageFolder root with a train/ folder")
+        raise UsageError(f"--data {args.data}: expected an ImageFolder root with a train/ folder")
     cuda = args.device == "cuda"
     batches = _ints(args.batches, "--batches") if args.batches else [args.batch] if args.batch else ([128, 256, 512] if cuda else [16])
     steps = args.steps or (10 if cuda else 3)
@@ -137,7 +138,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             e2e_variants=[v.strip() for v in args.e2e_variants.split(",") if v.strip()] if args.e2e_variants else None,
             data_kinds=["model"] + e2e + ([] if args.no_align_fit else ["align-fit"]))
     except SettingsError as e:
-        raise SystemExit(f"--{e.field.replace('_', '-')}: {e}") from None
+        raise UsageError(f"--{e.field.replace('_', '-')}: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,4 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from comad.cli import run_main
+
+    run_main("benchmark_distill", main)

@@ -214,7 +214,9 @@ def test_disk_full_at_a_checkpoint_stops_the_run_naming_it(assets, tmp_path, mon
 # --------------------------------------------------------------------------- guard over the code
 WRITE_CALLS = {"save", "to_csv", "savefig", "dump", "write_text", "write_bytes", "to_json", "to_parquet"}
 # (file, call) pairs that legitimately write directly, with the reason
-ALLOWED: dict[tuple[str, str], str] = {}
+ALLOWED: dict[tuple[str, str], str] = {
+    ("experiments/evidence/run.py", "open"): "a unit's log stream, appended across re-runs (not an output)",
+}
 
 
 def _atomic_handles(tree: ast.AST) -> set[str]:
@@ -241,7 +243,7 @@ def _direct_writes(path: Path, rel: str | None = None) -> list[str]:
         if name == "open" and isinstance(node.func, ast.Name):
             modes = [a.value for a in node.args[1:2] + [k.value for k in node.keywords if k.arg == "mode"]
                      if isinstance(a, ast.Constant)]
-            if any(set(str(m)) & set("wax+") for m in modes):
+            if any(set(str(m)) & set("wax+") for m in modes) and (rel, "open") not in ALLOWED:
                 found.append(f"{rel}:{node.lineno}: open(..., {modes[0]!r})")
         elif name in WRITE_CALLS and isinstance(node.func, ast.Attribute):
             dest = node.args[0] if name in ("to_csv", "savefig", "to_json", "to_parquet") and node.args else (
@@ -257,7 +259,7 @@ def _direct_writes(path: Path, rel: str | None = None) -> list[str]:
 
 
 def test_project_code_writes_outputs_through_the_atomic_writers() -> None:
-    files = [p for d in ("comad", "transfer", "tools") for p in (ROOT / d).rglob("*.py")]
+    files = [p for d in ("comad", "transfer", "tools", "experiments", "benchmarks") for p in (ROOT / d).rglob("*.py")]
     files = [p for p in files if p.relative_to(ROOT).as_posix() != "comad/io.py"]
     assert len(files) > 20
     direct = [w for p in files for w in _direct_writes(p)]

@@ -16,6 +16,7 @@ from comad.eval.runner import Task, TaskResult, task_table
 from comad.eval.tasks import IMAGENET_TASKS
 from comad.export import export_student
 from transfer import tasks as tasks_module
+from comad.cli import UsageError
 from transfer.run import main, resolve_student
 from transfer.tasks import REPO_ROOT, MM_TASKS, TASKS
 
@@ -34,14 +35,14 @@ def tiny_student(tmp_path_factory):
 
 def test_resolve_student(tmp_path, tiny_student):
     pointer = tmp_path / "LATEST_STUDENT"
-    with pytest.raises(SystemExit, match=r"LATEST_STUDENT does not exist; run tools/distill.sh .*--student"):
+    with pytest.raises(UsageError, match=r"LATEST_STUDENT does not exist; run tools/distill.sh .*--student"):
         resolve_student(None, pointer)
     pointer.write_text(str(tmp_path / "gone.safetensors") + "\n")
-    with pytest.raises(SystemExit, match=r"names '.*gone.safetensors', which is not a file"):
+    with pytest.raises(UsageError, match=r"names '.*gone.safetensors', which is not a file"):
         resolve_student(None, pointer)
     pointer.write_text(str(tiny_student) + "\n")
     assert resolve_student(None, pointer) == tiny_student
-    with pytest.raises(SystemExit, match=r"--student nope.pth: no such file"):
+    with pytest.raises(UsageError, match=r"--student nope.pth: no such file"):
         resolve_student("nope.pth", pointer)
 
 

@@ -32,4 +32,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from comad.cli import run_main
+
+    run_main("export_random_student", main)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from comad.export import LATEST_POINTER, export_student  # noqa: E402
+from comad.cli import UsageError  # noqa: E402
 from comad.io import CheckpointError  # noqa: E402
 
 
@@ -35,23 +36,23 @@ def main() -> None:
     src = Path(a.src)
     ckpt_path = latest_checkpoint(src) if src.is_dir() else src
     if ckpt_path is None:
-        sys.exit(f"export_student: error: no checkpoint (iter_*.pth) in {src}")
+        raise UsageError(f"no checkpoint (iter_*.pth) in {src}")
     try:
         ckpt = load_local_checkpoint(str(ckpt_path))
         arch = dict(ckpt["meta"]["student_arch"])
         sd = ckpt["state_dict"]
     except (CheckpointError, FileNotFoundError, KeyError) as e:
-        sys.exit(f"export_student: error: {ckpt_path}: not a CoMAD distillation checkpoint (it needs "
+        raise UsageError(f"{ckpt_path}: not a CoMAD distillation checkpoint (it needs "
                  f"'state_dict' and 'meta.student_arch'; {type(e).__name__}: {e})")
     img_size = arch.pop("img_size")
     student_sd = {k[len("student."):]: v for k, v in sd.items() if k.startswith("student.")}
     if not student_sd:
-        sys.exit(f"export_student: error: {ckpt_path} holds no 'student.*' weights")
+        raise UsageError(f"{ckpt_path} holds no 'student.*' weights")
     vit = build_vit(arch, img_size=img_size, what=f"{ckpt_path}: meta.student_arch")
     try:
         load_strict(vit, student_sd, str(ckpt_path))
     except CheckpointError as e:
-        sys.exit(f"export_student: error: {e} (the 'student.*' weights do not fit meta.student_arch {arch})")
+        raise UsageError(f"{e} (the 'student.*' weights do not fit meta.student_arch {arch})")
     step = ckpt.get("meta", {}).get("iter", "x")
     out = Path(a.out) if a.out else ckpt_path.parent / f"student_iter{step}"
     meta = dict(checkpoint=str(ckpt_path), iterations=step)
@@ -61,4 +62,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from comad.cli import run_main
+
+    run_main("export_student", main)

@@ -28,4 +28,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from comad.cli import run_main
+
+    run_main("make_demo_transfer_data", main)

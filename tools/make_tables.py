@@ -46,4 +46,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from comad.cli import run_main
+
+    run_main("make_tables", main)

@@ -43,4 +43,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from comad.cli import run_main
+
+    run_main("distill", main)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from comad import console
+from comad.cli import UsageError
 from comad.eval.metrics_io import METRICS_FILE
 from comad.eval.runner import Task, TaskRequest, run_task
 from comad.export import LATEST_POINTER
@@ -42,15 +43,15 @@ def resolve_student(student: str | None, pointer: Path = LATEST_STUDENT) -> Path
     if student is not None:
         path = Path(student).expanduser().resolve()
         if not path.is_file():
-            raise SystemExit(f"error: --student {student}: no such file")
+            raise UsageError(f"--student {student}: no such file")
         return path
     if not pointer.is_file():
-        raise SystemExit(f"error: no --student given and {pointer} does not exist; run tools/distill.sh first "
+        raise UsageError(f"no --student given and {pointer} does not exist; run tools/distill.sh first "
                          f"(it exports a student and writes that file) or pass --student PATH/student.safetensors")
     text = pointer.read_text().strip()
     path = Path(text)
     if not text or not path.is_file():
-        raise SystemExit(f"error: {pointer} names {text!r}, which is not a file; run tools/distill.sh again or "
+        raise UsageError(f"{pointer} names {text!r}, which is not a file; run tools/distill.sh again or "
                          f"pass --student")
     return path
 
@@ -92,7 +93,7 @@ def _split_cfg_options(argv: list[str]) -> tuple[list[str], list[str]]:
     i = argv.index("--")
     extra = argv[i + 1:]
     if extra and extra[0] != "--cfg-options":
-        raise SystemExit(f"error: after '--' expected '--cfg-options k=v ...', got {extra[0]!r}")
+        raise UsageError(f"after '--' expected '--cfg-options k=v ...', got {extra[0]!r}")
     return argv[:i], extra[1:]
 
 
@@ -183,4 +184,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from comad.cli import run_main
+
+    run_main("run_transfer", main)

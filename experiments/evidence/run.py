@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -93,8 +94,17 @@ def _load_data(cfg: EvidenceConfig):
 
 def _unit_job(cfg: EvidenceConfig, unit: str, files: dict[str, Path], run_dir: Path) -> str:
     """One unit in a pool process: its output to ``logs/<unit>.log``, its progress to ``progress/<unit>.json``."""
+    import threading
+
     import torch
 
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the run was killed (SIGKILL included): stop, a re-run resumes this unit
+        while os.getppid() == parent:
+            time.sleep(5.0)
+        os._exit(3)
+    threading.Thread(target=orphaned, daemon=True).start()
     torch.set_num_threads(cfg.threads)
     progress_file = run_dir / "progress" / f"{unit}.json"
 
@@ -156,6 +166,7 @@ def run_jobs(jobs: list[Job], files: dict[str, Path], workers: int, show: bool,
         return _run_in_process(jobs, files, show, on_done)
     draw, failed = _bars(show), []
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill stops the workers too (below)
     try:
         futures: dict[Future, Job] = {pool.submit(_unit_job, cfg, u, files, rd): (cfg, u, rd) for cfg, u, rd in jobs}
         todo = set(futures)
@@ -173,11 +184,16 @@ def run_jobs(jobs: list[Job], files: dict[str, Path], workers: int, show: bool,
             p.terminate()
         raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         pool.shutdown(wait=True, cancel_futures=True)
     if failed:
         raise RuntimeError("evidence: " + "; ".join(f"unit {u} failed ({type(e).__name__}: {e}); see "
                                                     f"{rd / 'logs' / (u + '.log')}" for (_, u, rd), e in failed)
                            + ". Finished units are kept and a re-run resumes.")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _progress(futures: dict[Future, Job], todo: set[Future]) -> list[dict[str, Any]]:
