@@ -31,7 +31,7 @@ from .gating import GatingOutput, consensus_gating, gate_stats
 from .losses import map_kl, token_kl
 from .masking import Masks
 from .models.decoder import MaskedDecoder
-from .models.student import build_vit
+from .checkpoint import build_vit
 from .compiled import compile_losses, compile_settings
 from .distiller_options import (ADAPTER_DEFAULTS, GATING_DEFAULTS, LOSS_DEFAULTS, TEACHER_KEYS, build_mask_generator,
                                 check_keys, fusion_options, section,
@@ -144,7 +144,7 @@ class CoMADDistiller(BaseModel):
             raise ValueError("model.teachers: at least one teacher is needed")
 
         self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,
-                                 drop_path_rate=student.get("drop_path_rate", 0.0))
+                                 drop_path_rate=student.get("drop_path_rate", 0.0), what="model.student.arch")
         dim = self.student.embed_dim
         n = int(self.student.patch_embed.num_patches)
         patch = int(self.student.patch_embed.patch_size[0])

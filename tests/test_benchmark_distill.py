@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import benchmarks.distill as bd
 from benchmarks.distill import context as bench_context
 from comad.gating import consensus_gating
-from comad.models.student import build_vit
+from comad.checkpoint import build_vit
 from comad.models.vit import forward_kept_tokens
 
 ROOT = Path(__file__).resolve().parents[1]

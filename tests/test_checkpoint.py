@@ -20,13 +20,13 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from comad.checkpoint import load_vit, read_arch, read_encoder, resample_pos_embed, resolve_num_heads
-from comad.eval.student import load_student, read_student
+from comad.checkpoint import load_vit as load_student
+from comad.checkpoint import read_encoder as read_student
 from comad.export import export_student
 from comad.io import CheckpointError
 from comad.teachers import load_teacher
 from transfer import ComadMAEViT
-from transfer.student import read_student as transfer_read_student
-from transfer.student import read_student_arch
+from comad.checkpoint import read_arch as read_student_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM, DEPTH, IMG, PATCH = 64, 2, 64, 16  # heads 1 = DIM // 64: what a file without metadata gets
@@ -291,10 +291,9 @@ def test_a_wrong_file_gets_the_same_error_from_every_entry_point(tmp_path):
     tool = _convert_tool()
     entry_points = {
         "load_teacher": lambda p: load_teacher(p, img_size=IMG),
-        "load_student": load_student,
-        "eval read_student": read_student,
-        "transfer read_student": transfer_read_student,
-        "read_student_arch": read_student_arch,
+        "load_vit": load_student,
+        "read_encoder": read_student,
+        "read_arch": read_student_arch,
         "ComadMAEViT": lambda p: _dense(student=p, img_size=IMG, out_indices=(-1,)),
         "convert_teacher": lambda p: tool.convert(p, tmp_path / "out.safetensors"),
         "imagenet-knn": lambda p: main(["--student", str(p), "--data-root", str(tmp_path / "data"), "--work-dir",

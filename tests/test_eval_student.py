@@ -3,7 +3,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from comad.eval.student import load_student
+from comad.checkpoint import load_vit as load_student
 from comad.export import export_student
 from comad.io import CheckpointError
 

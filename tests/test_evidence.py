@@ -56,6 +56,10 @@ def test_idx_round_trip_and_fixed_disjoint_subsets(fmnist):
     again = load_fashion_mnist(fmnist, train_per_class=4, test_per_class=2)
     assert np.array_equal(again.probe_test_x, d.probe_test_x) and np.array_equal(d.order(1, 8), again.order(1, 8))
     assert not np.array_equal(d.order(1, 8), d.order(2, 8))
+    two = d.order(1, 2 * len(d.pool) + 5)  # several epochs: each a permutation of the pool
+    assert np.array_equal(two[:8], d.order(1, 8)) and np.array_equal(np.sort(two[:len(d.pool)]), np.arange(len(d.pool)))
+    assert np.array_equal(np.sort(two[len(d.pool):2 * len(d.pool)]), np.arange(len(d.pool)))
+    assert not np.array_equal(two[:len(d.pool)], two[len(d.pool):2 * len(d.pool)])
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         load_fashion_mnist(fmnist / "nowhere")
 

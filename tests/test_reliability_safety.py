@@ -49,7 +49,7 @@ def test_crafted_teacher_is_refused(tmp_path: Path) -> None:
 
 
 def test_crafted_student_pth_is_refused(tmp_path: Path) -> None:
-    from comad.eval.student import read_student
+    from comad.checkpoint import read_encoder as read_student
 
     path, marker = tmp_path / "student.pth", tmp_path / "pwned"
     torch.save({"state_dict": {"pos_embed": torch.zeros(1, 5, 8)}, "meta": Exploit(marker)}, path)
@@ -137,7 +137,7 @@ def test_no_eval_or_exec_of_strings() -> None:
 
 def test_checkpoints_carry_the_student_arch_as_data(run4) -> None:
     """What a re-export needs, without executing the checkpoint's config text."""
-    from comad.models.student import build_vit
+    from comad.checkpoint import build_vit
 
     _, wd = run4
     ck = safe_torch_load(wd / "iter_4.pth", extra_globals=mmengine_safe_globals())

@@ -12,7 +12,7 @@ from timm.models.vision_transformer import VisionTransformer
 from comad.export import export_student
 from comad.io import CheckpointError
 from transfer import ComadMAEViT, SimpleFeaturePyramid
-from transfer.student import read_student
+from comad.checkpoint import read_encoder as read_student
 
 
 def _vit(dim: int = 48, depth: int = 4, heads: int = 3, img: int = 64, seed: int = 0) -> VisionTransformer:

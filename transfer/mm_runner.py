@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from mmengine.config import Config, ConfigDict
 
-from comad.checkpoint import content_sha256
+from comad.checkpoint import content_sha256, read_arch
 from comad.console import notice, prints_to_log
 from comad.engine.progress import add_progress_hook
 from comad.eval.runner import TaskRequest, TaskResult
@@ -33,7 +33,6 @@ from .cfg import (cut_schedule, fit_to_student, resolved_protocol, scale_sizes, 
                   train_dataset_repeats)
 from .datasets import DataSummary
 from .resume import resume_file, safe_checkpointing
-from .student import read_student_arch
 
 __all__ = ["DemoSpec", "MMTask", "prepare_config", "run_mm_task", "RUN_RECORD", "RUN_OUTPUTS"]
 
@@ -153,7 +152,7 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
         cfg.merge_from_dict(options)
         changes.append(f"--cfg-options {options}")
     heads = options.get("model.backbone.num_heads")  # a head count the file may not state
-    changes += fit_to_student(cfg, read_student_arch(request.student, num_heads=heads), explicit=options)
+    changes += fit_to_student(cfg, read_arch(request.student, num_heads=heads), explicit=options)
     iters = _iters(task, request)
     if iters is not None:
         changes += _cut(cfg, task, request, iters, options, train_images)

@@ -113,7 +113,7 @@ def _parts_without_distiller(preset: dict[str, Any], ckpts: Sequence[Path], devi
     not the computation a naive step times."""
     from comad.adapters import Adapter
     from comad.models.decoder import MaskedDecoder
-    from comad.models.student import build_vit
+    from comad.checkpoint import build_vit
     from comad.teachers import load_teacher
 
     t = preset["teacher"]

@@ -4,8 +4,8 @@ Modules (each imports only what it needs; nothing here imports mmcv, mmseg or mm
 
 - :mod:`comad.eval.metrics_io` — the one schema of a task's ``metrics.json`` (shared with the
   ADE20K / COCO transfer runner), atomic writer, validating reader, student naming.
-- :mod:`comad.eval.student` — load an exported student (or any timm ViT state dict) into a
-  timm ``VisionTransformer``; arch from metadata or from shapes; pos-embed resampling.
+- students are read by :mod:`comad.checkpoint` (``load_vit``: any file the loader reads into a
+  timm ``VisionTransformer``; arch from metadata or from shapes; pos-embed resampling).
 - :mod:`comad.eval.data` / :mod:`comad.eval.demo_data` — ImageNet ImageFolder layout checks;
   the real-image demo set (sklearn digits) in the same layout.
 - :mod:`comad.eval.features` — pooling, feature extraction, the on-disk feature cache, the

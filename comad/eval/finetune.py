@@ -41,7 +41,7 @@ from .features import _autocast
 from .linear_probe import _accuracy_counts, _finish_counts, build_scheduler
 from .loop import EpochLoop, Learner
 from .runtime import DistEnv, RunLog
-from .student import load_student
+from ..checkpoint import load_vit
 
 __all__ = ["finetune_transforms", "build_finetune_model", "evaluate_classifier", "finetune", "finetune_release"]
 
@@ -95,7 +95,7 @@ def build_finetune_model(student: str | Path, num_classes: int, cfg: Any):
     pool = {"mean": "avg", "cls": "token"}.get(cfg.pooling)
     if pool is None:
         raise ValueError(f"fine-tune pooling {cfg.pooling!r}: expected 'mean' (MAE: avg + fc_norm) or 'cls'")
-    loaded = load_student(student, img_size=cfg.img_size, num_classes=num_classes, global_pool=pool,
+    loaded = load_vit(student, img_size=cfg.img_size, num_classes=num_classes, global_pool=pool,
                           drop_path_rate=cfg.drop_path)
     nn.init.trunc_normal_(loaded.model.head.weight, std=cfg.head_init_std)
     nn.init.zeros_(loaded.model.head.bias)

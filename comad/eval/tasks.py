@@ -160,9 +160,9 @@ ProtocolFn = Callable[[_Run], "tuple[dict[str, float], dict[str, Any], int, dict
 
 def _frozen_student(run: _Run):
     """The student encoder at the config's image size, on the device, in eval mode, without gradients."""
-    from .student import load_student
+    from ..checkpoint import load_vit
 
-    loaded = load_student(run.request.student, img_size=run.cfg.img_size)
+    loaded = load_vit(run.request.student, img_size=run.cfg.img_size)
     vit = loaded.model.to(run.env.device).eval()
     for p in vit.parameters():
         p.requires_grad_(False)

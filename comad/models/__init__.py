@@ -1,4 +1,5 @@
-"""Model builders over timm: token-dropping ViT forward, student, decoder."""
+"""Model pieces over timm: the token-dropping ViT forward and the decoder (the student is
+:func:`comad.checkpoint.build_vit`)."""
 from .vit import forward_kept_tokens, gather_tokens, scatter_tokens
 
 __all__ = ["forward_kept_tokens", "gather_tokens", "scatter_tokens"]

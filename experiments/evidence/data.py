@@ -56,10 +56,11 @@ class FashionMNIST:
     pool: np.ndarray
 
     def order(self, seed: int, count: int) -> np.ndarray:
-        """The first ``count`` pool indices in the order of ``seed`` (each image at most once)."""
-        if count > len(self.pool):
-            raise ValueError(f"the distillation needs {count} images, the pool has {len(self.pool)}")
-        return np.random.default_rng([seed, 1]).permutation(len(self.pool))[:count]
+        """The first ``count`` pool indices in the order of ``seed``: epoch after epoch, each a
+        permutation of the pool of its own (the first epoch's is the one-epoch runs' order)."""
+        n = len(self.pool)
+        epochs = [np.random.default_rng([seed, 1] + ([e] if e else [])).permutation(n) for e in range(-(-count // n))]
+        return np.concatenate(epochs)[:count]
 
 
 def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_DIR, train_per_class: int = 300,
