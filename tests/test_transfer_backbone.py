@@ -190,3 +190,40 @@ def test_simple_feature_pyramid_strides_channels():
         sfp((torch.randn(1, 48, 4, 4),) * 2)
     with pytest.raises(ValueError, match="divisible by 4"):
         SimpleFeaturePyramid(in_channels=50)
+
+
+# ------------------------------------------------------------------ ViTDet's attention (issue 23)
+def test_windowed_backbone_with_the_window_the_whole_grid_equals_the_global_one(student):
+    """ViTDet's window attention over one window covering the whole grid, relative positions at
+    their zero init, is global attention: the same maps (both without the CLS token, as ViTDet)."""
+    _, path = student
+    glob = _bb(student=path, img_size=64, out_indices=(1, 3), use_cls_token=False, pos_resample="bicubic").eval()
+    win = _bb(student=path, img_size=64, out_indices=(1, 3), use_cls_token=False, pos_resample="bicubic",
+              window_size=4, window_block_indexes=(0, 2), use_rel_pos=True).eval()
+    assert win.load_report["dropped_keys"] == ["cls_token"] and win.load_report["added_keys"] == [
+        f"layers.{i}.attn.rel_pos_{a}" for i in range(4) for a in "hw"]
+    assert all((p == 0).all() for n, p in win.named_parameters() if ".rel_pos_" in n)  # zero-initialised
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(glob(x), win(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        small = _bb(student=path, img_size=64, out_indices=(3,), use_cls_token=False, pos_resample="bicubic",
+                    window_size=2, window_block_indexes=(0, 2)).eval()(x)[0]
+    assert (small - glob(x)[-1]).abs().max() > 1e-3  # 2x2 windows are not global attention
+
+
+def test_pos_resample_plain_bicubic_as_the_peers_and_cls_dropped(student):
+    _, path = student
+    pos = read_student(path).state_dict["pos_embed"]  # (1, 1 + 14 * 14, 48)
+    grid = pos[:, 1:].reshape(1, 14, 14, 48).permute(0, 3, 1, 2)
+    for mode, aa in (("bicubic", False), ("bicubic-antialias", True)):
+        bb = _bb(student=path, img_size=(96, 128), out_indices=(3,), pos_resample=mode,
+                 use_cls_token=mode == "bicubic-antialias")
+        ref = F.interpolate(grid, size=(6, 8), mode="bicubic", align_corners=False, antialias=aa).permute(0, 2, 3, 1)
+        torch.testing.assert_close(bb.pos_embed[:, bb.prefix:], ref.reshape(1, 48, 48), rtol=0, atol=1e-5)
+    assert (F.interpolate(grid, size=(6, 8), mode="bicubic", antialias=True)
+            - F.interpolate(grid, size=(6, 8), mode="bicubic", antialias=False)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="use_cls_token=False"):
+        ComadMAEViT(student=path, out_indices=(3,), window_size=4, window_block_indexes=(0,))
+    with pytest.raises(ValueError, match="pos_resample="):
+        ComadMAEViT(student=path, out_indices=(3,), pos_resample="bilinear")

@@ -28,12 +28,17 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block, init_weights_vit_timm
+from timm.models.vision_transformer_sam import Block as WindowBlock
 from torch import Tensor, nn
 
-from comad.checkpoint import POS_INTERPOLATION, EncoderCheckpoint, read_arch, read_encoder, resample_pos_embed
+from comad.checkpoint import EncoderCheckpoint, read_arch, read_encoder, resample_pos_embed
 from comad.io import CheckpointError
 
-__all__ = ["ComadMAEViT", "to_student_key"]
+__all__ = ["ComadMAEViT", "to_student_key", "POS_RESAMPLES"]
+
+#: How the student's position embedding is resampled to another grid: ``bicubic`` (plain, as mmseg's
+#: MAE / BEiT and ViTDet do) or ``bicubic-antialias`` (timm's ``resample_abs_pos_embed`` default).
+POS_RESAMPLES = ("bicubic", "bicubic-antialias")
 
 
 def to_student_key(name: str) -> str:
@@ -81,6 +86,14 @@ class ComadMAEViT(BaseModule):
             of them must be the last block (otherwise later blocks would be dead weights).
         drop_path_rate: stochastic depth, linear from 0 to this value over the blocks.
         final_norm: apply the student's final LayerNorm to the last block's output.
+        pos_resample: one of :data:`POS_RESAMPLES` (at load and for other input grids).
+        use_cls_token: keep the student's CLS token in the sequence (False, as ViTDet: the file's
+            ``cls_token`` and the CLS slot of its ``pos_embed`` are dropped at load, and listed).
+        window_size, window_block_indexes: ViTDet's window attention: the blocks listed attend
+            within ``window_size`` x ``window_size`` windows of the token grid (padded to a
+            multiple), the others globally (needs ``use_cls_token=False``).
+        use_rel_pos: ViTDet's decomposed relative position terms in every block, zero-initialised
+            as ViTDet adds them to MAE weights (not in a student file: listed as added at load).
         with_cp: activation checkpointing of the blocks while training.
         init_cfg: mmengine's; ``type='Pretrained'`` names the student file (``checkpoint``).
     """
@@ -97,6 +110,11 @@ class ComadMAEViT(BaseModule):
         out_indices: Sequence[int] = (3, 5, 7, 11),
         drop_path_rate: float = 0.0,
         final_norm: bool = True,
+        pos_resample: str = "bicubic-antialias",
+        use_cls_token: bool = True,
+        window_size: int = 0,
+        window_block_indexes: Sequence[int] = (),
+        use_rel_pos: bool = False,
         with_cp: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
@@ -123,25 +141,54 @@ class ComadMAEViT(BaseModule):
         self.final_norm = final_norm
         self.with_cp = with_cp
         self.drop_path_rate = drop_path_rate
+        self._set_attention(pos_resample, use_cls_token, window_size, window_block_indexes, use_rel_pos)
 
         self.patch_embed = PatchEmbed(img_size=self.img_size, patch_size=self.patch_size, in_chans=3,
                                       embed_dim=self.embed_dim, strict_img_size=False, dynamic_img_pad=True)
         grid = self.grid_size(*self.img_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], self.embed_dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if use_cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.prefix + grid[0] * grid[1], self.embed_dim))
         dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
-        norm = partial(nn.LayerNorm, eps=1e-6)  # timm VisionTransformer's norm
-        self.layers = nn.ModuleList(
-            Block(self.embed_dim, self.num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=norm)
-            for i in range(self.depth)
-        )
-        self.norm = norm(self.embed_dim)
+        self.layers = nn.ModuleList(self._block(i, dpr[i], mlp_ratio, grid) for i in range(self.depth))
+        self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)  # timm VisionTransformer's norm
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
         for child in self.children():  # timm's init; not on self, whose init_weights loads the student
             child.apply(init_weights_vit_timm)
         self.load_report: dict[str, Any] = {"student": None, "missing_keys": None, "unexpected_keys": None,
                                             "pos_embed": "random init (no student)"}
+
+    def _set_attention(self, pos_resample: str, use_cls_token: bool, window_size: int,
+                       window_block_indexes: Sequence[int], use_rel_pos: bool) -> None:
+        if pos_resample not in POS_RESAMPLES:
+            raise ValueError(f"ComadMAEViT: pos_resample={pos_resample!r}; expected one of {POS_RESAMPLES}")
+        blocks = tuple(int(i) for i in window_block_indexes)
+        if blocks and window_size <= 0:
+            raise ValueError(f"ComadMAEViT: window_block_indexes {blocks} need window_size > 0")
+        if any(not 0 <= i < self.depth for i in blocks):
+            raise ValueError(f"ComadMAEViT: window_block_indexes {blocks} out of range for depth {self.depth}")
+        if (blocks or use_rel_pos) and use_cls_token:
+            raise ValueError("ComadMAEViT: window attention and relative positions work on the token grid alone; "
+                             "set use_cls_token=False (as ViTDet)")
+        self.pos_resample, self.prefix = pos_resample, int(use_cls_token)
+        self.window_size, self.window_block_indexes, self.use_rel_pos = int(window_size), blocks, bool(use_rel_pos)
+
+    def _block(self, i: int, drop_path: float, mlp_ratio: float, grid: tuple[int, int]) -> nn.Module:
+        """Block ``i``: timm's ViT block, or with windows / relative positions timm's ViTDet-style
+        block (the same parameter names, plus ``attn.rel_pos_h`` / ``rel_pos_w``), on (B, H, W, C)."""
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        if not (self.window_block_indexes or self.use_rel_pos):
+            return Block(self.embed_dim, self.num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=drop_path,
+                         norm_layer=norm)
+        window = self.window_size if i in self.window_block_indexes else 0
+        return WindowBlock(self.embed_dim, self.num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=drop_path,
+                           norm_layer=norm, use_rel_pos=self.use_rel_pos, window_size=window,
+                           input_size=(window, window) if window else grid)
+
+    @property
+    def windowed(self) -> bool:
+        return bool(self.window_block_indexes or self.use_rel_pos)
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -178,10 +225,12 @@ class ComadMAEViT(BaseModule):
                 mismatches and the architecture this backbone expected.
         """
         own = self.state_dict()
-        by_student_key = {to_student_key(k): k for k in own}
+        added = sorted(k for k in own if ".rel_pos_" in k)  # ViTDet's relative positions: not in a student
+        by_student_key = {to_student_key(k): k for k in own if k not in added}
         file_keys = set(weights.state_dict)
+        dropped = ["cls_token"] if self.cls_token is None and "cls_token" in file_keys else []
         missing = sorted(set(by_student_key) - file_keys)
-        unexpected = sorted(file_keys - set(by_student_key))
+        unexpected = sorted(file_keys - set(by_student_key) - set(dropped))
         src_grid = weights.arch["img_size"] // weights.arch["patch_size"]
         mismatched = []
         for sk, k in by_student_key.items():
@@ -206,15 +255,19 @@ class ComadMAEViT(BaseModule):
             )
         grid = self.grid_size(*self.img_size)
         state = {k: weights.state_dict[sk] for sk, k in by_student_key.items() if sk != "pos_embed"}
-        state["pos_embed"] = resample_pos_embed(pos.float(), grid, src_grid)
+        state["pos_embed"] = self._resample(pos.float(), grid, (src_grid, src_grid), prefix=1)[:, 1 - self.prefix:]
+        state.update({k: own[k] for k in added})
         result = self.load_state_dict(state, strict=True)
+        how = "plain bicubic" if self.pos_resample == "bicubic" else "bicubic, antialiased (timm's default)"
         self.load_report = {
             "student": str(weights.source),
             "expected_keys": len(by_student_key),
             "missing_keys": list(result.missing_keys),
             "unexpected_keys": list(result.unexpected_keys),
+            "dropped_keys": dropped,
+            "added_keys": added,
             "pos_embed": (f"{src_grid}x{src_grid} -> {grid[0]}x{grid[1]} at load, to each input grid in forward "
-                          f"({POS_INTERPOLATION}, antialiased when shrinking: timm resample_abs_pos_embed; CLS slot kept)"),
+                          f"({how}; CLS slot {'kept' if self.prefix else 'dropped'})"),
         }
         self._is_init = True
         print_log(f"ComadMAEViT: loaded {weights.source} strictly ({len(by_student_key)} keys, missing [], "
@@ -228,18 +281,26 @@ class ComadMAEViT(BaseModule):
         self._is_init = True
 
     # ----------------------------------------------------------------------------------------
+    def _resample(self, pos: Tensor, grid: tuple[int, int], old: tuple[int, int], prefix: int) -> Tensor:
+        return resample_pos_embed(pos, grid, old, num_prefix_tokens=prefix,
+                                  antialias=self.pos_resample == "bicubic-antialias")
+
     def _pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
         own = self.grid_size(*self.img_size)
         if grid == own:
             return self.pos_embed
-        return resample_pos_embed(self.pos_embed, grid, own)
+        return self._resample(self.pos_embed, grid, own, self.prefix)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, 3, H, W) -> one (B, embed_dim, ceil(H/p), ceil(W/p)) map per ``out_indices`` entry."""
         b, _, h, w = x.shape
         grid = self.grid_size(h, w)
         tokens = self.patch_embed(x)
-        tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1) + self._pos_embed_for(grid)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
+        tokens = tokens + self._pos_embed_for(grid)
+        if self.windowed:  # ViTDet's blocks work on the (B, H, W, C) grid
+            tokens = tokens.reshape(b, grid[0], grid[1], self.embed_dim)
         outs = []
         wanted = set(self.out_indices)
         for i, blk in enumerate(self.layers):
@@ -249,5 +310,6 @@ class ComadMAEViT(BaseModule):
                 tokens = blk(tokens)
             if i in wanted:
                 y = self.norm(tokens) if self.final_norm and i == self.depth - 1 else tokens
-                outs.append(y[:, 1:].transpose(1, 2).reshape(b, self.embed_dim, grid[0], grid[1]))
+                y = y.reshape(b, -1, self.embed_dim)[:, self.prefix:]
+                outs.append(y.transpose(1, 2).reshape(b, self.embed_dim, grid[0], grid[1]))
         return tuple(outs)
