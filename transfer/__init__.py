@@ -6,6 +6,6 @@ benchmark configs pull it in with ``custom_imports=dict(imports=['transfer'])``.
 ``python -m transfer.run`` (``tools/run_transfer.sh``) trains and evaluates the benchmark tasks.
 """
 from .backbone import ComadMAEViT, to_student_key
-from .necks import SimpleFeaturePyramid
+from .necks import LN2d, SimpleFeaturePyramid, SimpleFPN
 
-__all__ = ["ComadMAEViT", "SimpleFeaturePyramid", "to_student_key"]
+__all__ = ["ComadMAEViT", "LN2d", "SimpleFeaturePyramid", "SimpleFPN", "to_student_key"]

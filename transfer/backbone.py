@@ -85,7 +85,8 @@ class ComadMAEViT(BaseModule):
         out_indices: blocks whose outputs are returned (negative counts from the end). The last
             of them must be the last block (otherwise later blocks would be dead weights).
         drop_path_rate: stochastic depth, linear from 0 to this value over the blocks.
-        final_norm: apply the student's final LayerNorm to the last block's output.
+        final_norm: apply the student's final LayerNorm to the last block's output (False: the
+            file's ``norm.*`` is dropped at load, and listed, as mmseg's MAE and ViTDet do).
         pos_resample: one of :data:`POS_RESAMPLES` (at load and for other input grids).
         use_cls_token: keep the student's CLS token in the sequence (False, as ViTDet: the file's
             ``cls_token`` and the CLS slot of its ``pos_embed`` are dropped at load, and listed).
@@ -150,7 +151,8 @@ class ComadMAEViT(BaseModule):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.prefix + grid[0] * grid[1], self.embed_dim))
         dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
         self.layers = nn.ModuleList(self._block(i, dpr[i], mlp_ratio, grid) for i in range(self.depth))
-        self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)  # timm VisionTransformer's norm
+        # timm VisionTransformer's final norm; without final_norm none (no parameter left unused)
+        self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6) if final_norm else None
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
@@ -228,7 +230,8 @@ class ComadMAEViT(BaseModule):
         added = sorted(k for k in own if ".rel_pos_" in k)  # ViTDet's relative positions: not in a student
         by_student_key = {to_student_key(k): k for k in own if k not in added}
         file_keys = set(weights.state_dict)
-        dropped = ["cls_token"] if self.cls_token is None and "cls_token" in file_keys else []
+        unused = (["cls_token"] if self.cls_token is None else []) + ([] if self.final_norm else ["norm.weight", "norm.bias"])
+        dropped = sorted(k for k in unused if k in file_keys)  # the file's tensors this recipe does not use
         missing = sorted(set(by_student_key) - file_keys)
         unexpected = sorted(file_keys - set(by_student_key) - set(dropped))
         src_grid = weights.arch["img_size"] // weights.arch["patch_size"]

@@ -158,6 +158,7 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
         changes += _cut(cfg, task, request, iters, options, train_images)
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
+    changes += amp_where_available(cfg)
     changes += safe_checkpointing(cfg)
     changes += add_progress_hook(cfg, task.name, task.metric_keys[:1])
     cfg.work_dir = str(request.work_dir)
@@ -166,6 +167,20 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
     cfg.randomness = ConfigDict(seed=_seed(request), deterministic=False)
     cfg.launcher = "none" if world_size == 1 else (request.launcher if request.launcher != "none" else "pytorch")
     return cfg, changes
+
+
+def amp_where_available(cfg: Config) -> list[str]:
+    """A recipe's AMP (``AmpOptimWrapper``) needs CUDA: without it the run is fp32, and says so."""
+    import torch
+
+    ow = cfg.get("optim_wrapper") or {}
+    if ow.get("type") != "AmpOptimWrapper" or torch.cuda.is_available():
+        return []
+    ow["type"] = "OptimWrapper"
+    for key in ("loss_scale", "dtype"):
+        ow.pop(key, None)
+    return ["optim_wrapper.type: AmpOptimWrapper -> OptimWrapper (no CUDA device: this run is fp32, not the "
+            "recipe's AMP)"]
 
 
 def _seed(request: TaskRequest) -> int:

@@ -2,7 +2,8 @@
 Detection", Fig. 2c): strides 4/8/16/32 from the last ViT map alone, by deconvolution and
 pooling. mmdet 3.3 ships it only under ``projects/ViTDet`` (not in the installed package), so
 it is written here, registered in mmengine's root ``MODELS`` so MMDet (and MMSeg) configs find
-it. In the COCO configs mmdet's ``FPN`` follows it (``neck=[SimpleFeaturePyramid, FPN]``).
+it. In the 1x COCO config mmdet's ``FPN`` follows it (``neck=[SimpleFeaturePyramid, FPN]``); the
+ViTDet LSJ config uses :class:`SimpleFPN`, ViTDet's own neck (LN, no top-down path).
 
 For UperNet the segmentation configs use mmseg's own ``Feature2Pyramid`` (BEiT / MAE), which
 keeps the backbone width at every stride.
@@ -14,9 +15,10 @@ from typing import Sequence
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SimpleFeaturePyramid"]
+__all__ = ["SimpleFeaturePyramid", "SimpleFPN", "LN2d"]
 
 
 @MODELS.register_module()
@@ -69,3 +71,63 @@ class SimpleFeaturePyramid(BaseModule):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"SimpleFeaturePyramid: input has {x.shape[1]} channels, in_channels={self.in_channels}")
         return tuple(stage(x) for stage in self.stages)
+
+
+@MODELS.register_module()
+class LN2d(LayerNorm2d):
+    """ViTDet's ``LN2d``: a LayerNorm over the channels of a (B, C, H, W) map (eps 1e-6), registered
+    so that ``norm_cfg=dict(type='LN2d')`` builds it in mmcv's ``ConvModule`` (mmdet's ViTDet project
+    registers its own under the same name, outside the installed package)."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-6) -> None:
+        super().__init__(normalized_shape, eps=eps)
+
+
+@MODELS.register_module()
+class SimpleFPN(BaseModule):
+    """ViTDet's simple feature pyramid with its output convolutions, as mmdet's
+    ``projects/ViTDet`` ``SimpleFPN`` (the same arguments): from the last ViT map, strides 4/8/16/32
+    (``ConvT-norm-GELU-ConvT``, ``ConvT``, identity, 2x2 max-pool), each followed by a 1x1 and a 3x3
+    convolution with ``norm_cfg`` to ``out_channels`` (no top-down path, unlike FPN), then stride-2
+    subsampling of the last level for each extra output (P6).
+
+    Args:
+        backbone_channel: the backbone width C; in_channels: the four levels' widths (C/4, C/2, C, C).
+        out_channels: every output's width; num_outs: outputs (4 levels + extra ones).
+        conv_cfg, norm_cfg, act_cfg: of the 1x1 and 3x3 convolutions (ViTDet: LN2d, no activation);
+            ``norm_cfg`` also normalises the 4x branch.
+    """
+
+    def __init__(self, backbone_channel: int, in_channels: Sequence[int], out_channels: int, num_outs: int,
+                 conv_cfg: dict | None = None, norm_cfg: dict | None = None, act_cfg: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        from mmcv.cnn import ConvModule, build_norm_layer
+
+        super().__init__(init_cfg=init_cfg)
+        c = int(backbone_channel)
+        if list(in_channels) != [c // 4, c // 2, c, c]:
+            raise ValueError(f"SimpleFPN: in_channels {list(in_channels)} must be [C/4, C/2, C, C] for "
+                             f"backbone_channel C={c}")
+        if num_outs < 4:
+            raise ValueError(f"SimpleFPN: num_outs={num_outs}; at least the 4 pyramid levels")
+        norm = build_norm_layer(norm_cfg, c // 2)[1] if norm_cfg else nn.Identity()
+        self.fpn1 = nn.Sequential(nn.ConvTranspose2d(c, c // 2, 2, 2), norm, nn.GELU(), nn.ConvTranspose2d(c // 2, c // 4, 2, 2))
+        self.fpn2 = nn.Sequential(nn.ConvTranspose2d(c, c // 2, 2, 2))
+        self.fpn3 = nn.Sequential(nn.Identity())
+        self.fpn4 = nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2))
+        conv = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False)
+        self.lateral_convs = nn.ModuleList(ConvModule(i, out_channels, 1, **conv) for i in in_channels)
+        self.fpn_convs = nn.ModuleList(ConvModule(out_channels, out_channels, 3, padding=1, **conv) for _ in in_channels)
+        self.backbone_channel, self.num_outs = c, int(num_outs)
+
+    def forward(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """``inputs``: one map, the backbone's last block (B, C, H, W)."""
+        if len(inputs) != 1 or inputs[0].shape[1] != self.backbone_channel:
+            raise ValueError(f"SimpleFPN takes the last block's map alone ({self.backbone_channel} channels; set the "
+                             f"backbone's out_indices to (-1,)), got {[tuple(x.shape) for x in inputs]}")
+        x = inputs[0]
+        levels = [self.fpn1(x), self.fpn2(x), self.fpn3(x), self.fpn4(x)]
+        outs = [conv(lat(y)) for y, lat, conv in zip(levels, self.lateral_convs, self.fpn_convs)]
+        while len(outs) < self.num_outs:
+            outs.append(F.max_pool2d(outs[-1], 1, stride=2))
+        return tuple(outs)

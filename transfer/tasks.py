@@ -37,7 +37,7 @@ MM_TASKS: dict[str, MMTask] = {
                      check_ade20k, _SEG_KEYS, DemoSpec(size_factor=0.25, batch_per_gpu=2, iters=40, lr_scale=10.0)),
     "coco": MMTask("coco", "benchmark_configs/coco/mask-rcnn_comad-vit-t-sfp_8xb2-1x_coco-1333x800.py",
                    check_coco, _DET_KEYS, _DET_DEMO, units="fraction", check_classes=check_coco_classes),
-    "coco-lsj": MMTask("coco-lsj", "benchmark_configs/coco/mask-rcnn_comad-vit-t-sfp_8xb8-lsj-100e_coco-1024x1024.py",
+    "coco-lsj": MMTask("coco-lsj", "benchmark_configs/coco/mask-rcnn_comad-vit-t-vitdet_8xb8-lsj-100e_coco-1024x1024.py",
                        check_coco, _DET_KEYS, _DET_DEMO, units="fraction", check_classes=check_coco_classes),
 }
 

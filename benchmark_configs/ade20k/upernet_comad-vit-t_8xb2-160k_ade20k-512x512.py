@@ -1,6 +1,8 @@
 # UperNet + CoMAD ViT-T on ADE20K: 512x512 crops, 160k iterations, 8 GPUs x 2 images,
 # AdamW with layer decay 0.65, single-scale mIoU (slide inference). The MAE/BEiT mmseg protocol
-# (mmseg configs/mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py) at ViT-T width, in fp32.
+# (mmseg configs/mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py) at ViT-T width, key by key:
+# the UPerHead as wide as the backbone, no final norm, the position embedding resampled plain
+# bicubic; fp32 (that config's `fp16 = dict(...)` is a key mmengine's Runner does not read).
 _base_ = [
     '../_base_/models/upernet_comad-vit-t.py',
     'mmseg::_base_/datasets/ade20k.py',
@@ -22,7 +24,8 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=16000, max_keep_ck
 protocol = dict(
     task='ade20k',
     framework='mmseg 1.2.2',
-    algorithm='UperNet (UPerHead 512 ch + FCN auxiliary head on stride 16, loss weight 0.4)',
+    recipe="mmseg's MAE (mae-base_upernet_8xb2-amp-160k_ade20k-512x512) at the student width",
+    algorithm='UperNet (UPerHead as wide as the backbone + FCN auxiliary head 256 ch on stride 16, loss weight 0.4)',
     schedule='mmseg 160k iterations',
     gpus=8, batch_per_gpu=2, grad_accumulation=1, effective_batch=16,
     optimizer='AdamW (betas 0.9/0.999)', lr=1e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.1,
@@ -34,10 +37,11 @@ protocol = dict(
     pyramid_blocks=(3, 5, 7, 11),
     pyramid='mmseg Feature2Pyramid: ConvT-BN-GELU-ConvT (x4), ConvT (x2), identity, max-pool (x0.5); '
             'backbone width at every stride',
-    final_norm='student final LayerNorm on block 11 output only',
-    pos_embed='student 14x14 grid resampled bicubic (timm resample_abs_pos_embed) to 32x32 at load, CLS slot kept',
+    final_norm='none (as mmseg MAE; the student file\'s final norm is dropped at load)',
+    pos_embed='student 14x14 grid resampled plain bicubic (no antialias, as mmseg MAE) to 32x32 at load, CLS slot kept',
     precision='fp32',
     metrics=('mIoU', 'aAcc', 'mAcc'),
-    width_fields=('model.neck.embed_dim', 'model.decode_head.in_channels', 'model.auxiliary_head.in_channels'),
+    width_fields=('model.neck.embed_dim', 'model.decode_head.in_channels', 'model.decode_head.channels',
+                  'model.auxiliary_head.in_channels'),
     depth_fields=dict(out_indices='model.backbone.out_indices', num_layers='optim_wrapper.paramwise_cfg.num_layers'),
 )

@@ -18,6 +18,7 @@ model = dict(
         out_indices=(-1, ),
         drop_path_rate=0.1,
         final_norm=True,
+        pos_resample='bicubic-antialias',  # timm's resample (this 1x recipe is ours, not a peer's)
         **student_arch),
     neck=[
         dict(type='SimpleFeaturePyramid', in_channels=embed_dim, scale_factors=(4.0, 2.0, 1.0, 0.5)),

@@ -20,8 +20,10 @@ model = dict(
         mlp_ratio=4.0,
         out_indices=(3, 5, 7, 11),
         drop_path_rate=0.1,
-        final_norm=True,
+        final_norm=False,  # mmseg's MAE: no final norm (the student file's is dropped at load, and listed)
+        pos_resample='bicubic',  # mmseg's MAE / BEiT: plain bicubic (timm's default would antialias)
         **student_arch),
     neck=dict(type='Feature2Pyramid', embed_dim=embed_dim, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=[embed_dim] * 4, channels=512, num_classes=150, norm_cfg=norm_cfg),
+    # mmseg's MAE recipe: the UPerHead as wide as the backbone (768 for ViT-B; the student's width here)
+    decode_head=dict(in_channels=[embed_dim] * 4, channels=embed_dim, num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=embed_dim, in_index=2, channels=256, num_classes=150, norm_cfg=norm_cfg))
