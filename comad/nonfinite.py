@@ -17,12 +17,14 @@ import torch.distributed as dist
 from mmengine.logging import print_log
 from torch import Tensor
 
-__all__ = ["NAN_POLICIES", "SKIP_UPDATE_ATTR", "check_policy", "guard_losses"]
+__all__ = ["NAN_POLICIES", "SKIP_UPDATE_ATTR", "CHECKED_ATTR", "check_policy", "guard_losses", "stop_if_nonfinite"]
 
 NAN_POLICIES = ("raise", "skip")
 #: Attribute set on the loss that :func:`guard_losses` returns for a step whose update must be
 #: skipped (``nan_policy='skip'``); comad.engine's optimizer wrappers honour it.
 SKIP_UPDATE_ATTR = "comad_skip_update"
+#: Set on a loss :func:`guard_losses` found finite on every rank (the optimizer wrappers need not check again).
+CHECKED_ATTR = "comad_checked_finite"
 
 
 def check_policy(nan_policy: str, max_skipped: int) -> None:
@@ -31,6 +33,20 @@ def check_policy(nan_policy: str, max_skipped: int) -> None:
         raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     if not isinstance(max_skipped, int) or max_skipped < 0:
         raise ValueError(f"model.max_skipped must be an int >= 0, got {max_skipped!r}")
+
+
+def stop_if_nonfinite(loss: Tensor, iteration: int | None) -> None:
+    """The tasks' ``nan_policy='raise'``: a FloatingPointError (on every rank alike: one all-reduce)
+    when ``loss`` is not finite on some rank, naming the iteration (1-based, as the log), before
+    the update, so the last checkpoint in the work dir stays the last good one."""
+    bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if bool(bad.item()):
+        raise FloatingPointError(
+            f"non-finite loss ({float(loss.detach())} on this rank) at iteration {iteration}: training stopped "
+            "before the update; the last checkpoint in the work dir is the last good one, and nothing is published "
+            "from this run")
 
 
 def guard_losses(model: Any, losses: dict[str, Tensor],
@@ -56,6 +72,7 @@ def guard_losses(model: Any, losses: dict[str, Tensor],
     if not bool(stats[0] > 0):
         loss, log_vars = parse(losses)
         log_vars.update(counters)
+        setattr(loss, CHECKED_ATTR, True)
         return loss, log_vars
     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v).all()}
     what = (f"non-finite loss at distillation step {int(model.step)}: "

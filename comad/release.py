@@ -83,10 +83,14 @@ def publish(release: Release, folder: str | Path) -> dict[str, str]:
     the same name (another ``-<sha8>``) is removed only after the new one is in place.
 
     Raises:
-        CheckpointError: the written file does not load under ``weights_only=True``.
+        CheckpointError: a weight is not finite (nothing is published from a diverged model; nothing
+            is written), or the written file does not load under ``weights_only=True``.
     """
+    from .checkpoint import check_finite
+
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in release.state_dict.items()}
+    check_finite(state, f"release {release.name} (the trained model)")
     staging = folder / f".{release.name}.staging.pth"  # complete (atomic write) before it gets its name
     atomic_torch_save({"state_dict": state, "meta": plain_data(release.meta)}, staging)
     try:

@@ -126,6 +126,9 @@ def test_cut_schedule_keeps_fractions():
     det = _load(MM_TASKS["coco"].config_path)
     cut_schedule(det, 12, iters_per_epoch=1000)  # warm-up 500 of 12000 -> 0.5 -> at least 2
     assert det.param_scheduler[0].end == 2 and det.param_scheduler[1].milestones == [8, 11]
+    smoke = _load(MM_TASKS["ade20k"].config_path)
+    cut_schedule(smoke, 2, None, log_interval=5)  # a smoke run logs its training (its table row needs the log)
+    assert smoke.default_hooks.logger.interval == 2 and smoke.log_processor.window_size == 2
 
 
 def test_demo_sizes_and_data_root():

@@ -201,7 +201,8 @@ def cut_schedule(cfg: Config, max_iters: int, iters_per_epoch: int | None, log_i
     cfg.param_scheduler = out
     hooks = cfg.setdefault("default_hooks", ConfigDict())
     hooks.checkpoint = ConfigDict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1)
-    interval = log_interval or max(1, min(50, max_iters // 10))
+    # at most max_iters, so that even a smoke run (--max-iters 2) logs its training and gets its table row
+    interval = min(log_interval or max(1, min(50, max_iters // 10)), max_iters)
     hooks.logger = ConfigDict(type="LoggerHook", interval=interval, log_metric_by_epoch=False)
     cfg.log_processor = ConfigDict(type="LogProcessor", window_size=interval, by_epoch=False)
     changes.append(f"checkpoint every {max_iters} iterations, log every {interval}")

@@ -158,7 +158,7 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
         changes += _cut(cfg, task, request, iters, options, train_images)
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
-    changes += amp_where_available(cfg)
+    changes += guarded_optim_wrapper(cfg)
     changes += safe_checkpointing(cfg)
     changes += add_progress_hook(cfg, task.name, task.metric_keys[:1])
     cfg.work_dir = str(request.work_dir)
@@ -169,18 +169,26 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
     return cfg, changes
 
 
-def amp_where_available(cfg: Config) -> list[str]:
-    """A recipe's AMP (``AmpOptimWrapper``) needs CUDA: without it the run is fp32, and says so."""
+def guarded_optim_wrapper(cfg: Config) -> list[str]:
+    """mmengine's optimizer wrapper -> comad.engine's, which stops before a non-finite update naming
+    the iteration (the distillation's ``nan_policy='raise'``); a recipe's AMP needs CUDA: without it
+    the run is fp32, and says so."""
     import torch
 
     ow = cfg.get("optim_wrapper") or {}
-    if ow.get("type") != "AmpOptimWrapper" or torch.cuda.is_available():
-        return []
-    ow["type"] = "OptimWrapper"
-    for key in ("loss_scale", "dtype"):
-        ow.pop(key, None)
-    return ["optim_wrapper.type: AmpOptimWrapper -> OptimWrapper (no CUDA device: this run is fp32, not the "
-            "recipe's AMP)"]
+    kind = ow.get("type", "OptimWrapper")
+    changes = []
+    if kind == "AmpOptimWrapper" and not torch.cuda.is_available():
+        for key in ("loss_scale", "dtype"):
+            ow.pop(key, None)
+        kind = "OptimWrapper"
+        changes.append("optim_wrapper: AmpOptimWrapper -> fp32 (no CUDA device: this run is not the recipe's AMP)")
+    guarded = {"OptimWrapper": "ComadOptimWrapper", "AmpOptimWrapper": "ComadAmpOptimWrapper"}.get(kind)
+    if guarded is None:
+        raise ValueError(f"optim_wrapper.type {kind!r}: expected OptimWrapper or AmpOptimWrapper (the runner adds the "
+                         "stop on a non-finite loss to them)")
+    ow["type"] = guarded
+    return changes + [f"optim_wrapper.type: {kind} -> {guarded} (stops before a non-finite update, naming the iteration)"]
 
 
 def _seed(request: TaskRequest) -> int:

@@ -18,7 +18,8 @@ Typical use::
 from .cnn import CNN_STRIDE, CnnNet, build_cnn
 from .content import canonical_metadata, content_sha256
 from .layouts import FORMATS, LAYOUTS, Layout, convert_state_dict, detect_format, extract_encoder, get_layout, resolve_encoder
-from .load import FAMILIES, EncoderCheckpoint, Family, load_strict, load_vit, read_arch, read_encoder, require_vit
+from .load import (FAMILIES, EncoderCheckpoint, Family, check_finite, load_strict, load_vit, read_arch, read_encoder,
+                   require_vit)
 from .read import file_metadata, read_checkpoint
 from .vit import (ARCH_KEYS, ARCH_PRESETS, POS_INTERPOLATION, build_vit, check_arch, expected_arch, infer_arch,
                   resample_pos_embed, resolve_num_heads)
@@ -26,7 +27,7 @@ from .vit import (ARCH_KEYS, ARCH_PRESETS, POS_INTERPOLATION, build_vit, check_a
 __all__ = [
     "ARCH_KEYS", "ARCH_PRESETS", "CNN_STRIDE", "FAMILIES", "FORMATS", "LAYOUTS", "POS_INTERPOLATION",
     "CnnNet", "EncoderCheckpoint", "Family", "Layout",
-    "build_cnn", "build_vit", "canonical_metadata", "check_arch", "content_sha256", "convert_state_dict",
+    "build_cnn", "build_vit", "canonical_metadata", "check_arch", "check_finite", "content_sha256", "convert_state_dict",
     "detect_format", "expected_arch", "extract_encoder",
     "file_metadata", "get_layout", "infer_arch", "load_strict", "load_vit", "read_arch", "read_checkpoint",
     "read_encoder", "require_vit",

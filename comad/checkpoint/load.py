@@ -28,7 +28,8 @@ from .read import file_metadata, layout_metadata, read_checkpoint
 from .strict import load_strict
 from .vit import ARCH_KEYS, build_vit, default_num_heads, read_vit_arch, resample_pos_embed
 
-__all__ = ["EncoderCheckpoint", "Family", "FAMILIES", "read_encoder", "read_arch", "load_strict", "load_vit", "require_vit"]
+__all__ = ["EncoderCheckpoint", "Family", "FAMILIES", "read_encoder", "read_arch", "load_strict", "load_vit", "require_vit",
+           "check_finite"]
 
 
 @dataclass
@@ -87,13 +88,15 @@ def read_encoder(path: str | os.PathLike, *, format: str = "auto", encoder: str 
             top-level ``'arch'`` string that timm knows, as timm's ``train.py`` writes, is used too).
 
     Raises:
-        FileNotFoundError, CheckpointError: naming the file and what was expected.
+        FileNotFoundError, CheckpointError: naming the file and what was expected; a tensor that
+            holds NaN or infinity (a diverged export) is refused, named, before anything uses it.
     """
     path = Path(path)
     source = str(path)
     raw = read_checkpoint(path)
     header = file_metadata(path)
     got = extract_encoder(raw, format, encoder, source, header)
+    check_finite(got.state_dict, source)
     meta, stated = layout_metadata(got.layout, raw, header, source)
     top_arch = raw.get("arch") if isinstance(raw, Mapping) else None  # timm train.py: the model name
     named = timm_name or (top_arch if isinstance(top_arch, str) else None)
@@ -105,6 +108,18 @@ def read_encoder(path: str | os.PathLike, *, format: str = "auto", encoder: str 
                   dropped_keys=got.dropped, dropped_classifier_keys=classifier)
     return EncoderCheckpoint(source=path, format=got.layout.name, encoder=got.encoder, family=family.name,
                              state_dict=got.state_dict, arch=arch, arch_source=arch_source, meta=meta, report=report)
+
+
+def check_finite(state_dict: Mapping[str, Any], source: str) -> None:
+    """Refuse weights with a non-finite value, naming the file, the tensors and how many values."""
+    import torch
+
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state_dict.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(f"{k} ({n} values)" for k, n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"checkpoint {source}: non-finite weights (NaN or infinity) in {shown}; a diverged "
+                              "run's export cannot be used (export an earlier checkpoint: tools/export_student.py)")
 
 
 def read_arch(path: str | os.PathLike, num_heads: int | None = None) -> dict[str, int]:

@@ -1,4 +1,7 @@
-"""Optimizer wrappers that honour a step the distiller marked to skip (``nan_policy='skip'``)."""
+"""Optimizer wrappers that stop before a non-finite update: they honour a step the distiller
+marked to skip (``nan_policy='skip'``) and, for any other model (the dense tasks' mmseg / mmdet
+models), stop with an error naming the iteration when the loss is not finite on some rank, before
+its backward and update, so the last checkpoint in the work dir stays the last good one."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +9,7 @@ from typing import Any
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-from ..nonfinite import SKIP_UPDATE_ATTR
+from ..nonfinite import CHECKED_ATTR, SKIP_UPDATE_ATTR, stop_if_nonfinite
 
 __all__ = ["ComadOptimWrapper", "ComadAmpOptimWrapper"]
 
@@ -27,12 +30,17 @@ class _SkipMarkedSteps:
             self.zero_grad(**(zero_kwargs or {}))  # type: ignore[attr-defined]
             self._inner_count += 1  # type: ignore[attr-defined]
             return
+        if not getattr(loss, CHECKED_ATTR, False):
+            from mmengine.logging import MessageHub
+
+            it = MessageHub.get_current_instance().get_info("iter")
+            stop_if_nonfinite(loss, None if it is None else int(it) + 1)
         super().update_params(loss, step_kwargs, zero_kwargs)  # type: ignore[misc]
 
 
 class ComadOptimWrapper(_SkipMarkedSteps, OptimWrapper):
-    """mmengine's ``OptimWrapper`` that skips steps the distiller marked (see the module)."""
+    """mmengine's ``OptimWrapper`` that skips marked steps and stops before a non-finite update."""
 
 
 class ComadAmpOptimWrapper(_SkipMarkedSteps, AmpOptimWrapper):
-    """mmengine's ``AmpOptimWrapper`` that skips steps the distiller marked (see the module)."""
+    """mmengine's ``AmpOptimWrapper`` that skips marked steps and stops before a non-finite update."""

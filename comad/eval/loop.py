@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..nonfinite import stop_if_nonfinite
 from .runtime import DistEnv, RunLog, SkipSampler, resume_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 
 __all__ = ["CHECKPOINT", "Learner", "EpochLoop", "log_step"]
@@ -162,6 +163,7 @@ class EpochLoop:
             i += 1
             last = i % self.accum == 0
             loss = learner.backward(images, target, self.accum, sync=last)
+            stop_if_nonfinite(loss, step + 1)  # before any update of this step
             if not last:
                 continue
             step += 1
