@@ -116,3 +116,59 @@ def test_vitdet_model_builds_with_its_heads_and_norms(tmp_path, make_student):
     feats = model.extract_feat(torch.randn(1, 3, 128, 128))
     assert [tuple(f.shape) for f in feats] == [(1, 256, 32, 32), (1, 256, 16, 16), (1, 256, 8, 8), (1, 256, 4, 4),
                                                (1, 256, 2, 2)]
+
+
+def test_ade20k_linear_is_dinov2s_frozen_linear_protocol():
+    """Against facebookresearch/dinov2's dinov2_vits14_ade20k_linear_config.py (the 'lin.' head) and
+    its 'ms' head (the last four blocks), single-scale."""
+    lin, four = _cfg("ade20k-linear"), _cfg("ade20k-linear4")
+    c = lin.student_arch["embed_dim"]
+    for cfg in (lin, four):
+        bb, head = cfg.model.backbone, cfg.model.decode_head
+        assert bb.frozen is True and bb.final_norm == "all" and tuple(bb.out_indices) == (8, 9, 10, 11)
+        assert (head.type, head.input_transform, head.dropout_ratio, head.num_classes) == ("BNHead", "resize_concat", 0, 150)
+        assert cfg.model.get("neck") is None and cfg.model.get("auxiliary_head") is None
+        assert cfg.optim_wrapper.optimizer == dict(type="AdamW", lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4)
+        warm, poly = cfg.param_scheduler
+        assert (warm.start_factor, warm.end, poly.power, poly.end) == (1e-6, 1500, 1.0, 40000)
+        assert cfg.train_cfg.max_iters == 40000 and cfg.train_dataloader.batch_size == 2
+        assert cfg.model.test_cfg == dict(mode="slide", crop_size=(512, 512), stride=(341, 341))
+        rr = _step(cfg.train_dataloader.dataset.pipeline, "RandomResize")
+        assert tuple(rr.scale) == (99999999, 512) and tuple(rr.ratio_range) == (0.5, 2.0)
+    assert (list(lin.model.decode_head.in_index), lin.model.decode_head.channels) == ([3], c)
+    assert (list(four.model.decode_head.in_index), four.model.decode_head.channels) == ([0, 1, 2, 3], 4 * c)
+
+
+def test_a_frozen_backbone_stays_the_students(tmp_path, make_student):
+    import torch
+
+    from transfer import ComadMAEViT
+
+    bb = ComadMAEViT(student=make_student(tmp_path, "transfer"), img_size=64, out_indices=(2, 5), frozen=True,
+                     final_norm="all")
+    assert not any(p.requires_grad for p in bb.parameters())  # before a DDP wrapper sees them
+    bb.init_weights()
+    bb.train()
+    assert not bb.training  # eval mode: a feature extractor
+    outs = bb(torch.randn(1, 3, 64, 64))
+    torch.testing.assert_close(outs[0].mean(1), torch.zeros_like(outs[0].mean(1)), atol=1e-4, rtol=0)  # normed
+    bb.assert_unchanged()
+    with torch.no_grad():
+        bb.layers[1].attn.qkv.weight.add_(1e-3)
+    with pytest.raises(RuntimeError, match=r"frozen backbone changed during training: \[layers.1.attn.qkv.weight\]"):
+        bb.assert_unchanged()
+
+
+@pytest.mark.heavy
+def test_ade20k_linear_demo_trains_the_head_only(tmp_path, make_student):
+    from comad.eval.metrics_io import read_metrics
+    from transfer.demo_data import make_demo_data
+    from transfer.run import main
+
+    root = make_demo_data(tmp_path / "demo")
+    student = make_student(tmp_path / "s" / "student", "transfer")
+    main(["--student", str(student), "--demo", "--data-root", str(root), "--work-dir", str(tmp_path / "w"),
+          "--max-iters", "2", "ade20k-linear"])
+    rec = read_metrics(tmp_path / "w" / "ade20k-linear" / "metrics.json")
+    assert rec["protocol"]["frozen"] is True and 0 <= rec["metrics"]["mIoU"] <= 100
+    assert rec["protocol"]["pyramid_blocks"] == (2, 3, 4, 5) or tuple(rec["protocol"]["pyramid_blocks"]) == (2, 3, 4, 5)

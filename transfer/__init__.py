@@ -6,6 +6,7 @@ benchmark configs pull it in with ``custom_imports=dict(imports=['transfer'])``.
 ``python -m transfer.run`` (``tools/run_transfer.sh``) trains and evaluates the benchmark tasks.
 """
 from .backbone import ComadMAEViT, to_student_key
+from .heads import BNHead
 from .necks import LN2d, SimpleFeaturePyramid, SimpleFPN
 
-__all__ = ["ComadMAEViT", "LN2d", "SimpleFeaturePyramid", "SimpleFPN", "to_student_key"]
+__all__ = ["BNHead", "ComadMAEViT", "LN2d", "SimpleFeaturePyramid", "SimpleFPN", "to_student_key"]

@@ -86,7 +86,11 @@ class ComadMAEViT(BaseModule):
             of them must be the last block (otherwise later blocks would be dead weights).
         drop_path_rate: stochastic depth, linear from 0 to this value over the blocks.
         final_norm: apply the student's final LayerNorm to the last block's output (False: the
-            file's ``norm.*`` is dropped at load, and listed, as mmseg's MAE and ViTDet do).
+            file's ``norm.*`` is dropped at load, and listed, as mmseg's MAE and ViTDet do;
+            ``'all'``: to every output, as DINOv2's ``get_intermediate_layers`` for its linear probes).
+        frozen: the backbone is a fixed feature extractor (DINOv2's frozen probes): no parameter
+            needs a gradient, it stays in eval mode, and :meth:`assert_unchanged` checks after
+            training that its weights are still the student's.
         pos_resample: one of :data:`POS_RESAMPLES` (at load and for other input grids).
         use_cls_token: keep the student's CLS token in the sequence (False, as ViTDet: the file's
             ``cls_token`` and the CLS slot of its ``pos_embed`` are dropped at load, and listed).
@@ -110,7 +114,8 @@ class ComadMAEViT(BaseModule):
         mlp_ratio: float = 4.0,
         out_indices: Sequence[int] = (3, 5, 7, 11),
         drop_path_rate: float = 0.0,
-        final_norm: bool = True,
+        final_norm: bool | str = True,
+        frozen: bool = False,
         pos_resample: str = "bicubic-antialias",
         use_cls_token: bool = True,
         window_size: int = 0,
@@ -139,7 +144,9 @@ class ComadMAEViT(BaseModule):
                 f"ComadMAEViT: out_indices {tuple(out_indices)} must be increasing and end at the last block "
                 f"({self.depth - 1}); blocks after the last output would get no gradient"
             )
-        self.final_norm = final_norm
+        if final_norm not in (True, False, "all"):
+            raise ValueError(f"ComadMAEViT: final_norm={final_norm!r}; expected True, False or 'all'")
+        self.final_norm, self.frozen = final_norm, bool(frozen)
         self.with_cp = with_cp
         self.drop_path_rate = drop_path_rate
         self._set_attention(pos_resample, use_cls_token, window_size, window_block_indexes, use_rel_pos)
@@ -160,6 +167,8 @@ class ComadMAEViT(BaseModule):
             child.apply(init_weights_vit_timm)
         self.load_report: dict[str, Any] = {"student": None, "missing_keys": None, "unexpected_keys": None,
                                             "pos_embed": "random init (no student)"}
+        if self.frozen:  # before any DDP wrapper sees the parameters
+            self.requires_grad_(False)
 
     def _set_attention(self, pos_resample: str, use_cls_token: bool, window_size: int,
                        window_block_indexes: Sequence[int], use_rel_pos: bool) -> None:
@@ -273,6 +282,8 @@ class ComadMAEViT(BaseModule):
                           f"({how}; CLS slot {'kept' if self.prefix else 'dropped'})"),
         }
         self._is_init = True
+        if self.frozen:
+            self._frozen_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         print_log(f"ComadMAEViT: loaded {weights.source} strictly ({len(by_student_key)} keys, missing [], "
                   f"unexpected []); pos_embed {self.load_report['pos_embed']}", logger="current")
         return self.load_report
@@ -282,6 +293,20 @@ class ComadMAEViT(BaseModule):
         if self.student_file is not None:
             self.load_student(read_encoder(self.student_file, num_heads=self._num_heads_arg))
         self._is_init = True
+
+    def train(self, mode: bool = True) -> "ComadMAEViT":
+        """A frozen backbone stays in eval mode (a feature extractor: no dropout, no drop path)."""
+        return super().train(mode and not self.frozen)
+
+    def assert_unchanged(self) -> None:
+        """Raise when a frozen backbone's weights differ from those it loaded (names the tensors)."""
+        ref = getattr(self, "_frozen_state", None)
+        if not self.frozen or ref is None:
+            raise RuntimeError("ComadMAEViT.assert_unchanged: not a frozen backbone with a loaded student")
+        changed = [k for k, v in self.state_dict().items() if not torch.equal(v.detach().cpu(), ref[k].cpu())]
+        if changed:
+            raise RuntimeError(f"the frozen backbone changed during training: {_summarise(changed)}; a frozen probe's "
+                               "number would not be the student's")
 
     # ----------------------------------------------------------------------------------------
     def _resample(self, pos: Tensor, grid: tuple[int, int], old: tuple[int, int], prefix: int) -> Tensor:
@@ -312,7 +337,8 @@ class ComadMAEViT(BaseModule):
             else:
                 tokens = blk(tokens)
             if i in wanted:
-                y = self.norm(tokens) if self.final_norm and i == self.depth - 1 else tokens
+                last = i == self.depth - 1
+                y = self.norm(tokens) if self.final_norm == "all" or (self.final_norm and last) else tokens
                 y = y.reshape(b, -1, self.embed_dim)[:, self.prefix:]
                 outs.append(y.transpose(1, 2).reshape(b, self.embed_dim, grid[0], grid[1]))
         return tuple(outs)

@@ -96,6 +96,7 @@ def fit_to_student(cfg: Config, arch: dict[str, int], explicit: Iterable[str] = 
     """Make the config's backbone match the student's ``arch`` (embed_dim, depth, num_heads, patch_size).
 
     Widths in ``protocol['width_fields']`` are rescaled by new/old width; for a new depth,
+    ``protocol['depth_fields']['last_blocks']`` (the last N blocks) becomes the student's last N,
     ``protocol['depth_fields']['out_indices']`` maps each block ``i`` to ``(i+1)*new/old - 1``
     (an error when that is not an integer, unless the field is in ``explicit``, i.e. given
     with --cfg-options) and ``['num_layers']`` becomes the depth.
@@ -112,6 +113,13 @@ def fit_to_student(cfg: Config, arch: dict[str, int], explicit: Iterable[str] = 
             set_path(cfg, field, _scale_width(before, old_dim, new_dim, field))
             changes.append(f"{field}: {before} -> {get_path(cfg, field)} (student width {new_dim})")
     depth_fields = dict(protocol.get("depth_fields", {}))
+    f = depth_fields.get("last_blocks")  # "the last N blocks" (DINOv2's probes): the student's last N
+    if f and new_depth != old_depth and f not in explicit:
+        before = tuple(int(i) for i in get_path(cfg, f))
+        if before != tuple(range(old_depth - len(before), old_depth)):
+            raise ValueError(f"config {cfg.filename}: {f}={before} is not the last {len(before)} blocks of {old_depth}")
+        set_path(cfg, f, tuple(range(new_depth - len(before), new_depth)))
+        changes.append(f"{f}: {before} -> {get_path(cfg, f)} (the last {len(before)} blocks of the depth-{new_depth} student)")
     if new_depth != old_depth:
         f = depth_fields.get("out_indices")
         if f and f not in explicit:

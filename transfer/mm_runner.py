@@ -340,6 +340,8 @@ def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
         runner.train()  # loads the student (the backbone's init_weights), then resumes
         metrics, no_predictions = _test_metrics(task, runner)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    if getattr(model.backbone, "frozen", False):  # a frozen probe's number is the student's own features'
+        model.backbone.assert_unchanged()
     load_report = dict(getattr(model.backbone, "load_report", {}))
     info = dict(protocol_declared=dict(cfg.get("protocol", {})), effective_batch=resolved["effective_batch"],
                 data=dict(root=summary.root, train_images=summary.train_images, val_images=summary.val_images),

@@ -38,9 +38,14 @@ METRICS: list[tuple[str, str, str, str]] = [
     ("in1k_linear", "linear", "imagenet-linear", "top1"),
     ("in1k_linear_cached", "linear (cached)", "imagenet-linear-cached", "top1"),
     ("in1k_knn", "k-NN", "imagenet-knn", "top1"),
-    ("ade20k_miou", "ADE20K mIoU", "ade20k", "mIoU"),
-    ("coco_apb", "COCO APb", "coco", "bbox_mAP"),
-    ("coco_apm", "COCO APm", "coco", "segm_mAP"),
+    ("ade20k_miou", "ADE20K mIoU (UperNet, mmseg MAE recipe)", "ade20k", "mIoU"),
+    ("ade20k_tinymim_miou", "ADE20K mIoU (UperNet, TinyMIM recipe)", "ade20k-tinymim", "mIoU"),
+    ("ade20k_linear_miou", "ADE20K linear (frozen, DINOv2 lin.)", "ade20k-linear", "mIoU"),
+    ("ade20k_linear4_miou", "ADE20K linear 4 blocks (frozen, DINOv2)", "ade20k-linear4", "mIoU"),
+    ("coco_apb", "COCO APb (1x)", "coco", "bbox_mAP"),
+    ("coco_apm", "COCO APm (1x)", "coco", "segm_mAP"),
+    ("coco_lsj_apb", "COCO APb (ViTDet LSJ)", "coco-lsj", "bbox_mAP"),
+    ("coco_lsj_apm", "COCO APm (ViTDet LSJ)", "coco-lsj", "segm_mAP"),
 ]
 METRIC_IDS = [m[0] for m in METRICS]
 LABELS = {m[0]: m[1] for m in METRICS}
