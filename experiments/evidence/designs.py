@@ -119,39 +119,41 @@ CLAIMS = {
     "4": "dual-level KL on visible tokens and reconstructed maps",
     "A": "the anchors' design (RADIO / UNIC): per-teacher heads, standardisation, teacher dropping",
 }
-_PT = dict(fusion="per-teacher", group="fusion")
+_PT = dict(fusion="per-teacher", group="nested")
 CLAIMS_CONDITIONS: tuple[Condition, ...] = (
-    # group core: the default and the one-knob changes of its gating and loss (the 3 real teachers, nested masks)
-    Condition("random_init", "random-init student (untrained)", group="core"),
-    Condition("default", "CoMAD default: 3 real, joint, gcca, nested masks, token + map KL", _REAL, group="core"),
-    Condition("mean", "gating: the mean", _REAL, gating="mean", group="core"),
-    Condition("affinity", "gating: affinity only", _REAL, gating="affinity", group="core"),
-    Condition("agreement", "gating: agreement only", _REAL, gating="agreement", group="core"),
-    Condition("token_only", "loss: token KL only", _REAL, loss="token", group="core"),
-    Condition("map_only", "loss: map KL only", _REAL, loss="map", group="core"),
-    # group fusion: the anchors' design on the same targets
+    # group nested: every condition on the default (nested) masks, so that one forward of each of the
+    # six teacher files per step serves them all: the default and the one-knob changes of its gating
+    # and loss, the anchors' design, the corrupted teacher, the random-weight control, single teachers
+    Condition("random_init", "random-init student (untrained)", group="nested"),
+    Condition("default", "CoMAD default: 3 real, joint, gcca, nested masks, token + map KL", _REAL, group="nested"),
+    Condition("mean", "gating: the mean", _REAL, gating="mean", group="nested"),
+    Condition("affinity", "gating: affinity only", _REAL, gating="affinity", group="nested"),
+    Condition("agreement", "gating: agreement only", _REAL, gating="agreement", group="nested"),
+    Condition("token_only", "loss: token KL only", _REAL, loss="token", group="nested"),
+    Condition("map_only", "loss: map KL only", _REAL, loss="map", group="nested"),
+    # the anchors' design on the same targets
     Condition("per_teacher", "per-teacher heads, mean of losses", _REAL, **_PT),
     Condition("per_teacher_std", "per-teacher heads + standardisation", _REAL, standardize=True, **_PT),
     Condition("per_teacher_drop", "per-teacher heads + standardisation + dropping", _REAL, standardize=True,
               drop=0.5, **_PT),
-    # group masking: the teachers' masks against the student's
+    # group masking: the teachers' masks against the student's (each scheme its own teacher forwards)
     Condition("teachers_full", "masks: teachers unmasked (full images)", _REAL, masks="full", group="masking"),
     Condition("symmetric", "masks: every teacher sees exactly the student's patches", _REAL, masks="symmetric",
               group="masking"),
     Condition("independent", "masks: independent (non-nested) teacher masks", _REAL, masks="independent",
               group="masking"),
     Condition("student50", "masks: the student at 50 % visible", _REAL, masks="student50", group="masking"),
-    # group corrupt: one real teacher replaced by its random-weight twin
-    Condition("corrupt_mean", "random Lite0: the mean", _CORRUPT, gating="mean", group="corrupt"),
-    Condition("corrupt_joint", "random Lite0: joint", _CORRUPT, group="corrupt"),
-    Condition("corrupt_agreement", "random Lite0: agreement only", _CORRUPT, gating="agreement", group="corrupt"),
+    # one real teacher replaced by its random-weight twin
+    Condition("corrupt_mean", "random Lite0: the mean", _CORRUPT, gating="mean", group="nested"),
+    Condition("corrupt_joint", "random Lite0: joint", _CORRUPT, group="nested"),
+    Condition("corrupt_agreement", "random Lite0: agreement only", _CORRUPT, gating="agreement", group="nested"),
     Condition("corrupt_drop", "random Lite0: per-teacher + standardisation + dropping", _CORRUPT,
-              standardize=True, drop=0.5, fusion="per-teacher", group="corrupt"),
-    # group teachers: the random-weight control and each teacher alone
-    Condition("control", "random-weight teachers x3, joint", _RANDOM, group="teachers"),
-    Condition("dinov2", "DINOv2 alone", ("dinov2",), group="teachers"),
-    Condition("mnv2", "MobileNetV2 alone", ("mnv2",), group="teachers"),
-    Condition("lite0", "EfficientNet-Lite0 alone", ("lite0",), group="teachers"),
+              standardize=True, drop=0.5, fusion="per-teacher", group="nested"),
+    # the random-weight control and each teacher alone
+    Condition("control", "random-weight teachers x3, joint", _RANDOM, group="nested"),
+    Condition("dinov2", "DINOv2 alone", ("dinov2",), group="nested"),
+    Condition("mnv2", "MobileNetV2 alone", ("mnv2",), group="nested"),
+    Condition("lite0", "EfficientNet-Lite0 alone", ("lite0",), group="nested"),
 )
 CLAIMS_DIFFERENCES: tuple[Difference, ...] = (
     Difference("default", "random_init", "distillation vs no training", "1"),
@@ -183,7 +185,7 @@ CLAIMS_DIFFERENCES: tuple[Difference, ...] = (
 CURVE_CONDITIONS: tuple[Condition, ...] = (
     Condition("random_init", "random-init student (untrained)", group="core"),
     Condition("default", "CoMAD default: 3 real, joint, gcca, nested masks, token + map KL", _REAL, group="core"),
-)
+)  # (group 'core': the name the curve's stored units were made with)
 CURVE_DIFFERENCES: tuple[Difference, ...] = (Difference("default", "random_init", "distillation vs no training", "1"),)
 
 #: ``EvidenceConfig.design`` -> (conditions, differences).
