@@ -172,3 +172,30 @@ def test_ade20k_linear_demo_trains_the_head_only(tmp_path, make_student):
     rec = read_metrics(tmp_path / "w" / "ade20k-linear" / "metrics.json")
     assert rec["protocol"]["frozen"] is True and 0 <= rec["metrics"]["mIoU"] <= 100
     assert rec["protocol"]["pyramid_blocks"] == (2, 3, 4, 5) or tuple(rec["protocol"]["pyramid_blocks"]) == (2, 3, 4, 5)
+
+
+def test_ade20k_tinymim_is_tinymims_vit_t_recipe():
+    """Against OliverRensu/TinyMIM's Segmentation/TinyMIMstar-T upernet_mae_tiny_12_512_slide_160k_ade20k.py."""
+    cfg = _cfg("ade20k-tinymim")
+    m, c = cfg.model, cfg.student_arch["embed_dim"]
+    assert m.neck.type == "TinyMIMPyramid" and (m.neck.width_factor, m.neck.last_hidden) == (4, 1280)
+    assert list(m.decode_head.in_channels) == [4 * c] * 4 and m.decode_head.channels == 4 * c  # 768 for ViT-T
+    assert m.auxiliary_head.in_channels == 4 * c and m.auxiliary_head.in_index == 2
+    assert tuple(m.backbone.out_indices) == (3, 5, 7, 11) and m.backbone.drop_path_rate == 0.1
+    ow = cfg.optim_wrapper
+    assert ow.type == "AmpOptimWrapper" and ow.paramwise_cfg.decay_rate == 0.8
+    assert ow.optimizer == dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    warm, poly = cfg.param_scheduler
+    assert (warm.start_factor, warm.end, poly.end) == (1e-6, 1500, 160000)
+    assert m.test_cfg == dict(mode="slide", crop_size=(512, 512), stride=(341, 341))
+    assert "relative position bias" in cfg.protocol["not_reproduced"]
+
+
+def test_tinymim_pyramid_strides_and_widths():
+    import torch
+
+    from transfer import TinyMIMPyramid
+
+    neck = TinyMIMPyramid(48, norm_cfg=dict(type="BN")).eval()
+    outs = neck([torch.randn(2, 48, 8, 8) for _ in range(4)])
+    assert [tuple(o.shape) for o in outs] == [(2, 192, 32, 32), (2, 192, 16, 16), (2, 192, 8, 8), (2, 192, 4, 4)]

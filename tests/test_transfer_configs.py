@@ -45,7 +45,7 @@ def tiny_student(tmp_path_factory):
 
 
 def test_task_table_points_at_existing_configs():
-    assert set(MM_TASKS) == {"ade20k", "ade20k-linear", "ade20k-linear4", "coco", "coco-lsj"}
+    assert set(MM_TASKS) == {"ade20k", "ade20k-tinymim", "ade20k-linear", "ade20k-linear4", "coco", "coco-lsj"}
     assert {p.resolve() for p in CONFIGS} == {t.config_path.resolve() for t in MM_TASKS.values()}
 
 

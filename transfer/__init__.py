@@ -7,6 +7,6 @@ benchmark configs pull it in with ``custom_imports=dict(imports=['transfer'])``.
 """
 from .backbone import ComadMAEViT, to_student_key
 from .heads import BNHead
-from .necks import LN2d, SimpleFeaturePyramid, SimpleFPN
+from .necks import LN2d, SimpleFeaturePyramid, SimpleFPN, TinyMIMPyramid
 
-__all__ = ["BNHead", "ComadMAEViT", "LN2d", "SimpleFeaturePyramid", "SimpleFPN", "to_student_key"]
+__all__ = ["BNHead", "ComadMAEViT", "LN2d", "SimpleFeaturePyramid", "SimpleFPN", "TinyMIMPyramid", "to_student_key"]

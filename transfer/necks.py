@@ -18,7 +18,7 @@ from timm.layers import LayerNorm2d
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SimpleFeaturePyramid", "SimpleFPN", "LN2d"]
+__all__ = ["SimpleFeaturePyramid", "SimpleFPN", "LN2d", "TinyMIMPyramid"]
 
 
 @MODELS.register_module()
@@ -131,3 +131,44 @@ class SimpleFPN(BaseModule):
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return tuple(outs)
+
+
+@MODELS.register_module()
+class TinyMIMPyramid(BaseModule):
+    """TinyMIM*-T's feature pyramid (OliverRensu/TinyMIM, ``Segmentation/TinyMIMstar-T/backbone/mae.py``,
+    ``fpn1``-``fpn4``), as a neck on the four block maps (C channels, stride 16), widened to
+    ``width_factor`` x C:
+
+    - stride 4: ``ConvT(C, 2C) -> norm -> GELU -> ConvT(2C, 4C)``;
+    - stride 8: ``ConvT(C, 4C)``;
+    - stride 16: ``Conv1x1(C, 4C)``;
+    - stride 32: the last map through ``LayerNorm -> Linear(C, last_hidden) -> GELU`` per token (TinyMIM's
+      ``conv1x1`` after block 11), then ``Conv3x3 stride 2 (last_hidden, 4C)``.
+
+    Args:
+        embed_dim: C; width_factor: the pyramid's width over C (TinyMIM: 4, i.e. 768 for ViT-T);
+        last_hidden: the last level's hidden width (TinyMIM: 1280); norm_cfg: of the stride-4 branch.
+    """
+
+    def __init__(self, embed_dim: int, width_factor: int = 4, last_hidden: int = 1280,
+                 norm_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
+        from mmcv.cnn import build_norm_layer
+
+        super().__init__(init_cfg=init_cfg)
+        c, w = int(embed_dim), int(width_factor) * int(embed_dim)
+        norm = build_norm_layer(norm_cfg or dict(type="SyncBN"), 2 * c)[1]
+        self.fpn1 = nn.Sequential(nn.ConvTranspose2d(c, 2 * c, 2, stride=2), norm, nn.GELU(),
+                                  nn.ConvTranspose2d(2 * c, w, 2, stride=2))
+        self.fpn2 = nn.Sequential(nn.ConvTranspose2d(c, w, 2, stride=2))
+        self.fpn3 = nn.Conv2d(c, w, kernel_size=1)
+        self.last = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, last_hidden), nn.GELU())
+        self.fpn4 = nn.Conv2d(last_hidden, w, kernel_size=3, padding=1, stride=2)
+        self.embed_dim, self.out_channels = c, w
+
+    def forward(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """``inputs``: four (B, C, H, W) block maps (blocks 3, 5, 7, 11 for a 12-block ViT)."""
+        if len(inputs) != 4 or any(x.shape[1] != self.embed_dim for x in inputs):
+            raise ValueError(f"TinyMIMPyramid takes four maps of {self.embed_dim} channels, got "
+                             f"{[tuple(x.shape) for x in inputs]}")
+        last = self.last(inputs[3].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.fpn1(inputs[0]), self.fpn2(inputs[1]), self.fpn3(inputs[2]), self.fpn4(last)

@@ -1,7 +1,7 @@
 """The benchmark task table of ``python -m transfer.run`` (``tools/run_transfer.sh``).
 
 ``TASKS[name]`` is a :class:`comad.eval.runner.Task`: ``run(request: TaskRequest) -> TaskResult``.
-The dense tasks (``ade20k``, ``ade20k-linear``, ``ade20k-linear4``, ``coco``, ``coco-lsj``) are the :class:`~transfer.mm_runner.MMTask`
+The dense tasks (``ade20k``, ``ade20k-tinymim``, ``ade20k-linear``, ``ade20k-linear4``, ``coco``, ``coco-lsj``) are the :class:`~transfer.mm_runner.MMTask`
 objects of :data:`MM_TASKS` (a benchmark config + a dataset check + a demo override); the
 ImageNet tasks are :data:`comad.eval.tasks.IMAGENET_TASKS`. The runner
 (:func:`comad.eval.runner.run_task`) runs a task and writes its ``metrics.json``.
@@ -35,6 +35,9 @@ _DET_DEMO = DemoSpec(size_factor=0.25, batch_per_gpu=2, iters=120, lr_scale=2.0,
 MM_TASKS: dict[str, MMTask] = {
     "ade20k": MMTask("ade20k", "benchmark_configs/ade20k/upernet_comad-vit-t_8xb2-160k_ade20k-512x512.py",
                      check_ade20k, _SEG_KEYS, DemoSpec(size_factor=0.25, batch_per_gpu=2, iters=40, lr_scale=10.0)),
+    "ade20k-tinymim": MMTask("ade20k-tinymim",
+                             "benchmark_configs/ade20k/upernet_comad-vit-t-tinymim_8xb2-160k_ade20k-512x512.py",
+                             check_ade20k, _SEG_KEYS, DemoSpec(size_factor=0.25, batch_per_gpu=2, iters=40, lr_scale=10.0)),
     "ade20k-linear": MMTask("ade20k-linear", "benchmark_configs/ade20k/linear_comad-vit-t-frozen_8xb2-40k_ade20k-512x512.py",
                             check_ade20k, _SEG_KEYS, DemoSpec(size_factor=0.25, batch_per_gpu=2, iters=40)),
     "ade20k-linear4": MMTask("ade20k-linear4",
