@@ -38,6 +38,14 @@ train_dataloader = dict(
         transform=dict(kind='train', img_size=64, scale=(0.2, 1.0), hflip=0.5))),
 )
 schedule = dict(epochs=1, warmup_epochs=0, warmup_iters=10, num_train_images=None, base_lr=1e-3, base_batch=16, max_iters=120)
+gpus = 1
+# what it gives on 1 process x 16
+train_cfg = dict(max_iters=120)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=False, begin=0, end=10),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=10, end=120, eta_min=0.0),
+]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=40, max_keep_ckpts=2))
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(vis_backends=vis_backends)

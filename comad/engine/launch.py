@@ -24,7 +24,7 @@ from ..io import CheckpointError
 from ..runtime import world_size
 from .dataloader import DALI_KEY, build_dataloader, data_backend
 from .progress import add_progress_hook
-from .schedule import resolve_schedule
+from .schedule import apply_schedule, resolve_schedule
 
 __all__ = ["ComadRunner", "archive_previous_run", "build_runner", "check_work_dir", "latest_checkpoint",
            "prepare_demo_teachers", "warn_cpu_bf16"]
@@ -219,7 +219,10 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
     if amp == "on" and not cuda:
         raise ValueError("amp='on' needs a CUDA device; none is available (use amp='auto' or 'off')")
     use_amp = cuda and amp != "off"
-    # mmengine's wrappers, plus skipping the steps the distiller marks (model.nan_policy='skip')
+    # comad.engine's wrappers (mmengine's, plus the skipped / non-finite steps); with AMP its AMP twin
+    kind = cfg.optim_wrapper.get("type", "ComadOptimWrapper")
+    if kind not in ("ComadOptimWrapper", "OptimWrapper"):
+        raise ValueError(f"optim_wrapper.type {kind!r}: expected 'ComadOptimWrapper' (the config's amp key chooses AMP)")
     cfg.optim_wrapper.type = "ComadAmpOptimWrapper" if use_amp else "ComadOptimWrapper"
     if use_amp:
         cfg.optim_wrapper.dtype = "bfloat16"
@@ -237,13 +240,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
 
     world = world_size(launcher)
     sched = resolve_schedule(dict(cfg.schedule), cfg.train_dataloader.batch_size, world, accum)
-    cfg.train_cfg.max_iters = sched["max_iters"]
-    cfg.optim_wrapper.optimizer.lr = sched["lr"]
-    warm, cosine = cfg.param_scheduler
-    warm.end = sched["warmup_iters"]
-    cosine.update(begin=sched["warmup_iters"], end=sched["max_iters"], eta_min=sched["min_lr"])
-    # a schedule cut shorter than its warm-up (smoke runs) is all warm-up
-    cfg.param_scheduler = [s for s in (warm, cosine) if s.end > s.begin]
+    derived = apply_schedule(cfg, sched)
 
     backend = data_backend(cfg)
     if backend == "dali":
@@ -257,6 +254,10 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
               f"{accum} accumulation), lr {sched['lr']:.3g}, {sched['max_iters']} iterations, "
               f"{sched['warmup_iters']} warm-up; AMP: {run_info['amp']}; data: {backend}"
               + ("" if cuda else " (no CUDA device)"), logger="current")
+    if derived:  # the config on disk describes its own GPU count; this run's differs
+        print_log(f"derived for this run from `schedule` (the config states {cfg.get('gpus', '?')} GPU(s)): "
+                  + "; ".join(derived) + f". The config run is written to {Path(cfg.work_dir) / Path(cfg.filename).name} "
+                  "(mmengine's dump)", logger="current")
 
     if resume:
         ckpt = latest_checkpoint(cfg.work_dir)

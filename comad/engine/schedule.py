@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["resolve_schedule"]
+__all__ = ["resolve_schedule", "apply_schedule"]
 
 
 def resolve_schedule(schedule: dict[str, Any], batch_size: int, world_size: int, accumulation: int) -> dict[str, Any]:
@@ -46,3 +46,48 @@ def resolve_schedule(schedule: dict[str, Any], batch_size: int, world_size: int,
         warm = 0
     out["warmup_iters"] = min(warm, out["max_iters"])
     return out
+
+
+def apply_schedule(cfg: Any, sched: dict[str, Any]) -> list[str]:
+    """Write a derived schedule (:func:`resolve_schedule`) into ``cfg``: the optimizer's lr, the
+    loop's ``max_iters`` and every lr scheduler's bounds. A bound at the config's own warm-up end or
+    total becomes the derived one; any other bound keeps its fraction of the run. A scheduler whose
+    span the derived run cuts to nothing is dropped (a smoke run shorter than its warm-up is all
+    warm-up). Returns what changed (for the log)."""
+    old_total = int(cfg.train_cfg.get("max_iters") or 0)
+    scheds = list(cfg.param_scheduler)
+    warm_ends = {int(s["end"]) for s in scheds if s.get("type") == "LinearLR" and int(s.get("begin", 0)) == 0
+                 and s.get("end") is not None}
+    old_warm = min(warm_ends) if warm_ends else None
+    new_total, new_warm = int(sched["max_iters"]), int(sched["warmup_iters"])
+
+    def bound(v: Any) -> int:
+        v = int(v)
+        if old_warm is not None and v == old_warm:
+            return new_warm
+        if v == old_total or not old_total:
+            return new_total
+        return min(new_total, int(round(v * new_total / old_total)))
+
+    changes = []
+    for key, new in (("optim_wrapper.optimizer.lr", sched["lr"]), ("train_cfg.max_iters", new_total)):
+        parent, leaf = key.rsplit(".", 1)
+        obj = cfg
+        for part in parent.split("."):
+            obj = obj[part]
+        if obj.get(leaf) != new:
+            changes.append(f"{key}: {obj.get(leaf)} -> {new}")
+            obj[leaf] = new
+    out = []
+    for s in scheds:
+        before = (s.get("begin", 0), s.get("end"))
+        s["begin"] = bound(s.get("begin", 0)) if s.get("begin", 0) else 0
+        s["end"] = bound(s["end"]) if s.get("end") is not None else new_total
+        if s.get("type") == "CosineAnnealingLR":
+            s["eta_min"] = sched["min_lr"]
+        if before != (s["begin"], s["end"]):
+            changes.append(f"param_scheduler {s.get('type')}: [{before[0]}, {before[1]}) -> [{s['begin']}, {s['end']})")
+        if s["end"] > s["begin"]:
+            out.append(s)
+    cfg.param_scheduler = out
+    return changes

@@ -1,22 +1,27 @@
 custom_imports = dict(imports=['comad.engine'], allow_failed_imports=False)
 default_scope = None
-# The schedule in epochs; tools/train.py turns it into iterations and scales the lr from the
-# effective batch (GPUs x batch_size x accumulation), and records both in run_info.json.
+# The schedule in epochs. The values below it (lr, iterations, scheduler ends) are the ones it gives
+# on the config's own GPU count, `gpus` (the file name's 8xb512): the config on disk is that run.
+# On another GPU count or accumulation tools/train.py derives them again from `schedule` (lr by the
+# linear rule on the effective batch, iterations from the epochs), writes the config it runs into
+# the work dir (mmengine's dump, named in the log) and records them in run_info.json.
 schedule = dict(epochs=300, warmup_epochs=15, num_train_images=1281167, base_lr=1.5e-4, base_batch=256,
                 min_lr=0.0, max_iters=None)  # max_iters: cut the run (smoke tests, demo)
+gpus = 8
 accumulation = 1
-amp = 'auto'  # bf16 autocast when CUDA is available; 'off' to disable
-train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=None)
+amp = 'auto'  # bf16 autocast when CUDA is available (ComadAmpOptimWrapper); 'off' to disable
+# at 8 x 512: effective batch 4096, 313 iterations per epoch, lr 1.5e-4 x 4096 / 256
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=93900)
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=None, betas=(0.9, 0.95), weight_decay=0.05),
+    type='ComadOptimWrapper',  # mmengine's OptimWrapper + the skipped / non-finite steps of comad.nonfinite
+    optimizer=dict(type='AdamW', lr=2.4e-3, betas=(0.9, 0.95), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
                        custom_keys={'pos_embed': dict(decay_mult=0.0), 'cls_token': dict(decay_mult=0.0),
                                     'mask_token': dict(decay_mult=0.0)}),
 )
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=False, begin=0, end=None),  # warm-up
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=None, end=None, eta_min=0.0),
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=False, begin=0, end=4695),  # warm-up: 15 epochs
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=4695, end=93900, eta_min=0.0),
 ]
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
