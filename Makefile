@@ -13,8 +13,8 @@ setup:
 demo: setup
 	bash tools/demo.sh
 
-# The evidence run (docs/evidence.md): real teachers into a ViT on Fashion-MNIST, about an hour
-# on 2 CPU cores; EVIDENCE_ARGS="--preset pilot" for a few minutes.
+# The evidence run (docs/evidence.md): the claims audit, real teachers into a ViT on Fashion-MNIST,
+# about 2.5 hours on 2 CPU cores; EVIDENCE_ARGS="--preset pilot" for a few minutes.
 evidence: setup
 	bash experiments/evidence.sh $(EVIDENCE_ARGS)
 

@@ -27,7 +27,7 @@ from experiments.evidence.run import default_results_dir, parse_overrides  # noq
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="claims-cpu", choices=sorted(PRESETS))
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="replace a field of the preset")
     p.add_argument("--work-dir", type=Path, default=REPO / "work_dirs" / "evidence")
     p.add_argument("--results-dir", type=Path, default=None, help="default: results/evidence[/<preset>]")

@@ -166,8 +166,18 @@ PRESETS: dict[str, EvidenceConfig] = {
     # the follow-up on the gating (GATING_CONDITIONS), the CPU run's sizes and seeds
     "cpu-gating": EvidenceConfig("cpu-gating", design="gating"),
     # a few minutes, to measure rates and check the pipeline on the real teachers
-    "pilot": EvidenceConfig("pilot", steps=12, seeds=(0,), probe_train_per_class=50, probe_test_per_class=30,
-                            workers=1, warmup_steps=2, fit_images=128),
+    "pilot": EvidenceConfig("pilot", design="claims", steps=12, seeds=(0,), probe_train_per_class=50,
+                            probe_test_per_class=30, workers=2, warmup_steps=2, fit_images=128, dense_train_scenes=60,
+                            dense_test_scenes=40),
+    # the claims audit (design 'claims', docs/evidence.md), fixed before its run: 360 steps (2x the first
+    # run's; the learning curve's point that fits ~2.5 h of this 2-core CPU: ~17 s per lockstep step of
+    # the three seeds' units on 2 workers, ~70 s to probe a student), 3 seeds, the dense probe
+    "claims-cpu": EvidenceConfig("claims-cpu", design="claims", steps=360, seeds=(0, 1, 2), **_DENSE),
+    # its GPU form (not run yet): 112 px, 2 epochs of the 58k pool at batch 256, 3 seeds; a unit (a seed's
+    # group) is durable, so the seeds can run across several device calls
+    "claims-gpu": EvidenceConfig("claims-gpu", design="claims", img_size=112, batch_size=256, steps=454,
+                                 seeds=(0, 1, 2), warmup_steps=20, fit_images=4096, lr=1e-3, workers=1, threads=16,
+                                 device="cuda", **_DENSE),
     # the learning curve that sizes the claims run (design 'curve': the default alone; one seed; the
     # claims run's probes): tools run it once per schedule (--curve 180,360,720,1440)
     "curve": EvidenceConfig("curve", design="curve", seeds=(0,), **_DENSE),

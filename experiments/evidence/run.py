@@ -109,7 +109,8 @@ def _unit_job(cfg: EvidenceConfig, unit: str, files: dict[str, Path], run_dir: P
     progress_file = run_dir / "progress" / f"{unit}.json"
 
     def progress(phase: str, done: int, total: int) -> None:
-        atomic_write_json(dict(unit=unit, phase=phase, done=done, total=total, time=time.time()), progress_file)
+        atomic_write_json(dict(unit=f"{run_dir.name} {unit}", phase=phase, done=done, total=total, time=time.time()),
+                          progress_file)
 
     with open(run_dir / "logs" / f"{unit}.log", "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
