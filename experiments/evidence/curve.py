@@ -53,7 +53,7 @@ def run_curve(base: EvidenceConfig, steps: list[int], work_dir: str | os.PathLik
         rows.append(dict(steps=r.cfg.steps, images=r.cfg.images_per_student,
                          **{f"{c}_{p}": scores.loc[c, f"{p}_mean"] for c in scores.index
                             for p in out["tables"]["probes"]}))
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).astype({"steps": int, "images": int})
     with atomic_open(results_dir / "curve.csv", "w") as f:
         table.to_csv(f, index=False, float_format="%.2f")
     atomic_write_text(_markdown(base, table, teachers), results_dir / "curve.md")
