@@ -66,7 +66,8 @@ def _markdown(base: EvidenceConfig, table: pd.DataFrame, teachers: pd.DataFrame)
     refs = teachers[~teachers.teacher.str.endswith("_random")]
     return "\n".join([f"# Learning curve (`{base.name}`): the default student, seed {base.seeds[0]}\n",
                       f"Batch {base.batch_size}, warm-up {base.warmup_steps} steps then cosine to 0; each row its own "
-                      "run. Scores in % (dense: mIoU).\n", table.to_markdown(index=False, floatfmt=".1f"),
+                      "run. Scores in % (dense: mIoU).\n",
+                      table.astype({"steps": str, "images": str}).to_markdown(index=False, floatfmt=".1f"),
                       "\n## References: the real teachers' own features and the raw pixels\n",
                       refs.drop(columns=["teacher"]).to_markdown(index=False, floatfmt=".1f"), ""])
 

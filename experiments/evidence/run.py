@@ -243,6 +243,12 @@ class Run:
         unit_min = sum(sum(r["timing"].values()) for r in results.values()) / 60
         meta = dict(device=device_name(cfg.device), unit_minutes=unit_min, workers=cfg.workers, threads=cfg.threads,
                     wall_min=wall_s / 60)
+        try:  # a report of reused units keeps the wall time of the invocation that computed them
+            stored = json.loads((self.results_dir / "run.json").read_text())
+            if stored.get("unit_minutes") == unit_min:
+                meta.update(device=stored.get("device", meta["device"]), wall_min=stored["wall_min"])
+        except (OSError, ValueError, KeyError):
+            pass
         tables = write_report(cfg, merge_seeds(results), teachers, self.results_dir, meta)
         atomic_write_json(meta, self.results_dir / "run.json")
         return dict(tables=tables, summary=summary_text(tables, self.results_dir), run_dir=self.run_dir)
