@@ -130,7 +130,7 @@ def test_an_interrupted_unit_resumes_to_the_uninterrupted_result(fmnist, tmp_pat
 
 
 def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
-    cfg = tiny(fmnist)  # the claims design: two groups of conditions, the dense probe
+    cfg = tiny(fmnist)  # the claims design: three groups of conditions, the dense probe
     out = run_evidence(cfg, tmp_path / "work", tmp_path / "results", show=False)
     res = tmp_path / "results"
     assert {p.name for p in res.iterdir()} >= {"evidence.csv", "differences.csv", "teachers.csv", "evidence.md",
@@ -153,12 +153,12 @@ def test_tiny_run_end_to_end_on_two_workers_then_reused(fmnist, tmp_path):
     for _, g in gates[gates.gating == "joint"].groupby("condition"):
         assert len(g) == 3 and abs(g.gate_shared_mean.sum() - 1.0) < 0.05  # a distribution over the teachers
     names = unit_names(cfg)
-    assert len(names) == 2 * 2 + 2 and {p.stem for p in (out["run_dir"] / "logs").glob("*.log")} == set(names)
+    assert len(names) == 2 * 3 + 2 and {p.stem for p in (out["run_dir"] / "logs").glob("*.log")} == set(names)
     units = sorted((out["run_dir"] / "units").glob("*.json"))  # the teachers' probes are shared by runs
     units += sorted((out["run_dir"].parent / "teacher-units").glob("*/*.json"))
     assert {u.stem for u in units} == set(names) == {u.stem for u in (res / "units").glob("*.json")}
-    core = json.loads((out["run_dir"] / "units" / "seed0-nested.json").read_text())["entries"]
-    assert set(core) == {c.name for c in CLAIMS_CONDITIONS if c.group == "nested"}
+    core = json.loads((out["run_dir"] / "units" / "seed0-core.json").read_text())["entries"]
+    assert set(core) == {c.name for c in CLAIMS_CONDITIONS if c.group == "core"}
     assert core["default"]["train"]["gate_shared_dinov2"] > 0 and len(core["default"]["linear_correct"]) == 20
     fusion = core
     assert 0.5 <= fusion["per_teacher_drop"]["train"]["keep_dinov2"] <= 1 and fusion["per_teacher"]["train"]["keep_mnv2"] == 1

@@ -47,7 +47,7 @@ def test_claims_design_is_paired_and_complete():
     for d in CLAIMS_DIFFERENCES:
         assert d.a in names and d.b in names and d.claim in {"1", "2", "3", "4", "A"}
     default = next(c for c in CLAIMS_CONDITIONS if c.name == "default")
-    assert default == Condition("default", default.label, ("dinov2", "mnv2", "lite0"), group="nested")
+    assert default == Condition("default", default.label, ("dinov2", "mnv2", "lite0"), group="core")
     # every one-knob comparison against the default changes exactly the knob it names
     one_knob = {"mean": "gating", "affinity": "gating", "agreement": "gating", "token_only": "loss",
                 "map_only": "loss", "teachers_full": "masks", "symmetric": "masks", "independent": "masks",
@@ -64,10 +64,10 @@ def test_conditions_in_different_units_of_a_seed_share_the_student_init(tmp_path
 
     cfg = preset("tiny")
     files = prepare_teachers(cfg, tmp_path)
-    core, masking = build_lockstep(cfg, 1, files, "nested"), build_lockstep(cfg, 1, files, "masking")
+    core, masking = build_lockstep(cfg, 1, files, "core"), build_lockstep(cfg, 1, files, "masking")
     assert set(masking.models) == {"teachers_full", "symmetric", "independent", "student50"}
     assert all(torch.equal(v, masking.initial_student[k]) for k, v in core.initial_student.items())
-    other = build_lockstep(cfg, 2, files, "nested")
+    other = build_lockstep(cfg, 2, files, "core")
     assert not all(torch.equal(v, other.initial_student[k]) for k, v in core.initial_student.items())
 
 

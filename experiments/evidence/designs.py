@@ -119,18 +119,17 @@ CLAIMS = {
     "4": "dual-level KL on visible tokens and reconstructed maps",
     "A": "the anchors' design (RADIO / UNIC): per-teacher heads, standardisation, teacher dropping",
 }
-_PT = dict(fusion="per-teacher", group="nested")
+_PT = dict(fusion="per-teacher", group="core")
 CLAIMS_CONDITIONS: tuple[Condition, ...] = (
-    # group nested: every condition on the default (nested) masks, so that one forward of each of the
-    # six teacher files per step serves them all: the default and the one-knob changes of its gating
-    # and loss, the anchors' design, the corrupted teacher, the random-weight control, single teachers
-    Condition("random_init", "random-init student (untrained)", group="nested"),
-    Condition("default", "CoMAD default: 3 real, joint, gcca, nested masks, token + map KL", _REAL, group="nested"),
-    Condition("mean", "gating: the mean", _REAL, gating="mean", group="nested"),
-    Condition("affinity", "gating: affinity only", _REAL, gating="affinity", group="nested"),
-    Condition("agreement", "gating: agreement only", _REAL, gating="agreement", group="nested"),
-    Condition("token_only", "loss: token KL only", _REAL, loss="token", group="nested"),
-    Condition("map_only", "loss: map KL only", _REAL, loss="map", group="nested"),
+    # group core: the default and the one-knob changes of its gating and loss, and the anchors' design
+    # (the three real teachers on the default nested masks: one forward of each per step serves all)
+    Condition("random_init", "random-init student (untrained)", group="core"),
+    Condition("default", "CoMAD default: 3 real, joint, gcca, nested masks, token + map KL", _REAL, group="core"),
+    Condition("mean", "gating: the mean", _REAL, gating="mean", group="core"),
+    Condition("affinity", "gating: affinity only", _REAL, gating="affinity", group="core"),
+    Condition("agreement", "gating: agreement only", _REAL, gating="agreement", group="core"),
+    Condition("token_only", "loss: token KL only", _REAL, loss="token", group="core"),
+    Condition("map_only", "loss: map KL only", _REAL, loss="map", group="core"),
     # the anchors' design on the same targets
     Condition("per_teacher", "per-teacher heads, mean of losses", _REAL, **_PT),
     Condition("per_teacher_std", "per-teacher heads + standardisation", _REAL, standardize=True, **_PT),
@@ -143,17 +142,17 @@ CLAIMS_CONDITIONS: tuple[Condition, ...] = (
     Condition("independent", "masks: independent (non-nested) teacher masks", _REAL, masks="independent",
               group="masking"),
     Condition("student50", "masks: the student at 50 % visible", _REAL, masks="student50", group="masking"),
-    # one real teacher replaced by its random-weight twin
-    Condition("corrupt_mean", "random Lite0: the mean", _CORRUPT, gating="mean", group="nested"),
-    Condition("corrupt_joint", "random Lite0: joint", _CORRUPT, group="nested"),
-    Condition("corrupt_agreement", "random Lite0: agreement only", _CORRUPT, gating="agreement", group="nested"),
+    # group teachers (the default nested masks too): one real teacher replaced by its random-weight twin,
+    # the random-weight control, each teacher alone (the six teacher files, one forward each per step)
+    Condition("corrupt_mean", "random Lite0: the mean", _CORRUPT, gating="mean", group="teachers"),
+    Condition("corrupt_joint", "random Lite0: joint", _CORRUPT, group="teachers"),
+    Condition("corrupt_agreement", "random Lite0: agreement only", _CORRUPT, gating="agreement", group="teachers"),
     Condition("corrupt_drop", "random Lite0: per-teacher + standardisation + dropping", _CORRUPT,
-              standardize=True, drop=0.5, fusion="per-teacher", group="nested"),
-    # the random-weight control and each teacher alone
-    Condition("control", "random-weight teachers x3, joint", _RANDOM, group="nested"),
-    Condition("dinov2", "DINOv2 alone", ("dinov2",), group="nested"),
-    Condition("mnv2", "MobileNetV2 alone", ("mnv2",), group="nested"),
-    Condition("lite0", "EfficientNet-Lite0 alone", ("lite0",), group="nested"),
+              standardize=True, drop=0.5, fusion="per-teacher", group="teachers"),
+    Condition("control", "random-weight teachers x3, joint", _RANDOM, group="teachers"),
+    Condition("dinov2", "DINOv2 alone", ("dinov2",), group="teachers"),
+    Condition("mnv2", "MobileNetV2 alone", ("mnv2",), group="teachers"),
+    Condition("lite0", "EfficientNet-Lite0 alone", ("lite0",), group="teachers"),
 )
 CLAIMS_DIFFERENCES: tuple[Difference, ...] = (
     Difference("default", "random_init", "distillation vs no training", "1"),
