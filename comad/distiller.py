@@ -143,15 +143,7 @@ class CoMADDistiller(BaseModel):
         if not teachers:
             raise ValueError("model.teachers: at least one teacher is needed")
 
-        self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,
-                                 drop_path_rate=student.get("drop_path_rate", 0.0), what="model.student.arch")
-        dim = self.student.embed_dim
-        n = int(self.student.patch_embed.num_patches)
-        patch = int(self.student.patch_embed.patch_size[0])
-        if img_size % patch:  # timm would silently crop the image to a multiple of the patch size
-            raise ValueError(f"model.img_size {img_size} is not a multiple of the student's patch size {patch} "
-                             f"(model.student.arch)")
-
+        dim, n, patch = self._build_student(student, img_size)
         self.img_size = int(img_size)
         self.mask_generator = build_mask_generator(masking, n, teachers)
         self.mask_seed = int(mask_seed)
@@ -173,6 +165,16 @@ class CoMADDistiller(BaseModel):
         self._batch_corrupt = 0
 
     # ------------------------------------------------------------------ construction
+    def _build_student(self, student: dict[str, Any], img_size: int) -> tuple[int, int, int]:
+        """The student ViT; returns its width, patch count and patch size."""
+        self.student = build_vit(student.get("arch", "vit_tiny_patch16_224"), img_size=img_size,
+                                 drop_path_rate=student.get("drop_path_rate", 0.0), what="model.student.arch")
+        patch = int(self.student.patch_embed.patch_size[0])
+        if img_size % patch:  # timm would silently crop the image to a multiple of the patch size
+            raise ValueError(f"model.img_size {img_size} is not a multiple of the student's patch size {patch} "
+                             f"(model.student.arch)")
+        return self.student.embed_dim, int(self.student.patch_embed.num_patches), patch
+
     def _check_include_cls(self, include_cls: bool) -> bool:
         """``model.include_cls``: True needs a CLS token in the student and every teacher."""
         if include_cls:

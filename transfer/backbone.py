@@ -136,14 +136,7 @@ class ComadMAEViT(BaseModule):
         self.patch_size, self.embed_dim = arch["patch_size"], arch["embed_dim"]
         self.depth, self.num_heads = arch["depth"], arch["num_heads"]
         self.img_size = _pair(img_size)
-        self.out_indices = tuple(i + self.depth if i < 0 else int(i) for i in out_indices)
-        if not self.out_indices or any(not 0 <= i < self.depth for i in self.out_indices):
-            raise ValueError(f"ComadMAEViT: out_indices {tuple(out_indices)} out of range for depth {self.depth}")
-        if list(self.out_indices) != sorted(set(self.out_indices)) or self.out_indices[-1] != self.depth - 1:
-            raise ValueError(
-                f"ComadMAEViT: out_indices {tuple(out_indices)} must be increasing and end at the last block "
-                f"({self.depth - 1}); blocks after the last output would get no gradient"
-            )
+        self.out_indices = self._check_out_indices(out_indices)
         if final_norm not in (True, False, "all"):
             raise ValueError(f"ComadMAEViT: final_norm={final_norm!r}; expected True, False or 'all'")
         self.final_norm, self.frozen = final_norm, bool(frozen)
@@ -169,6 +162,18 @@ class ComadMAEViT(BaseModule):
                                             "pos_embed": "random init (no student)"}
         if self.frozen:  # before any DDP wrapper sees the parameters
             self.requires_grad_(False)
+
+    def _check_out_indices(self, out_indices: Sequence[int]) -> tuple[int, ...]:
+        """``out_indices`` as block numbers (negative ones from the end): increasing, ending at the last block."""
+        got = tuple(i + self.depth if i < 0 else int(i) for i in out_indices)
+        if not got or any(not 0 <= i < self.depth for i in got):
+            raise ValueError(f"ComadMAEViT: out_indices {tuple(out_indices)} out of range for depth {self.depth}")
+        if list(got) != sorted(set(got)) or got[-1] != self.depth - 1:
+            raise ValueError(
+                f"ComadMAEViT: out_indices {tuple(out_indices)} must be increasing and end at the last block "
+                f"({self.depth - 1}); blocks after the last output would get no gradient"
+            )
+        return got
 
     def _set_attention(self, pos_resample: str, use_cls_token: bool, window_size: int,
                        window_block_indexes: Sequence[int], use_rel_pos: bool) -> None:

@@ -109,6 +109,21 @@ def _describe_dir(path: Path, limit: int = 8) -> str:
     return f"{len(names)} entries: {shown}" + (", ..." if len(names) > limit else "")
 
 
+def _scan_classes(split_dir: Path, classes: list[str], exts: tuple[str, ...],
+                  num_threads: int) -> list[tuple[list[str], list[str]]]:
+    """Each class folder's (images, other files), on a thread pool; a bar from 100 classes on."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(classes), desc=f"indexing {split_dir}", unit="class", leave=False,
+              disable=True if len(classes) < 100 else None) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(classes)))) as pool:
+        results = []
+        for res in pool.map(lambda c: _scan_class_dir(os.path.join(split_dir, c), exts), classes):
+            results.append(res)
+            bar.update(1)
+    return results
+
+
 def scan_image_folder(
     split_dir: str | os.PathLike,
     extensions: Sequence[str] = IMG_EXTENSIONS,
@@ -141,20 +156,7 @@ def scan_image_folder(
         )
         raise DatasetLayoutError(f"no class folders in {split_dir}: expected {pattern}, found {found}")
     t0 = time.perf_counter()
-    show = len(classes) >= 100
-    bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(classes), desc=f"indexing {split_dir}", unit="class", leave=False, disable=None)
-    results: list[tuple[list[str], list[str]]] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(classes)))) as pool:
-        for res in pool.map(lambda c: _scan_class_dir(os.path.join(split_dir, c), exts), classes):
-            results.append(res)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    results = _scan_classes(split_dir, classes, exts, num_threads)
     empty = [(c, others) for c, (imgs, others) in zip(classes, results) if not imgs]
     if empty and not allow_empty_classes:
         first_c, first_o = empty[0]

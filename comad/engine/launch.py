@@ -200,6 +200,24 @@ def check_work_dir(work_dir: str | Path) -> None:
         raise type(e)(e.errno, f"work dir {work_dir} (--work-dir or the config's work_dir) cannot be used: {why}") from None
 
 
+def _precision(cfg: Config, cuda: bool) -> bool:
+    """The config's ``amp`` key (auto / on / off) -> whether this run uses bf16 AMP, and the optimizer
+    wrapper that goes with it: comad.engine's (mmengine's, plus the skipped / non-finite steps) or its AMP twin."""
+    amp = cfg.get("amp", "auto")
+    if amp not in ("auto", "on", "off"):
+        raise ValueError(f"config key amp must be 'auto', 'on' or 'off', got {amp!r}")
+    if amp == "on" and not cuda:
+        raise ValueError("amp='on' needs a CUDA device; none is available (use amp='auto' or 'off')")
+    use_amp = cuda and amp != "off"
+    kind = cfg.optim_wrapper.get("type", "ComadOptimWrapper")
+    if kind not in ("ComadOptimWrapper", "OptimWrapper"):
+        raise ValueError(f"optim_wrapper.type {kind!r}: expected 'ComadOptimWrapper' (the config's amp key chooses AMP)")
+    cfg.optim_wrapper.type = "ComadAmpOptimWrapper" if use_amp else "ComadOptimWrapper"
+    if use_amp:
+        cfg.optim_wrapper.dtype = "bfloat16"
+    return use_amp
+
+
 def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False, launcher: str = "none") -> Runner:
     """Finish ``cfg`` for this process and build the Runner (see the module docstring)."""
     cfg.launcher = launcher
@@ -213,19 +231,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: bool = False,
         prepare_demo_teachers(demo)
 
     cuda = torch.cuda.is_available()
-    amp = cfg.get("amp", "auto")
-    if amp not in ("auto", "on", "off"):
-        raise ValueError(f"config key amp must be 'auto', 'on' or 'off', got {amp!r}")
-    if amp == "on" and not cuda:
-        raise ValueError("amp='on' needs a CUDA device; none is available (use amp='auto' or 'off')")
-    use_amp = cuda and amp != "off"
-    # comad.engine's wrappers (mmengine's, plus the skipped / non-finite steps); with AMP its AMP twin
-    kind = cfg.optim_wrapper.get("type", "ComadOptimWrapper")
-    if kind not in ("ComadOptimWrapper", "OptimWrapper"):
-        raise ValueError(f"optim_wrapper.type {kind!r}: expected 'ComadOptimWrapper' (the config's amp key chooses AMP)")
-    cfg.optim_wrapper.type = "ComadAmpOptimWrapper" if use_amp else "ComadOptimWrapper"
-    if use_amp:
-        cfg.optim_wrapper.dtype = "bfloat16"
+    use_amp = _precision(cfg, cuda)
     accum = int(cfg.get("accumulation", 1))
     cfg.optim_wrapper.accumulative_counts = accum
     if not cuda and launcher != "none":
