@@ -91,7 +91,7 @@ def _tools(commands: list[list[str]]) -> list[Path]:
 
 def run_commands(ctx: Context, commands: list[list[str]], timeout: float = 540) -> list[dict]:
     """Run (or, in a dry run, check) each command; stops at the first failure."""
-    done = []
+    done: list[dict] = []
     for cmd in commands:
         t0 = time.monotonic()
         if ctx.dry_run:
@@ -106,14 +106,19 @@ def run_commands(ctx: Context, commands: list[list[str]], timeout: float = 540) 
     return done
 
 
+_CHECKED: dict[str, tuple[int, str]] = {}
+
+
 def _check(ctx: Context, cmd: list[str]) -> tuple[int, str]:
-    """A dry run's check of one command: a Python tool must import and parse ``--help``."""
+    """A dry run's check of one command: a Python tool must import and parse ``--help`` (once per tool)."""
     py = [a for a in cmd if a.endswith(".py")]
     if not py:
         return 0, "checked: files exist"
-    p = subprocess.run([sys.executable, str(REPO / py[0]), "--help"], cwd=REPO, env=ctx.env, capture_output=True,
-                       text=True, timeout=120)
-    return p.returncode, (p.stdout + p.stderr)[-300:]
+    if py[0] not in _CHECKED:
+        p = subprocess.run([sys.executable, str(REPO / py[0]), "--help"], cwd=REPO, env=ctx.env, capture_output=True,
+                           text=True, timeout=120)
+        _CHECKED[py[0]] = (p.returncode, (p.stdout + p.stderr)[-300:])
+    return _CHECKED[py[0]]
 
 
 # ------------------------------------------------------------------------------------ the stages

@@ -1,6 +1,7 @@
 """A user's timm ViT-Tiny-shaped state dict and a DeiT-style ``{'model': ...}`` release (with its
-classifier) go through every benchmark task like an exported student: ade20k and coco (tiny demo
-sets, 2 iterations) and the ImageNet k-NN and cached linear probes, through ``transfer.run``."""
+classifier) go through every benchmark task like an exported student: ade20k (the DeiT-style file:
+the frozen ade20k-linear probe) and coco (tiny demo sets, 2 iterations) and the ImageNet k-NN and
+cached linear probes, through ``transfer.run``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +15,7 @@ from transfer.run import main
 
 DIM, DEPTH = 64, 6  # 1 head (64 // 64); 6 blocks: the ade20k pyramid blocks (3, 5, 7, 11) map to (1, 2, 3, 5)
 FORMS = {"plain": ("timm", []), "deit": ("mae", ["head.bias", "head.weight"])}
+SEG = {"plain": "ade20k", "deit": "ade20k-linear"}  # the frozen DINOv2 probe runs any file the loader reads
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +43,10 @@ def demo_root(tmp_path_factory) -> Path:
 @pytest.mark.mm
 @pytest.mark.parametrize("form", list(FORMS))
 def test_user_checkpoint_through_ade20k_and_coco(user_files, demo_root, tmp_path, form):
-    student = user_files[form]
+    student, seg = user_files[form], SEG[form]
     out = main(["--demo", "--student", str(student), "--data-root", str(demo_root), "--work-dir", str(tmp_path),
-                "--max-iters", "2", "ade20k", "coco"])
-    for task in ("ade20k", "coco"):
+                "--max-iters", "2", seg, "coco"])
+    for task in (seg, "coco"):
         rec = read_metrics(tmp_path / task)
         assert rec["student"] == str(student) and rec["demo"] is True and rec["metrics"]
         assert rec["protocol"]["missing_keys"] == [] and rec["protocol"]["unexpected_keys"] == []
@@ -53,7 +55,10 @@ def test_user_checkpoint_through_ade20k_and_coco(user_files, demo_root, tmp_path
         assert "model.backbone.embed_dim: 192 -> 64 (student arch)" in changes
         assert "model.backbone.num_heads: 3 -> 1 (student arch)" in changes
         assert (tmp_path / task / "iter_2.pth").is_file()
-    assert 0.0 <= out["ade20k"]["metrics"]["mIoU"] <= 100.0
+    assert 0.0 <= out[seg]["metrics"]["mIoU"] <= 100.0
+    if seg == "ade20k-linear":  # the backbone stayed the student's (asserted by the task), the head alone trained
+        rec = read_metrics(tmp_path / seg)
+        assert rec["protocol"]["frozen"] is True and tuple(rec["protocol"]["pyramid_blocks"]) == (2, 3, 4, 5)
     assert all(0.0 <= v <= 1.0 for v in out["coco"]["metrics"].values())
 
 

@@ -106,10 +106,13 @@ def test_conditions_of_a_seed_share_the_init_the_masks_and_the_teachers(fmnist, 
 
 
 def test_an_interrupted_unit_resumes_to_the_uninterrupted_result(fmnist, tmp_path, monkeypatch):
-    cfg = tiny(fmnist, checkpoint_minutes=1e-9, design="main")  # save after every step
+    """The claims design's `teachers` unit (the corrupted teacher under the anchors' dropping with
+    standardisation, the random-weight control, ...): the moving statistics and the dropping resume exactly."""
+    cfg = tiny(fmnist, checkpoint_minutes=1e-9)  # save after every step
     files = prepare_teachers(cfg, tmp_path)
     data = load_fashion_mnist(fmnist, 4, 2)
-    ref, _ = train_seed(dataclasses.replace(cfg, checkpoint_minutes=0.0), 0, files, data, tmp_path / "ref")
+    ref, _ = train_seed(dataclasses.replace(cfg, checkpoint_minutes=0.0), 0, files, data, tmp_path / "ref",
+                        group="teachers")
     real_step = train_mod.train_step
 
     def crash_at_2(ls, x, step):
@@ -119,12 +122,13 @@ def test_an_interrupted_unit_resumes_to_the_uninterrupted_result(fmnist, tmp_pat
 
     monkeypatch.setattr(train_mod, "train_step", crash_at_2)
     with pytest.raises(KeyboardInterrupt):
-        train_seed(cfg, 0, files, data, tmp_path / "unit")
+        train_seed(cfg, 0, files, data, tmp_path / "unit", group="teachers")
     assert torch.load(tmp_path / "unit" / "train_state.pth", weights_only=True)["step"] == 2
     monkeypatch.setattr(train_mod, "train_step", real_step)
-    resumed, log = train_seed(cfg, 0, files, data, tmp_path / "unit")
+    resumed, log = train_seed(cfg, 0, files, data, tmp_path / "unit", group="teachers")
     assert [row["step"] for row in log] == [0, 1, 2]
-    for name in ("joint_gcca", "corrupt_mean"):
+    assert "standardizer.mean" in ref.models["corrupt_drop"].state_dict()
+    for name in ("corrupt_drop", "control"):
         want, got = ref.models[name].state_dict(), resumed.models[name].state_dict()
         assert all(torch.equal(want[k], got[k]) for k in want if want[k].is_floating_point()), name
 

@@ -67,7 +67,7 @@ def test_conditions_in_different_units_of_a_seed_share_the_student_init(tmp_path
     core, masking = build_lockstep(cfg, 1, files, "core"), build_lockstep(cfg, 1, files, "masking")
     assert set(masking.models) == {"teachers_full", "symmetric", "independent", "student50"}
     assert all(torch.equal(v, masking.initial_student[k]) for k, v in core.initial_student.items())
-    other = build_lockstep(cfg, 2, files, "core")
+    other = build_lockstep(cfg, 2, files, "masking")
     assert not all(torch.equal(v, other.initial_student[k]) for k, v in core.initial_student.items())
 
 

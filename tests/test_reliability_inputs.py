@@ -86,7 +86,7 @@ def case_unknown_schedule_key(assets, tmp):
 
 def case_unknown_student_arch_key(assets, tmp):
     return ("model = dict(student=dict(arch=dict(embed_dims=32)))\n", ValueError,
-            ["student arch: unknown keys ['embed_dims']"])
+            ["model.student.arch: unknown keys ['embed_dims']"])
 
 
 def case_negative_mask_ratio(assets, tmp):
