@@ -7,8 +7,8 @@ mmengine under ``torch.load(weights_only=True)`` with no allow-list, the file na
 config (an mmengine ``.py`` for the dense tasks, a timm ``.json`` for the ImageNet fine-tune) that
 builds the model from its architecture alone: no student file, no path of this machine.
 
-A task returns a :class:`Release` in its :class:`~comad.eval.runner.TaskResult`;
-:func:`comad.eval.runner.finish_task` writes it with :func:`publish` into
+A task returns a :class:`Release` in its :class:`~transfer.runner.TaskResult`;
+:func:`transfer.runner.finish_task` writes it with :func:`publish` into
 ``<work_dir>/release/`` and names both files in ``metrics.json`` (key ``release``).
 """
 from __future__ import annotations

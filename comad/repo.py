@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "git_revision", "git_dirty"]
+__all__ = ["REPO_ROOT", "git_revision", "git_dirty", "repo_relative"]
 
 #: The repository root (the folder holding comad/, transfer/, benchmark_configs/, work_dirs/).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +32,12 @@ def git_revision(cwd: str | Path | None = None, mark_dirty: bool = False) -> str
     if out.returncode != 0 or not rev:
         return "unknown"
     return rev + ("-dirty" if mark_dirty and git_dirty(cwd) else "")
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it, else absolute (as records name files)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,7 +1,7 @@
 """What a process learns from its launcher and its command line: world size, rank, ``--cfg-options``.
 
 One reading for every entry point (the distillation Runner in :mod:`comad.engine.launch`, the
-transfer runner ``transfer/run.py``, the ImageNet tasks in :mod:`comad.eval`):
+transfer runner ``transfer/run.py``, the ImageNet tasks in :mod:`transfer.imagenet`):
 
 - ``launcher='pytorch'``: torchrun's ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``;
 - ``launcher='slurm'``: ``SLURM_NTASKS`` / ``SLURM_PROCID`` / ``SLURM_LOCALID`` (srun);

@@ -119,7 +119,7 @@ def test_every_entry_point_takes_every_student_form(students, kind, tmp_path):
 
 
 def test_random_init_export_is_a_student_like_any(tmp_path):
-    from comad.eval.baselines import BASELINE_DIR, export_random_student
+    from transfer.imagenet.baselines import BASELINE_DIR, export_random_student
 
     path = export_random_student(BASELINE_DIR / "random-init_vit-tiny.py", tmp_path / "student", seed=0)
     ckpt = load_student(path)

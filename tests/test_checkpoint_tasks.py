@@ -10,7 +10,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from comad.eval.metrics_io import read_metrics
+from transfer.metrics_io import read_metrics
 from transfer.run import main
 
 DIM, DEPTH = 64, 6  # 1 head (64 // 64); 6 blocks: the ade20k pyramid blocks (3, 5, 7, 11) map to (1, 2, 3, 5)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from comad.eval.finetune import _posterize_zero_bits_compat, finetune_transforms
-from comad.eval.metrics_io import read_metrics, record_name
-from comad.eval.runner import TaskRequest, run_task
-from comad.eval.runtime import load_task_config
-from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+from transfer.imagenet.finetune import _posterize_zero_bits_compat, finetune_transforms
+from transfer.metrics_io import read_metrics, record_name
+from transfer.runner import TaskRequest, run_task
+from transfer.imagenet.runtime import load_task_config
+from transfer.imagenet.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
 from comad.io import safe_torch_load
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from comad.eval.knn import knn_classify, knn_scores
+from transfer.imagenet.knn import knn_classify, knn_scores
 
 # 2-D training features on the unit circle at known angles, classes 0/1/2.
 ANGLES = torch.tensor([0.0, 10.0, 20.0, 90.0, 100.0, 180.0])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from comad.eval.metrics_io import MetricsError, make_record, read_metrics, record_name, student_name, write_metrics
+from transfer.metrics_io import MetricsError, make_record, read_metrics, record_name, student_name, write_metrics
 
 
 def _record(**kw):

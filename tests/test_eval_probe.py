@@ -8,9 +8,9 @@ from mmengine.config import ConfigDict
 from torch.utils.data import TensorDataset
 from timm.models.vision_transformer import VisionTransformer
 
-from comad.eval.features import FeatureCache, assert_backbone_unchanged, backbone_snapshot, extract_features, pool_tokens
-from comad.eval.linear_probe import LinearProbeHead, build_lars, online_probe, train_head_on_features
-from comad.eval.runtime import DistEnv
+from transfer.imagenet.features import FeatureCache, assert_backbone_unchanged, backbone_snapshot, extract_features, pool_tokens
+from transfer.imagenet.linear_probe import LinearProbeHead, build_lars, online_probe, train_head_on_features
+from transfer.imagenet.runtime import DistEnv
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_lars_groups_follow_mae():
 
 
 def test_schedule_is_warmup_then_cosine_over_the_rest():
-    from comad.eval.linear_probe import build_scheduler
+    from transfer.imagenet.linear_probe import build_scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)

@@ -5,12 +5,13 @@ import json
 import pytest
 
 from comad.data.once import MARKER
-from comad.eval.data import imagenet_split_dirs
-from comad.eval.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
-from comad.eval.metrics_io import read_metrics
-from comad.eval.runner import Task, TaskRequest, run_task
-from comad.eval.runtime import REPO_ROOT, load_task_config
-from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+from transfer.imagenet.data import imagenet_split_dirs
+from transfer.imagenet.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
+from transfer.metrics_io import read_metrics
+from transfer.runner import Task, TaskRequest, run_task
+from comad.repo import REPO_ROOT
+from transfer.imagenet.runtime import load_task_config
+from transfer.imagenet.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
 
 
 def _run(task, student, data_root, work_dir, max_iters=None, demo=False, opts=(), **kw):
@@ -124,8 +125,8 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
 
 
 def test_train_subset_is_class_balanced_and_refused_by_cached(student, demo_dir, tmp_path):
-    from comad.eval.data import build_split
-    from comad.eval.tasks import _subset
+    from transfer.imagenet.data import build_split
+    from transfer.imagenet.tasks import _subset
 
     root = ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=10)
     full = build_split(root / "train", None)

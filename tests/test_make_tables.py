@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from comad.eval.metrics_io import make_record, write_metrics
-from comad.eval.tables import build_table, discover_runs, load_published, make_tables
+from transfer.metrics_io import make_record, write_metrics
+from transfer.tables import build_table, discover_runs, load_published, make_tables
 
 REPO = Path(__file__).resolve().parents[1]
 

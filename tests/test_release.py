@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from comad.checkpoint import canonical_metadata, content_sha256
-from comad.eval.metrics_io import read_metrics
-from comad.eval.runner import Task, TaskRequest, TaskResult, run_task
+from transfer.metrics_io import read_metrics
+from transfer.runner import Task, TaskRequest, TaskResult, run_task
 from comad.io import CheckpointError
 from comad.release import Release, plain_data, publish
 
@@ -96,7 +96,7 @@ def test_two_processes_export_the_same_student_with_one_content_id(tmp_path):
     import subprocess
     import sys
 
-    from comad.eval.runtime import REPO_ROOT
+    from comad.repo import REPO_ROOT
 
     code = ("import sys, torch, timm; from comad.export import export_student; torch.manual_seed(0); "
             "vit = timm.models.vision_transformer.VisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=1, "

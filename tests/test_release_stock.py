@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from comad.eval.metrics_io import read_metrics
-from comad.eval.runtime import REPO_ROOT
+from transfer.metrics_io import read_metrics
+from comad.repo import REPO_ROOT
 
 pytestmark = pytest.mark.heavy
 
@@ -141,10 +141,10 @@ def test_stock_mmdet_and_det_inferencer_load_the_release_and_predict_the_same(re
 def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path, make_student):
     from PIL import Image
 
-    from comad.eval.finetune import build_finetune_model, finetune_transforms
-    from comad.eval.runner import TaskRequest, run_task
-    from comad.eval.runtime import load_task_config
-    from comad.eval.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+    from transfer.imagenet.finetune import build_finetune_model, finetune_transforms
+    from transfer.runner import TaskRequest, run_task
+    from transfer.imagenet.runtime import load_task_config
+    from transfer.imagenet.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
     from comad.io import safe_torch_load
 
     student = make_student(tmp_path / "tiny" / "student")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from comad.eval.metrics_io import make_record, read_metrics, write_metrics
-from comad.eval.runner import Task, TaskRequest, TaskResult
+from transfer.metrics_io import make_record, read_metrics, write_metrics
+from transfer.runner import Task, TaskRequest, TaskResult
 from comad.io import CheckpointError
 from transfer import tasks as task_table
 from transfer.datasets import DatasetError, check_ade20k, check_coco
@@ -242,7 +242,7 @@ def test_kill_during_the_metrics_write_keeps_the_old_file(tmp_path, student):
     old = (tmp_path / "t/metrics.json").read_bytes()
     script = textwrap.dedent(f"""
         import os, signal
-        from comad.eval.runner import Task, TaskResult
+        from transfer.runner import Task, TaskResult
         from transfer import tasks
         tasks.TASKS["t"] = Task("t", lambda request: TaskResult(metrics={{"top1": 99.0}}, config="c", seed=0))
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies between write and rename

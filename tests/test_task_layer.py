@@ -1,4 +1,4 @@
-"""The task layer (comad.eval.runner), the launcher environment (comad.runtime), and the import
+"""The task layer (transfer.runner), the launcher environment (comad.runtime), and the import
 graph of comad/ and transfer/ (no cycle; comad never imports transfer)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from comad.eval.metrics_io import read_metrics
-from comad.eval.runner import Task, TaskRequest, TaskResult, finish_task, run_task
-from comad.eval.runtime import REPO_ROOT
+from transfer.metrics_io import read_metrics
+from transfer.runner import Task, TaskRequest, TaskResult, finish_task, run_task
+from comad.repo import REPO_ROOT
 from comad.runtime import local_rank, parse_cfg_options, rank, world_size
 
 _LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
@@ -111,7 +111,7 @@ def _import_graph() -> dict[str, set[str]]:
 
 def test_no_import_cycle_and_comad_never_imports_transfer():
     graph = _import_graph()
-    assert "transfer.mm_runner" in graph and "comad.eval.runner" in graph
+    assert "transfer.mm_runner" in graph and "transfer.runner" in graph
     upward = sorted((a, b) for a, deps in graph.items() for b in deps if a.startswith("comad") and b.startswith("transfer"))
     assert not upward, f"comad imports transfer: {upward}"
 

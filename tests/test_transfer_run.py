@@ -11,9 +11,9 @@ import pytest
 import timm
 import torch
 
-from comad.eval.metrics_io import read_metrics
-from comad.eval.runner import Task, TaskResult, task_table
-from comad.eval.tasks import IMAGENET_TASKS
+from transfer.metrics_io import read_metrics
+from transfer.runner import Task, TaskResult, task_table
+from transfer.imagenet.tasks import IMAGENET_TASKS
 from comad.export import export_student
 from transfer import tasks as tasks_module
 from comad.cli import UsageError

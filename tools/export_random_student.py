@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from comad.eval.baselines import BASELINE_DIR, export_random_student  # noqa: E402
+from transfer.imagenet.baselines import BASELINE_DIR, export_random_student  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

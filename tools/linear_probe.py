@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from comad.eval.metrics_io import student_name  # noqa: E402
-from comad.eval.runner import TaskRequest, run_task  # noqa: E402
-from comad.eval.tasks import IMAGENET_TASKS  # noqa: E402
+from transfer.metrics_io import student_name  # noqa: E402
+from transfer.runner import TaskRequest, run_task  # noqa: E402
+from transfer.imagenet.tasks import IMAGENET_TASKS  # noqa: E402
 
 PROTOCOLS = {"mae": "imagenet-linear", "cached": "imagenet-linear-cached", "knn": "imagenet-knn", "finetune": "imagenet-ft"}
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from comad.eval.tables import make_tables, summary_markdown  # noqa: E402
+from transfer.tables import make_tables, summary_markdown  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,10 @@
-"""Dense-prediction transfer of the CoMAD student (MMSeg UperNet on ADE20K, MMDet Mask R-CNN on COCO).
+"""Everything a student is evaluated on: the task layer and every task (ImageNet, ADE20K, COCO).
+
+One package, used by ImageNet and dense tasks alike: the task table (:mod:`transfer.tasks`), the
+task layer (:mod:`transfer.runner`: request -> task -> result -> ``metrics.json``, the one writer;
+:mod:`transfer.metrics_io`; :mod:`transfer.tables`), the ImageNet protocols
+(:mod:`transfer.imagenet`) and the dense ones on MMSeg / MMDet (:mod:`transfer.mm_runner`, the
+configs' edits in :mod:`transfer.cfg`).
 
 Importing the package registers the backbone :class:`~transfer.backbone.ComadMAEViT`, the necks of
 :mod:`transfer.necks` and, where mmseg is installed, DINOv2's linear head

@@ -15,7 +15,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from comad.eval.metrics_io import read_metrics
+from .metrics_io import read_metrics
 
 __all__ = ["Drawn", "draw_prediction", "task_release", "is_detector"]
 

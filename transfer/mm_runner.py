@@ -8,7 +8,7 @@ student's arch) and lists every change; :func:`run_mm_task` builds the Runner, r
 newest ``work_dir/iter_N.pth`` when an earlier run of the same settings was interrupted
 (exactly: see :mod:`transfer.resume`), trains, tests and returns the metrics with their
 provenance and the trained model as a release (:mod:`transfer.release`; the task layer,
-:func:`comad.eval.runner.finish_task`, publishes it and writes ``metrics.json``).
+:func:`transfer.runner.finish_task`, publishes it and writes ``metrics.json``).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from mmengine.config import Config, ConfigDict
 from comad.checkpoint import content_sha256, read_arch
 from comad.console import notice, prints_to_log
 from comad.engine.progress import add_progress_hook
-from comad.eval.runner import TaskRequest, TaskResult
-from comad.eval.runtime import REPO_ROOT, repo_relative
+from .runner import TaskRequest, TaskResult
+from comad.repo import REPO_ROOT, repo_relative
 from comad.io import atomic_write_json
 from comad.runtime import parse_cfg_options
 

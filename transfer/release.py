@@ -16,8 +16,8 @@ from typing import Any
 
 from mmengine.config import Config
 
-from comad.eval.metrics_io import student_name
-from comad.eval.runner import TaskRequest
+from .metrics_io import student_name
+from .runner import TaskRequest
 from comad.release import Release
 
 from .cfg import set_data_root

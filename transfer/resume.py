@@ -29,11 +29,11 @@ from mmengine.registry import HOOKS
 
 import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
 from comad.engine.launch import latest_checkpoint
-from comad.eval.runtime import rng_state, set_rng_state
+from .imagenet.runtime import rng_state, set_rng_state
 
 __all__ = ["ExactResumeHook", "RNG_KEY", "safe_checkpointing", "resume_file"]
 
-#: Where a checkpoint keeps the random states (:func:`comad.eval.runtime.rng_state`).
+#: Where a checkpoint keeps the random states (:func:`transfer.imagenet.runtime.rng_state`).
 RNG_KEY = "rng_state"
 
 

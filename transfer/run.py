@@ -8,7 +8,7 @@
 ``--gpus N > 1`` the command re-runs itself under ``torchrun --standalone``; under SLURM
 (``tools/run_transfer_slurm.sh``) every rank runs it with ``--launcher slurm``. Each task gets
 ``<work-dir>/<task>/`` (mm logs, checkpoints, ``metrics.json`` and ``release/``, written by
-:func:`comad.eval.runner.run_task`); an interrupted task resumes from its newest checkpoint when
+:func:`transfer.runner.run_task`); an interrupted task resumes from its newest checkpoint when
 run again with the same settings (the student compared by content), and a finished one is
 evaluated again from it. The console shows one progress bar per task, the warnings that matter
 and a summary; ``--verbose`` (or ``COMAD_VERBOSE=1``) the full mmengine stream.
@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from comad import console
 from comad.cli import UsageError
-from comad.eval.metrics_io import METRICS_FILE
-from comad.eval.runner import Task, TaskRequest, run_task
+from .metrics_io import METRICS_FILE
+from .runner import Task, TaskRequest, run_task
 from comad.export import LATEST_POINTER
 from comad.runtime import rank, world_size
 
@@ -139,7 +139,7 @@ def _run_one(task: Task, request: TaskRequest) -> dict[str, Any]:
 
 
 def _print_tables(work_root: Path, demo: bool) -> None:
-    from comad.eval.tables import make_tables, summary_markdown
+    from transfer.tables import make_tables, summary_markdown
 
     published = REPO_ROOT / "results" / "published.csv"
     df, problems, _files = make_tables([work_root], work_root / "tables", published=published, plots=False)
@@ -156,7 +156,7 @@ def _print_tables(work_root: Path, demo: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run the tasks; returns ``{task: record}``, the content of each ``<work-dir>/<task>/metrics.json``.
 
-    Records follow :mod:`comad.eval.metrics_io` (the schema ``tools/make_tables.py`` reads).
+    Records follow :mod:`transfer.metrics_io` (the schema ``tools/make_tables.py`` reads).
     """
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     raw = list(sys.argv[1:] if argv is None else argv)

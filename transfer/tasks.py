@@ -1,16 +1,16 @@
 """The benchmark task table of ``python -m transfer.run`` (``tools/run_transfer.sh``).
 
-``TASKS[name]`` is a :class:`comad.eval.runner.Task`: ``run(request: TaskRequest) -> TaskResult``.
+``TASKS[name]`` is a :class:`transfer.runner.Task`: ``run(request: TaskRequest) -> TaskResult``.
 The dense tasks (``ade20k``, ``ade20k-tinymim``, ``ade20k-linear``, ``ade20k-linear4``, ``coco``, ``coco-lsj``) are the :class:`~transfer.mm_runner.MMTask`
 objects of :data:`MM_TASKS` (a benchmark config + a dataset check + a demo override); the
-ImageNet tasks are :data:`comad.eval.tasks.IMAGENET_TASKS`. The runner
-(:func:`comad.eval.runner.run_task`) runs a task and writes its ``metrics.json``.
+ImageNet tasks are :data:`transfer.imagenet.tasks.IMAGENET_TASKS`. The runner
+(:func:`transfer.runner.run_task`) runs a task and writes its ``metrics.json``.
 """
 from __future__ import annotations
 
-from comad.eval.runner import Task, task_table
-from comad.eval.runtime import REPO_ROOT
-from comad.eval.tasks import IMAGENET_TASKS
+from .runner import Task, task_table
+from comad.repo import REPO_ROOT
+from .imagenet.tasks import IMAGENET_TASKS
 
 from .datasets import check_ade20k, check_coco, check_coco_classes
 from .mm_runner import DemoSpec, MMTask

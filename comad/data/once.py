@@ -1,7 +1,7 @@
 """Generated data folders, made once: one builder, one completeness marker.
 
 Every folder the project generates for demos and tests (the packaged-photo ImageFolder of
-:mod:`comad.data.demo`, the ImageNet-layout probe set of :mod:`comad.eval.demo_data`, the
+:mod:`comad.data.demo`, the ImageNet-layout probe set of :mod:`transfer.imagenet.demo_data`, the
 ADE20K / COCO sets of :mod:`transfer.demo_data`) is made by :func:`build_once`:
 
 - the content is written into a temporary folder beside ``root`` and renamed into place, with

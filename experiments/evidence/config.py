@@ -68,7 +68,7 @@ class EvidenceConfig:
         seeds: one unit of work each (data order, masks and student init are a function of it).
         probe_train_per_class, probe_test_per_class: the fixed probe subsets (train split / test split).
         probe_c, probe_max_iter: logistic regression (L2, C) on standardised features.
-        knn_k, knn_temperature: the weighted k-NN of comad.eval.knn.
+        knn_k, knn_temperature: the weighted k-NN of transfer.imagenet.knn.
         bootstrap: replicates of each interval; split_seed: the fixed subsets' seed.
         workers, threads: processes and torch threads each; device: ``cpu`` or ``cuda``.
         teachers: ``packaged`` (the real files) or ``tiny`` (random tiny files in the real layouts).

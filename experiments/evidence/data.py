@@ -19,7 +19,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
 from comad.data.idx import read_idx
-from comad.eval.demo_data import FASHION_MNIST_DIR as DEBIAN_DIR
+from transfer.imagenet.demo_data import FASHION_MNIST_DIR as DEBIAN_DIR
 
 __all__ = ["FASHION_MNIST_DIR", "FILES", "CLASSES", "FashionMNIST", "load_fashion_mnist", "to_batch"]
 

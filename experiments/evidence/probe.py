@@ -7,8 +7,8 @@ distilled from, at its own input size (the same views the distillation gives it)
 
 - linear: logistic regression (scikit-learn, L2, ``C``, lbfgs) on features standardised with the
   probe-train statistics;
-- k-NN: :func:`comad.eval.knn.knn_scores` (cosine, k = 20, T = 0.07, DINO's weighted vote), the
-  top-1 class (ties to the lower index, as :func:`~comad.eval.knn.knn_classify`).
+- k-NN: :func:`transfer.imagenet.knn.knn_scores` (cosine, k = 20, T = 0.07, DINO's weighted vote), the
+  top-1 class (ties to the lower index, as :func:`~transfer.imagenet.knn.knn_classify`).
 
 Both return a boolean per test image, so that differences can be bootstrapped pairwise.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from comad.eval.knn import knn_scores
+from transfer.imagenet.knn import knn_scores
 from comad.models.vit import forward_kept_tokens
 from comad.teachers.teacher import forward_teachers
 from .data import CLASSES, to_batch

@@ -1,4 +1,4 @@
-# Shared runtime settings of the ImageNet benchmark configs (comad.eval).
+# Shared runtime settings of the ImageNet benchmark configs (transfer.imagenet).
 seed = 0
 name = None            # student name in the tables; None: from the student path
 device = None          # None: cuda when available, else cpu

@@ -1,5 +1,5 @@
 # Features extracted once from centre crops of ImageNet-1K (224, bicubic, crop 0.875),
-# stored in chunks (comad.eval.features.FeatureCache) and shared by the cached linear probe
+# stored in chunks (transfer.imagenet.features.FeatureCache) and shared by the cached linear probe
 # and k-NN of the same student (cache_dir None: <work_dir>/../feature_cache/<key>/).
 _base_ = ['./default_runtime.py']
 num_gpus = 1

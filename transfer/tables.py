@@ -12,7 +12,7 @@ A *run* is a task work dir: a folder holding ``metrics.json`` and/or mmengine-st
 Every run that is not ``ok`` is listed (``runs.csv``, the warnings, and the ``status`` column
 of its student's row) and left out of the means. Student rows group runs by
 ``(name, demo)`` (name: the record's ``name`` or the student's folder, see
-:func:`comad.eval.metrics_io.student_name`); seeds of a row give mean ± sample std.
+:func:`transfer.metrics_io.student_name`); seeds of a row give mean ± sample std.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_open, atomic_write_text
+from comad.io import atomic_open, atomic_write_text
 from .metrics_io import MetricsError, read_metrics, record_name
 
 __all__ = ["METRICS", "Run", "read_scalars", "inspect_run", "discover_runs", "load_published", "build_table",

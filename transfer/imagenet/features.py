@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .. import console
-from ..io import atomic_save_safetensors, atomic_write_json
+from comad import console
+from comad.io import atomic_save_safetensors, atomic_write_json
 
 __all__ = ["POOLINGS", "pool_tokens", "embed", "extract_features", "file_sha256", "FeatureCache",
            "backbone_snapshot", "assert_backbone_unchanged"]

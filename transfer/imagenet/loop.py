@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..nonfinite import stop_if_nonfinite
+from comad.nonfinite import stop_if_nonfinite
 from .runtime import DistEnv, RunLog, SkipSampler, resume_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 
 __all__ = ["CHECKPOINT", "Learner", "EpochLoop", "log_step"]

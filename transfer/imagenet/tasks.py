@@ -1,11 +1,11 @@
 """ImageNet tasks of the task table (``tools/run_transfer.sh`` / ``transfer/run.py``, ``tools/linear_probe.py``).
 
-``IMAGENET_TASKS[name]`` is a :class:`~comad.eval.runner.Task`: ``run(request)`` runs one
-protocol on one student and returns a :class:`~comad.eval.runner.TaskResult` (metrics
+``IMAGENET_TASKS[name]`` is a :class:`~transfer.runner.Task`: ``run(request)`` runs one
+protocol on one student and returns a :class:`~transfer.runner.TaskResult` (metrics
 ``{'top1', 'top5', ...}`` in percent, the protocol as run, the load report); it writes
 mmengine-style logs under ``<work_dir>/<timestamp>/`` and, for the trained protocols,
 ``<work_dir>/checkpoint_last.pth``. ``metrics.json`` is written by
-:func:`comad.eval.runner.run_task`, for every task alike.
+:func:`transfer.runner.run_task`, for every task alike.
 
 - ``imagenet-ft``: fine-tune (``finetune_vit-tiny_8xb128-300e_in1k-224.py``)
 - ``imagenet-linear``: MAE online linear probe (``linprobe-mae_vit-tiny_8xb2048-90e_in1k-224.py``)
@@ -13,7 +13,7 @@ mmengine-style logs under ``<work_dir>/<timestamp>/`` and, for the trained proto
 - ``imagenet-knn``: k-NN on cached features (``knn_vit-tiny_k20-t0.07_in1k-224.py``)
 
 Data: ``<data_root>/imagenet/{train,val}/<class>/*.JPEG``; with ``demo=True`` the real
-digits set of :mod:`comad.eval.demo_data` (made once) replaces it.
+digits set of :mod:`transfer.imagenet.demo_data` (made once) replaces it.
 """
 from __future__ import annotations
 
@@ -24,13 +24,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from comad.checkpoint import content_sha256
+from comad.release import Release
+from comad.repo import repo_relative
+
+from ..runner import Task, TaskRequest, TaskResult
 from .data import build_split, imagenet_split_dirs
 from .demo_data import DEFAULT_DEMO_DIR, ensure_demo_imagenet
-from ..checkpoint import content_sha256
 from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot
-from ..release import Release
-from .runner import Task, TaskRequest, TaskResult
-from .runtime import CONFIG_DIR, DistEnv, RunLog, effective_batch, init_distributed, load_task_config, repo_relative
+from .runtime import CONFIG_DIR, DistEnv, RunLog, effective_batch, init_distributed, load_task_config
 
 __all__ = ["IMAGENET_TASKS", "DEFAULT_CONFIGS", "PROTOCOLS", "run_imagenet_task"]
 
@@ -143,7 +145,7 @@ class _Run:
 
 def _archive_other_run(work_dir: Path, key: dict[str, Any], log: RunLog) -> None:
     """Move ``checkpoint_last.pth`` (and the record / release beside it) aside when it was made for another key."""
-    from ..engine.launch import archive_previous_run
+    from comad.engine.launch import archive_previous_run
     from .loop import CHECKPOINT
     from .runtime import load_checkpoint
 
@@ -160,7 +162,7 @@ ProtocolFn = Callable[[_Run], "tuple[dict[str, float], dict[str, Any], int, dict
 
 def _frozen_student(run: _Run):
     """The student encoder at the config's image size, on the device, in eval mode, without gradients."""
-    from ..checkpoint import load_vit
+    from comad.checkpoint import load_vit
 
     loaded = load_vit(run.request.student, img_size=run.cfg.img_size)
     vit = loaded.model.to(run.env.device).eval()

@@ -8,11 +8,11 @@ adaptation on the weight matrix, none on the bias — as MAE's LARS, which skips
 
 - **online** (MAE): every step embeds augmented crops (RandomResizedCrop + flip) with the
   frozen backbone; DDP over the head; resumable from ``<work_dir>/checkpoint_last.pth`` (the
-  epoch loop of the fine-tune, :mod:`comad.eval.loop`).
-- **cached**: features of centre crops are extracted once (:class:`~comad.eval.features.FeatureCache`)
+  epoch loop of the fine-tune, :mod:`transfer.imagenet.loop`).
+- **cached**: features of centre crops are extracted once (:class:`~transfer.imagenet.features.FeatureCache`)
   and the head is trained on the cache; a single process.
 
-After probing, :func:`~comad.eval.features.assert_backbone_unchanged` checks the backbone.
+After probing, :func:`~transfer.imagenet.features.assert_backbone_unchanged` checks the backbone.
 """
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def train_head_on_features(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_
 def online_probe(vit: nn.Module, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: Any, env: DistEnv,
                  work_dir: str | Path, seed: int, eff_batch: int, max_iters: int | None = None, log: RunLog | None = None,
                  resume_key: dict[str, Any] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """MAE's online linear probe (resumable, :class:`~comad.eval.loop.EpochLoop`); returns (metrics, info).
+    """MAE's online linear probe (resumable, :class:`~transfer.imagenet.loop.EpochLoop`); returns (metrics, info).
     Asserts the backbone is unchanged."""
     device = env.device
     vit = vit.to(device).eval()

@@ -1,10 +1,10 @@
 """The task layer: what a benchmark task is asked, what it returns, and where its record is written.
 
-Every task — ImageNet protocols (:mod:`comad.eval.tasks`) and the dense OpenMMLab benchmarks
+Every task — ImageNet protocols (:mod:`transfer.imagenet.tasks`) and the dense OpenMMLab benchmarks
 (``transfer/tasks.py``) — is a :class:`Task` whose ``run`` takes one :class:`TaskRequest` and
 returns a :class:`TaskResult` (metrics + provenance); it trains and evaluates, nothing more.
 :func:`run_task` runs it and :func:`finish_task` ends it: the metric check and the one writer of
-``<work_dir>/metrics.json`` (schema: :mod:`comad.eval.metrics_io`). Entry points
+``<work_dir>/metrics.json`` (schema: :mod:`transfer.metrics_io`). Entry points
 (``transfer/run.py``, ``tools/linear_probe.py``) only build requests and call :func:`run_task`.
 
 A record holds, besides the schema's keys, the request as run (``max_iters``, ``cfg_options``,
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..release import RELEASE_DIR, Release, publish
-from ..runtime import LAUNCHERS, rank, world_size
-from ..repo import git_dirty
+from comad.release import RELEASE_DIR, Release, publish
+from comad.runtime import LAUNCHERS, rank, world_size
+from comad.repo import git_dirty, repo_relative
+
 from .metrics_io import make_record, write_metrics
-from .runtime import repo_relative
 
 __all__ = ["TaskRequest", "TaskResult", "Task", "task_table", "run_task", "finish_task"]
 

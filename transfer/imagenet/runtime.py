@@ -15,27 +15,18 @@ import torch
 from mmengine.config import Config
 from torch.utils.data import Sampler
 
-from .. import console
-from ..io import atomic_torch_save, safe_torch_load
-from ..repo import REPO_ROOT
-from ..runtime import local_rank, parse_cfg_options, rank, world_size
+from comad import console
+from comad.io import atomic_torch_save, safe_torch_load
+from comad.repo import REPO_ROOT
+from comad.runtime import local_rank, parse_cfg_options, rank, world_size
 
 __all__ = [
-    "REPO_ROOT", "CONFIG_DIR", "repo_relative", "DistEnv", "init_distributed", "load_task_config", "effective_batch",
+    "CONFIG_DIR", "DistEnv", "init_distributed", "load_task_config", "effective_batch",
     "seed_everything", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
     "SkipSampler", "RunLog",
 ]
 
 CONFIG_DIR = REPO_ROOT / "benchmark_configs" / "imagenet"
-
-
-def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository when it lies inside it, else absolute (as records name files)."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 @dataclass
@@ -213,7 +204,7 @@ class RunLog:
             while (Path(work_dir) / stamp).exists():
                 stamp, n = f"{base}_{n}", n + 1
         self.dir = Path(work_dir) / stamp
-        self.logger = logging.getLogger(f"comad.eval.{name}.{stamp}.{id(self)}")
+        self.logger = logging.getLogger(f"transfer.imagenet.{name}.{stamp}.{id(self)}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
         self._backend = None

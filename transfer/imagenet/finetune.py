@@ -7,7 +7,7 @@ a per-step cosine schedule with warm-up (``create_scheduler_v2``), drop path 0.1
 ``ModelEmaV3``, bf16 autocast (or fp16 with a ``GradScaler``). DDP from the torchrun
 environment; ``lr = blr * effective_batch / 256``.
 
-Resumable through the shared epoch loop (:mod:`comad.eval.loop`): ``<work_dir>/checkpoint_last.pth``
+Resumable through the shared epoch loop (:mod:`transfer.imagenet.loop`): ``<work_dir>/checkpoint_last.pth``
 holds model / optimizer / scheduler / scaler / EMA / position / every RNG state, loadable with
 ``weights_only=True``; with ``num_workers=0`` a resumed run is bit-identical to an uninterrupted one.
 
@@ -35,13 +35,13 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import content_sha256
-from ..release import Release
+from comad.checkpoint import content_sha256
+from comad.release import Release
 from .features import _autocast
 from .linear_probe import _accuracy_counts, _finish_counts, build_scheduler
 from .loop import EpochLoop, Learner
 from .runtime import DistEnv, RunLog
-from ..checkpoint import load_vit
+from comad.checkpoint import load_vit
 
 __all__ = ["finetune_transforms", "build_finetune_model", "evaluate_classifier", "finetune", "finetune_release"]
 
@@ -158,7 +158,7 @@ def _finetune_learner(model: nn.Module, num_classes: int, cfg: Any, env: DistEnv
 def finetune(student: str | Path, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: Any, env: DistEnv,
              work_dir: str | Path, seed: int, eff_batch: int, max_iters: int | None = None, log: RunLog | None = None,
              resume_key: dict[str, Any] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fine-tune (resumable, :class:`~comad.eval.loop.EpochLoop`), evaluate; returns (metrics, info incl. the load report)."""
+    """Fine-tune (resumable, :class:`~transfer.imagenet.loop.EpochLoop`), evaluate; returns (metrics, info incl. the load report)."""
     torch.manual_seed(seed)  # same initial head on every rank
     loaded = build_finetune_model(student, num_classes, cfg)
     model = loaded.model.to(env.device)
@@ -190,7 +190,7 @@ def finetune(student: str | Path, train_set: Dataset, val_set: Dataset, num_clas
 def finetune_release(loaded: Any, cfg: Any, num_classes: int, classes: list[str] | None, student: str | Path,
                      step: int) -> Release:
     """The fine-tuned classifier ``loaded.model`` as a :class:`~comad.release.Release` with a timm config (.json)."""
-    from .metrics_io import student_name
+    from ..metrics_io import student_name
 
     model = loaded.model
     size = int(cfg.img_size)

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from mmengine.config import Config
 
-from ..export import export_student
-from ..repo import REPO_ROOT
+from comad.export import export_student
+from comad.repo import REPO_ROOT
 
 __all__ = ["BASELINE_DIR", "KINDS", "read_baseline", "build_random_student", "export_random_student"]
 

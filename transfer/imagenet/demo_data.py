@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.idx import read_idx
-from ..data.once import build_once
-from ..repo import REPO_ROOT
+from comad.data.idx import read_idx
+from comad.data.once import build_once
+from comad.repo import REPO_ROOT
 
 __all__ = ["DEFAULT_DEMO_DIR", "FASHION_MNIST_DIR", "ensure_demo_imagenet", "load_source"]
 

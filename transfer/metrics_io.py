@@ -33,8 +33,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..io import atomic_write_json
-from ..repo import git_dirty, git_revision
+from comad.io import atomic_write_json
+from comad.repo import git_dirty, git_revision
 
 __all__ = [
     "SCHEMA_VERSION",
