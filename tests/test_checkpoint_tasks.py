@@ -34,7 +34,7 @@ def user_files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
     pytest.importorskip("mmseg")
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer", n_det_train=8, n_det_val=4)
 

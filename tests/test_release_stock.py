@@ -96,7 +96,7 @@ def _own_prediction(work_dir: Path, tmp: Path):
 @pytest.fixture(scope="module")
 def released(tmp_path_factory, make_student):
     """ade20k + coco demo runs (2 iterations) of a tiny student, the project's predictions, then no student file."""
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
     from transfer.run import main
 
     root = tmp_path_factory.mktemp("release")

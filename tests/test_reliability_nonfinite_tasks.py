@@ -75,7 +75,7 @@ def test_the_imagenet_loop_stops_before_the_update(monkeypatch):
 def test_a_dense_task_whose_loss_turns_nan_stops_and_publishes_nothing(tmp_path, make_student):
     """The ADE20K demo with a NaN loss weight: the run stops at iteration 1 naming it; no metrics.json,
     no release, no checkpoint of the diverged model. A NaN student never gets that far."""
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
     from transfer.run import main
 
     root = make_demo_data(tmp_path / "demo")

@@ -35,7 +35,7 @@ def student(tmp_path_factory, make_student) -> Path:
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
     pytest.importorskip("mmseg")
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer")
 

@@ -14,7 +14,7 @@ from transfer.datasets import DatasetError, check_ade20k, check_coco, check_coco
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     pytest.importorskip("mmdet")
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer")
 
@@ -24,7 +24,7 @@ def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
     import cv2
     from pycocotools.coco import COCO
 
-    from transfer.demo_data import DET_SCENE, make_demo_data
+    from transfer.mm_demo_data import DET_SCENE, make_demo_data
 
     ade, coco = check_ade20k(demo_root), check_coco(demo_root)
     check_coco_classes(demo_root)  # the demo uses COCO's own category names
@@ -59,7 +59,7 @@ def test_demo_sets_pass_the_checks_and_hold_real_labels(demo_root):
 
 @pytest.mark.mm
 def test_demo_scene_overlap_limit():
-    from transfer.demo_data import SCENE_SIZE, _backgrounds, _scene
+    from transfer.mm_demo_data import SCENE_SIZE, _backgrounds, _scene
 
     rng, bgs = np.random.default_rng(3), _backgrounds()
     for _ in range(10):
@@ -130,7 +130,7 @@ def test_coco_malformed_json(tmp_path):
 
 @pytest.mark.mm
 def test_demo_refuses_foreign_folder(tmp_path):
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
 
     (tmp_path / "mine.txt").write_text("keep")
     with pytest.raises(FileExistsError, match="holds files that this tool did not write .*mine.txt"):

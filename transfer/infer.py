@@ -1,7 +1,7 @@
 """Draw a trained model's predictions on an image with mmseg's / mmdet's own visualizers (``tools/infer.py``).
 
 :func:`draw_prediction` loads a config + checkpoint with the stock APIs (``mmseg.apis.init_model``
-/ ``mmdet.apis.init_detector``; the release files of a task, :mod:`transfer.release`, or any
+/ ``mmdet.apis.init_detector``; the release files of a task, :mod:`transfer.mm_release`, or any
 other), predicts one image (``inference_model`` / ``inference_detector``) and writes the overlay
 with ``SegLocalVisualizer`` / ``DetLocalVisualizer`` into a PNG. :func:`task_release` finds a task
 work dir's release (its ``metrics.json``) and the first image of the set it was tested on.

@@ -7,7 +7,7 @@ config (data root, student, demo override, ``--max-iters``, ``--cfg-options``, f
 student's arch) and lists every change; :func:`run_mm_task` builds the Runner, resumes from the
 newest ``work_dir/iter_N.pth`` when an earlier run of the same settings was interrupted
 (exactly: see :mod:`transfer.resume`), trains, tests and returns the metrics with their
-provenance and the trained model as a release (:mod:`transfer.release`; the task layer,
+provenance and the trained model as a release (:mod:`transfer.mm_release`; the task layer,
 :func:`transfer.runner.finish_task`, publishes it and writes ``metrics.json``).
 """
 from __future__ import annotations
@@ -322,10 +322,10 @@ def _protocol_as_run(task: MMTask, request: TaskRequest, cfg: Config, resolved: 
 
 def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
     """Check the data, prepare the config, train (resuming), test; returns metrics, provenance and the release."""
-    from .release import mm_release
+    from .mm_release import mm_release
 
     if request.demo:
-        from .demo_data import make_demo_data
+        from .mm_demo_data import make_demo_data
 
         make_demo_data(request.data_root)  # once; a complete set is reused, concurrent makers are safe
     summary = task.check(request.data_root)

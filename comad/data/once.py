@@ -2,7 +2,7 @@
 
 Every folder the project generates for demos and tests (the packaged-photo ImageFolder of
 :mod:`comad.data.demo`, the ImageNet-layout probe set of :mod:`transfer.imagenet.demo_data`, the
-ADE20K / COCO sets of :mod:`transfer.demo_data`) is made by :func:`build_once`:
+ADE20K / COCO sets of :mod:`transfer.mm_demo_data`) is made by :func:`build_once`:
 
 - the content is written into a temporary folder beside ``root`` and renamed into place, with
   the marker :data:`MARKER` (JSON: ``kind``, ``params``, ``info``) written last, so an
