@@ -6,7 +6,7 @@ from transfer.imagenet.finetune import _posterize_zero_bits_compat, finetune_tra
 from transfer.metrics_io import read_metrics, record_name
 from transfer.runner import TaskRequest, run_task
 from transfer.imagenet.runtime import load_task_config
-from transfer.imagenet.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
 from comad.io import safe_torch_load
 
 
@@ -69,7 +69,7 @@ def test_recipe_config_and_posterize_compat():
     assert cfg.aug.auto_augment.startswith("rand-m9")
     short = load_task_config(DEFAULT_CONFIGS["imagenet-ft"].with_name("finetune_vit-tiny_8xb128-100e_in1k-224.py"))
     assert short.epochs == 100 and short.layer_decay == 0.75
-    train, _ = finetune_transforms(load_task_config(DEFAULT_CONFIGS["imagenet-ft"], demo=True))
+    train, _ = finetune_transforms(load_task_config(DEMO_CONFIGS["imagenet-ft"]))
     assert _posterize_zero_bits_compat(train) == 1
     from PIL import Image
 

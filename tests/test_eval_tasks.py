@@ -11,7 +11,7 @@ from transfer.metrics_io import read_metrics
 from transfer.runner import Task, TaskRequest, run_task
 from comad.repo import REPO_ROOT
 from transfer.imagenet.runtime import load_task_config
-from transfer.imagenet.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
 
 
 def _run(task, student, data_root, work_dir, max_iters=None, demo=False, opts=(), **kw):
@@ -39,7 +39,8 @@ def test_task_table_interface():
     for task, path in DEFAULT_CONFIGS.items():
         cfg = load_task_config(path)
         assert cfg.task == task and path.is_file()
-        load_task_config(path, demo=True)  # every config has a demo form
+        demo = load_task_config(DEMO_CONFIGS[task])  # every task has a demo config, which inherits its config
+        assert demo.task == task and demo.protocol_name == cfg.protocol_name and "demo_data" in demo
 
 
 def test_missing_or_empty_imagenet_names_the_layout(student, tmp_path):
@@ -102,7 +103,7 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
     rk = read_metrics(run / "imagenet-knn")
     assert rk["protocol"]["k"] == 20 and rk["protocol"]["temperature"] == 0.07 and rk["protocol"]["voting"] == "dino"
     assert rk["protocol"]["pooling"] == "cls" and rk["demo"] is True and rk["seed"] == 0
-    assert rk["config"].endswith("knn_vit-tiny_k20-t0.07_in1k-224.py") and rk["student"].endswith("student.safetensors")
+    assert rk["config"] == "benchmark_configs/imagenet/demo/knn_vit-tiny_k20-t0.07_digits-32.py" and rk["student"].endswith("student.safetensors")
     assert rk["protocol"]["pos_embed"].startswith("resampled") and rk["protocol"]["missing_keys"] == []
     rc = read_metrics(run / "imagenet-linear-cached")
     assert rc["protocol"]["pooling"] == "mean" and rc["protocol"]["bn"] == "BatchNorm1d(affine=False, eps=1e-6)"

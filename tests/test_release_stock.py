@@ -144,7 +144,7 @@ def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path, m
     from transfer.imagenet.finetune import build_finetune_model, finetune_transforms
     from transfer.runner import TaskRequest, run_task
     from transfer.imagenet.runtime import load_task_config
-    from transfer.imagenet.tasks import DEFAULT_CONFIGS, IMAGENET_TASKS
+    from transfer.imagenet.tasks import DEMO_CONFIGS, IMAGENET_TASKS
     from comad.io import safe_torch_load
 
     student = make_student(tmp_path / "tiny" / "student")
@@ -153,7 +153,7 @@ def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path, m
     meta = torch.load(record["release"]["checkpoint"], weights_only=True)["meta"]
     assert meta["task"] == "imagenet-ft" and meta["iter"] == 2 and len(meta["dataset_meta"]["classes"]) == 10
     # the project's own evaluation: the fine-tune's model (its checkpoint) and eval transform
-    cfg = load_task_config(DEFAULT_CONFIGS["imagenet-ft"], opts, demo=True)
+    cfg = load_task_config(DEMO_CONFIGS["imagenet-ft"], opts)
     model = build_finetune_model(student, 10, cfg).model.eval()
     model.load_state_dict(safe_torch_load(tmp_path / "ft" / "checkpoint_last.pth")["model"])
     image = sorted(Path(record["data"]["val"]).rglob("*.JPEG"))[0]

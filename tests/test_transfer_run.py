@@ -115,15 +115,15 @@ def test_demo_end_to_end_resume_and_guard(tmp_path, tiny_student, demo_root):
         rec = read_metrics(tmp_path / task)
         assert set(MM_TASKS[task].metric_keys) <= set(rec["metrics"]) and rec["demo"] is True
         assert rec["protocol"]["missing_keys"] == [] and rec["protocol"]["unexpected_keys"] == []
-        assert rec["protocol"]["effective_batch"] == MM_TASKS[task].demo.batch_per_gpu  # as run, 1 process
+        assert rec["protocol"]["effective_batch"] == 2  # as run: the demo config's batch, 1 process
         assert rec["protocol_declared"]["effective_batch"] == 16
         assert rec["student"] == str(tiny_student) and len(rec["student_sha256"]) == 64
-        assert rec["config"].startswith("benchmark_configs/") and rec["git_rev"]
+        assert rec["config"] == MM_TASKS[task].demo_config and rec["git_rev"]  # the demo config ran
         assert any("IterBasedTrainLoop(max_iters=2)" in c for c in rec["config_changes"])
         assert (tmp_path / task / "iter_2.pth").is_file()
     assert 0.0 <= out["ade20k"]["metrics"]["mIoU"] <= 100.0
     assert out["coco"]["units"] == "fraction" and all(0.0 <= v <= 1.0 for v in out["coco"]["metrics"].values())
-    assert "(demo" in out["coco"]["protocol"]["name"] or "[demo override]" in out["coco"]["protocol"]["name"]
+    assert "[demo: mask-rcnn_comad-vit-t-sfp_1xb2-120it_coco-demo-333x200.py]" in out["coco"]["protocol"]["name"]
     assert "cut to 2 iterations" in out["coco"]["protocol"]["schedule"]
 
     # a second run with the same settings resumes from iter_2.pth (no training left) and evaluates the

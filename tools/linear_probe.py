@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=REPO / "data")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="default work_dirs/<student name>/<task>[-demo]")
-    p.add_argument("--demo", action="store_true", help="real digits in ImageFolder layout instead of ImageNet")
+    p.add_argument("--demo", action="store_true", help="the task's demo config (benchmark_configs/imagenet/demo/) on real "
+                   "digits in ImageFolder layout instead of ImageNet")
     p.add_argument("--max-iters", type=int, default=None)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     a = p.parse_args(argv)

@@ -8,7 +8,8 @@ the metrics JSON, so no edit is silent:
   the config lists in ``protocol['width_fields']`` / ``protocol['depth_fields']``;
 - :func:`cut_schedule`: ``--max-iters N``: an iteration-based loop of N iterations whose
   lr schedulers are the config's, compressed to the same fractions of the run;
-- :func:`scale_sizes`: the demo override's image sizes (every size pair times a factor);
+- :func:`scale_sizes`: every image-size pair times a factor (a demo config is its benchmark config at
+  x 1/4: ``tests/test_demo_configs.py`` checks it with this);
 - :func:`single_process_norm`: SyncBN -> BN when there is one process;
 - :func:`resolved_protocol`: the values the run really uses (batch, lr, decay, ...).
 """

@@ -19,6 +19,7 @@ from mmengine.config import Config
 from .metrics_io import student_name
 from .runner import TaskRequest
 from comad.release import Release
+from comad.repo import repo_relative
 
 from .cfg import set_data_root
 
@@ -29,8 +30,8 @@ PROJECT_ONLY_HOOKS = ("ExactResumeHook", "ComadProgressHook")
 
 
 def release_name(task: Any, request: TaskRequest) -> str:
-    """``<benchmark config stem>_<student name>[_demo]`` of a :class:`~transfer.mm_runner.MMTask` run."""
-    return f"{task.config_path.stem}_{student_name(request.student)}" + ("_demo" if request.demo else "")
+    """``<config stem>_<student name>`` of a :class:`~transfer.mm_runner.MMTask` run (a demo: its demo config's stem)."""
+    return f"{task.config_for(request).stem}_{student_name(request.student)}"
 
 
 def release_config(cfg: Config, benchmark: Config) -> Config:
@@ -53,7 +54,7 @@ def release_config(cfg: Config, benchmark: Config) -> Config:
 
 
 def _header(task: Any, request: TaskRequest, ckpt_stem: str) -> str:
-    return (f"# Release config of task {task.name}: {task.config} as trained on {student_name(request.student)}"
+    return (f"# Release config of task {task.name}: {repo_relative(task.config_for(request))} as trained on {student_name(request.student)}"
             f"{' (DEMO run: not a benchmark result)' if request.demo else ''}.\n"
             f"# Weights: {ckpt_stem}-<sha8>.pth beside this file. The backbone builds from its architecture alone\n"
             f"# (no student file); stock use: mmseg.apis.init_model / mmdet.apis.init_detector(this file, weights).\n")
@@ -74,12 +75,13 @@ def _versions() -> dict[str, str]:
 def mm_release(task: Any, request: TaskRequest, cfg: Config, runner: Any, student_sha256: str) -> Release:
     """The trained model of ``runner`` (after test) as a :class:`~comad.release.Release`."""
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
-    benchmark = Config.fromfile(str(task.config_path))
+    benchmark = Config.fromfile(str(task.config_for(request)))
     name = release_name(task, request)
     rel_cfg = release_config(cfg, benchmark)
     bb = rel_cfg.model.backbone
     meta = dict(dataset_meta=dict(runner.test_dataloader.dataset.metainfo), task=task.name, iter=int(runner.iter),
-                seed=int(cfg.randomness.seed), config=f"{name}.py", benchmark_config=task.config,
+                seed=int(cfg.randomness.seed), config=f"{name}.py",
+                benchmark_config=repo_relative(task.config_for(request)),
                 student=str(request.student), student_sha256=student_sha256, demo=bool(request.demo),
                 arch={k: int(bb[k]) for k in ("patch_size", "embed_dim", "depth", "num_heads")}, **_versions())
     return Release(name=name, state_dict=model.state_dict(), meta=meta,

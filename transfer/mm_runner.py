@@ -1,9 +1,9 @@
 """The dense benchmark tasks (ADE20K, COCO): train then test one config with mmengine's Runner.
 
 An :class:`MMTask` is a benchmark config under ``benchmark_configs/`` plus dataset checks (the
-layout; for COCO also the category names the config keeps) and a demo override (:class:`DemoSpec`); ``MMTask.run(request)`` is its entry in the task table
+layout; for COCO also the category names the config keeps) and a demo config (``--demo``); ``MMTask.run(request)`` is its entry in the task table
 (``transfer/tasks.py``). :func:`prepare_config` turns the benchmark config into the run's
-config (data root, student, demo override, ``--max-iters``, ``--cfg-options``, fit to the
+config (data root, student, ``--max-iters``, ``--cfg-options``, fit to the
 student's arch) and lists every change; :func:`run_mm_task` builds the Runner, resumes from the
 newest ``work_dir/iter_N.pth`` when an earlier run of the same settings was interrupted
 (exactly: see :mod:`transfer.resume`), trains, tests and returns the metrics with their
@@ -29,12 +29,12 @@ from comad.repo import REPO_ROOT, repo_relative
 from comad.io import atomic_write_json
 from comad.runtime import parse_cfg_options
 
-from .cfg import (cut_schedule, fit_to_student, resolved_protocol, scale_sizes, set_data_root, single_process_norm,
+from .cfg import (cut_schedule, fit_to_student, resolved_protocol, set_data_root, single_process_norm,
                   train_dataset_repeats)
 from .datasets import DataSummary
 from .resume import resume_file, safe_checkpointing
 
-__all__ = ["DemoSpec", "MMTask", "prepare_config", "run_mm_task", "RUN_RECORD", "RUN_OUTPUTS"]
+__all__ = ["MMTask", "prepare_config", "run_mm_task", "RUN_RECORD", "RUN_OUTPUTS"]
 
 RUN_RECORD = "transfer_run.json"
 #: What a task run leaves at the top of its work dir (moved aside together by ``--archive``).
@@ -42,32 +42,19 @@ RUN_OUTPUTS = ("iter_*.pth", "last_checkpoint", RUN_RECORD, "metrics.json", "rel
 
 
 @dataclass(frozen=True)
-class DemoSpec:
-    """The demo override of a benchmark config: image sizes x ``size_factor``, a short run.
-
-    ``lr_scale`` multiplies the config's lr (a few dozen iterations from scratch heads need
-    more than the 160k / 12-epoch protocols); ``warmup_iters`` sets the end of the first
-    (warm-up) scheduler after compression; ``options`` are extra dotted config edits
-    (e.g. fewer proposals for images with a handful of objects), merged like --cfg-options.
-    """
-
-    size_factor: float = 0.25
-    batch_per_gpu: int = 4
-    iters: int = 40
-    lr_scale: float = 1.0
-    warmup_iters: int | None = None
-    options: tuple[tuple[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
 class MMTask:
-    """An OpenMMLab benchmark: a config under ``benchmark_configs/`` and a dataset check."""
+    """An OpenMMLab benchmark: a config under ``benchmark_configs/``, its demo config and a dataset check.
+
+    ``demo_config`` is the benchmark config's demo form (``--demo``), a config file like any other:
+    it inherits the benchmark config and changes only what makes it a demo (image sizes, batch,
+    iterations, lr), which ``tests/test_demo_configs.py`` checks.
+    """
 
     name: str
     config: str
+    demo_config: str
     check: Callable[[Path], DataSummary]
     metric_keys: tuple[str, ...]
-    demo: DemoSpec = DemoSpec()
     units: str = "percent"  # of the evaluator's numbers: mmseg's IoUMetric gives percent, mmdet's CocoMetric fractions
     #: ``(data_root, classes the config keeps or None) -> None``, raising on data the dataset would drop
     check_classes: Callable[[Path, tuple[str, ...] | None], None] | None = None
@@ -76,30 +63,18 @@ class MMTask:
     def config_path(self) -> Path:
         return REPO_ROOT / self.config
 
+    def config_for(self, request: TaskRequest) -> Path:
+        """The config this request runs: the demo config with ``--demo``, else the benchmark config."""
+        return REPO_ROOT / (self.demo_config if request.demo else self.config)
+
     def run(self, request: TaskRequest) -> TaskResult:
         """The task-table entry: :func:`run_mm_task` of this benchmark."""
         return run_mm_task(self, request)
 
 
-def _demo_override(cfg: Config, d: DemoSpec) -> list[str]:
-    """Sizes x factor, the demo batch, no workers, lr x scale, the demo's extra options."""
-    changes = [f"demo: {c}" for c in scale_sizes(cfg._cfg_dict, d.size_factor)]
-    cfg.train_dataloader.batch_size = d.batch_per_gpu
-    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        cfg[key].num_workers = 0
-        cfg[key].persistent_workers = False
-    cfg.optim_wrapper.optimizer.lr = cfg.optim_wrapper.optimizer.lr * d.lr_scale
-    changes.append(f"demo: batch_per_gpu {d.batch_per_gpu}, num_workers 0, lr x{d.lr_scale} "
-                   f"-> {cfg.optim_wrapper.optimizer.lr:g}")
-    if d.options:
-        cfg.merge_from_dict(dict(d.options))
-        changes += [f"demo: {k} = {v}" for k, v in d.options]
-    return changes
-
-
 def _cut(cfg: Config, task: MMTask, request: TaskRequest, iters: int, options: dict[str, Any],
          train_images: int | None) -> list[str]:
-    """``--max-iters`` (or the demo's iterations): the schedule cut to ``iters``, --cfg-options hooks kept."""
+    """``--max-iters``: the schedule cut to ``iters``, --cfg-options hooks kept."""
     ipe = None
     if cfg.train_cfg.get("type") == "EpochBasedTrainLoop":
         # the protocol run's epoch length: protocol['train_images'] (else the images found) over the
@@ -110,39 +85,29 @@ def _cut(cfg: Config, task: MMTask, request: TaskRequest, iters: int, options: d
             raise ValueError("prepare_config: an epoch-based config cut to N iterations needs the train image count")
         per_step = int(protocol.get("effective_batch") or int(cfg.train_dataloader.batch_size) * request.world_size)
         ipe = max(1, -(-int(n_images) * train_dataset_repeats(cfg) // per_step))
-    changes = cut_schedule(cfg, iters, ipe, log_interval=5 if request.demo else None)
+    changes = cut_schedule(cfg, iters, ipe)
     # cut_schedule sets the checkpoint / logger hooks and the log processor anew; --cfg-options win
     hooks = {k: v for k, v in options.items() if k.split(".", 1)[0] in ("default_hooks", "log_processor")}
     if hooks:
         cfg.merge_from_dict(hooks)
         changes.append(f"--cfg-options {hooks} kept over the cut schedule's hooks")
-    if request.demo and task.demo.warmup_iters and request.max_iters is None:
-        warm = cfg.param_scheduler[0]
-        warm.end = warm.get("begin", 0) + task.demo.warmup_iters
-        changes.append(f"demo: warm-up {warm.type} until iteration {warm.end}")
     return changes
-
-
-def _iters(task: MMTask, request: TaskRequest) -> int | None:
-    """The iterations this run is cut to: ``--max-iters``, else the demo's, else None (the full schedule)."""
-    return request.max_iters if request.max_iters is not None else (task.demo.iters if request.demo else None)
 
 
 def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None = None) -> tuple[Config, list[str]]:
     """The run's config and the list of changes made to the benchmark config.
 
-    Order: demo override (sizes x factor, batch, workers, lr scale) -> data root -> student
-    -> ``--cfg-options`` -> fit to the student's arch (fields set by --cfg-options win) ->
-    ``--max-iters`` (or the demo's iterations; checkpoint / logger hooks given with --cfg-options
-    kept) -> one-process norm -> kill-safe checkpoints (:func:`transfer.resume.safe_checkpointing`).
+    The config is the task's benchmark config, or with ``--demo`` its demo config. Order: data
+    root -> student -> ``--cfg-options`` -> fit to the student's arch (fields set by --cfg-options
+    win) -> ``--max-iters`` (checkpoint / logger hooks given with --cfg-options kept) -> one-process
+    norm -> kill-safe checkpoints (:func:`transfer.resume.safe_checkpointing`).
     """
     if request.config is not None:
         raise ValueError(f"task {task.name}: runs its own config {task.config}; another config "
                          f"({request.config}) is for the ImageNet tasks")
     student, world_size = request.student, request.world_size
-    cfg = Config.fromfile(str(task.config_path))
-    changes = _demo_override(cfg, task.demo) if request.demo else []
-    changes += set_data_root(cfg, str(request.data_root.resolve() / Path(cfg.data_root).relative_to("data")))
+    cfg = Config.fromfile(str(task.config_for(request)))
+    changes = set_data_root(cfg, str(request.data_root.resolve() / Path(cfg.data_root).relative_to("data")))
     # the student initialises training only (ComadMAEViT.init_weights): a config or checkpoint
     # made from this run builds from the architecture alone
     cfg.model.backbone.student = None
@@ -153,9 +118,8 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
         changes.append(f"--cfg-options {options}")
     heads = options.get("model.backbone.num_heads")  # a head count the file may not state
     changes += fit_to_student(cfg, read_arch(request.student, num_heads=heads), explicit=options)
-    iters = _iters(task, request)
-    if iters is not None:
-        changes += _cut(cfg, task, request, iters, options, train_images)
+    if request.max_iters is not None:
+        changes += _cut(cfg, task, request, request.max_iters, options, train_images)
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
     changes += guarded_optim_wrapper(cfg)
@@ -249,7 +213,7 @@ def _build_runner(task: MMTask, request: TaskRequest, cfg: Config, changes: list
     cfg.experiment_name = f"{task.name}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
     request.work_dir.mkdir(parents=True, exist_ok=True)
     _guard_work_dir(request.work_dir, dict(
-        task=task.name, config=str(task.config_path), student=str(request.student.resolve()),
+        task=task.name, config=str(task.config_for(request)), student=str(request.student.resolve()),
         student_sha256=student_sha256, demo=request.demo, max_iters=request.max_iters,
         cfg_options=list(request.cfg_options), seed=_seed(request), world_size=request.world_size), request.archive)
     latest = resume_file(request.work_dir)
@@ -309,11 +273,13 @@ def _protocol_as_run(task: MMTask, request: TaskRequest, cfg: Config, resolved: 
     protocol = dict(cfg.get("protocol", {}))
     as_run = {k: resolved[k] for k in ("gpus", "batch_per_gpu", "grad_accumulation", "effective_batch", "lr",
                                        "weight_decay", "layer_decay", "drop_path", "pyramid_blocks", "inference")}
-    name = protocol.get("name", task.config_path.stem) + (" [demo override]" if request.demo else "")
+    name = protocol.get("name", task.config_path.stem) + (f" [demo: {task.config_for(request).name}]"
+                                                           if request.demo else "")
     schedule = protocol.get("schedule", "")
-    if _iters(task, request) is not None:
-        schedule += (f"; cut to {resolved['train_loop']['max_iters']} iterations, lr schedule compressed "
-                     f"(--max-iters / demo)")
+    if request.demo:
+        schedule += f"; demo: {resolved['train_loop']['max_iters']} iterations, lr schedule compressed (demo config)"
+    if request.max_iters is not None:
+        schedule += f"; cut to {resolved['train_loop']['max_iters']} iterations, lr schedule compressed (--max-iters)"
     return dict(protocol, **as_run, name=name, schedule=schedule,
                 pos_embed=load_report.get("pos_embed"), missing_keys=load_report.get("missing_keys"),
                 unexpected_keys=load_report.get("unexpected_keys"), backbone=resolved["backbone"],
@@ -347,6 +313,6 @@ def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
                 data=dict(root=summary.root, train_images=summary.train_images, val_images=summary.val_images),
                 config_changes=changes, backbone_load=load_report, log_dir=str(runner.log_dir),
                 no_detections=no_predictions, student_sha256=sha)
-    return TaskResult(metrics=metrics, config=repo_relative(task.config_path), seed=_seed(request),
+    return TaskResult(metrics=metrics, config=repo_relative(task.config_for(request)), seed=_seed(request),
                       protocol=_protocol_as_run(task, request, cfg, resolved, load_report), units=task.units, info=info,
                       release=mm_release(task, request, cfg, runner, sha))

@@ -75,7 +75,8 @@ def _parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
                                        "--demo: work_dirs/demo_data/transfer)")
     p.add_argument("--work-dir", help="root of the task work dirs (default: work_dirs/transfer[-demo]/<run>)")
     p.add_argument("--max-iters", type=int, help="cut every task's schedule to N iterations (lr schedule compressed)")
-    p.add_argument("--demo", action="store_true", help="mini datasets from package images, small crops, short runs")
+    p.add_argument("--demo", action="store_true", help="each task's demo config (benchmark_configs/<task>/demo/) on mini "
+                   "datasets from package images")
     p.add_argument("--archive", action="store_true",
                    help="a task work dir holding a run with other settings (another student, ...) has that run moved "
                         "to <work dir>/superseded_<time>/ and starts afresh (default: refuse)")

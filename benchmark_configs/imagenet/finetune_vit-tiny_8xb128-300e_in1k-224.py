@@ -27,7 +27,3 @@ mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode=
 model_ema = dict(enable=False, decay=0.9999)
 checkpoint_interval = 1    # epochs
 eval_interval = 10         # epochs (0: only at the end)
-# Demo form: 32 px digits, a 500-image class-balanced subset, 2 epochs (30 steps); a larger blr so that the
-# few steps move the weights.
-demo = dict(img_size=32, batch_size=32, epochs=2, warmup_epochs=1, blr=4e-3, train_subset=500, num_workers=0, amp=None,
-            eval_interval=0, log_interval=5)

@@ -6,5 +6,3 @@ task = 'imagenet-linear-cached'
 protocol_name = 'linear probe, cached centre-crop features (LARS, 100 epochs)'
 batch_size = 4096
 epochs = 100
-# Demo form: few steps, so a larger LARS lr (blr 100 x 64 / 256 = 25) than the recipe (1.6).
-demo = dict(batch_size=64, epochs=30, warmup_epochs=1, blr=100.0, log_interval=5)

@@ -12,7 +12,3 @@ pooling = 'cls'
 img_size = 224
 crop_pct = 0.875
 train_aug = dict(scale=(0.08, 1.0), hflip=0.5)   # None: train on centre crops
-# Demo form: 32 px digits, a 500-image class-balanced subset, 6 epochs (~40 steps), so a larger LARS lr
-# (blr 100 x 64 / 256 = 25) than the recipe (6.4).
-demo = dict(img_size=32, batch_size=64, epochs=6, warmup_epochs=1, blr=100.0, train_subset=500, num_workers=0, amp=None,
-            log_interval=5)

@@ -73,8 +73,8 @@ def _check_keys(cfg: Config, options: dict[str, Any], source: str) -> None:
             node = node[part]
 
 
-def load_task_config(path: str | Path, cfg_options: Sequence[str] = (), demo: bool = False) -> Config:
-    """Load a benchmark config; apply ``demo`` overrides (the config's ``demo`` dict), then ``cfg_options``.
+def load_task_config(path: str | Path, cfg_options: Sequence[str] = ()) -> Config:
+    """Load a benchmark config (a benchmark or a demo config), then apply ``cfg_options``.
 
     ``cfg_options`` are ``key=value`` strings as mmengine's ``--cfg-options`` takes them
     (dotted keys, lists ``[a,b]``). Unknown keys raise ``KeyError`` naming the key and file.
@@ -83,12 +83,6 @@ def load_task_config(path: str | Path, cfg_options: Sequence[str] = (), demo: bo
     if not path.is_file():
         raise FileNotFoundError(f"config {path}: no such file (configs live in {CONFIG_DIR})")
     cfg = Config.fromfile(str(path))
-    if demo:
-        if "demo" not in cfg:
-            raise KeyError(f"config {path}: has no 'demo' dict of overrides, so it has no demo form")
-        overrides = dict(cfg.demo)
-        _check_keys(cfg, overrides, f"config {path} (demo overrides)")
-        cfg.merge_from_dict(overrides)
     parsed = parse_cfg_options(cfg_options, f"config {path}")
     if parsed:
         _check_keys(cfg, parsed, f"cfg_options for config {path}")
@@ -97,12 +91,12 @@ def load_task_config(path: str | Path, cfg_options: Sequence[str] = (), demo: bo
     return cfg
 
 
-def effective_batch(cfg: Config, env: DistEnv, demo: bool, log: logging.Logger | None = None) -> int:
+def effective_batch(cfg: Config, env: DistEnv, log: logging.Logger | None = None) -> int:
     """GPUs x per-GPU batch x accumulation; warns when the GPU count is not the config's."""
     accum = int(cfg.get("accum_iter", 1))
     eff = env.world_size * int(cfg.batch_size) * accum
     wanted = int(cfg.get("num_gpus", env.world_size))
-    if not demo and wanted != env.world_size:
+    if wanted != env.world_size:
         msg = (f"config {cfg.get('config_path')} is written for {wanted} GPUs x {cfg.batch_size} x {accum}; running on "
                f"{env.world_size}: effective batch {eff}, lr rescaled by the rule lr = blr * batch / 256")
         warnings.warn(msg, stacklevel=2)

@@ -12,8 +12,9 @@ mmengine-style logs under ``<work_dir>/<timestamp>/`` and, for the trained proto
 - ``imagenet-linear-cached``: linear probe on cached features (``linprobe-cached_vit-tiny_1xb4096-100e_in1k-224.py``)
 - ``imagenet-knn``: k-NN on cached features (``knn_vit-tiny_k20-t0.07_in1k-224.py``)
 
-Data: ``<data_root>/imagenet/{train,val}/<class>/*.JPEG``; with ``demo=True`` the real
-digits set of :mod:`transfer.imagenet.demo_data` (made once) replaces it.
+Data: ``<data_root>/imagenet/{train,val}/<class>/*.JPEG``. With ``demo=True`` each task runs its
+demo config (:data:`DEMO_CONFIGS`) on the real digits set of :mod:`transfer.imagenet.demo_data`
+(made once, as the config's ``demo_data`` says).
 """
 from __future__ import annotations
 
@@ -34,13 +35,20 @@ from .demo_data import DEFAULT_DEMO_DIR, ensure_demo_imagenet
 from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot
 from .runtime import CONFIG_DIR, DistEnv, RunLog, effective_batch, init_distributed, load_task_config
 
-__all__ = ["IMAGENET_TASKS", "DEFAULT_CONFIGS", "PROTOCOLS", "run_imagenet_task"]
+__all__ = ["IMAGENET_TASKS", "DEFAULT_CONFIGS", "DEMO_CONFIGS", "PROTOCOLS", "run_imagenet_task"]
 
 DEFAULT_CONFIGS: dict[str, Path] = {
     "imagenet-ft": CONFIG_DIR / "finetune_vit-tiny_8xb128-300e_in1k-224.py",
     "imagenet-linear": CONFIG_DIR / "linprobe-mae_vit-tiny_8xb2048-90e_in1k-224.py",
     "imagenet-linear-cached": CONFIG_DIR / "linprobe-cached_vit-tiny_1xb4096-100e_in1k-224.py",
     "imagenet-knn": CONFIG_DIR / "knn_vit-tiny_k20-t0.07_in1k-224.py",
+}
+#: The demo form of each default config (``--demo``): a config file that inherits it (``benchmark_configs/imagenet/demo/``).
+DEMO_CONFIGS: dict[str, Path] = {
+    "imagenet-ft": CONFIG_DIR / "demo" / "finetune_vit-tiny_1xb32-2e_digits-32.py",
+    "imagenet-linear": CONFIG_DIR / "demo" / "linprobe-mae_vit-tiny_1xb64-6e_digits-32.py",
+    "imagenet-linear-cached": CONFIG_DIR / "demo" / "linprobe-cached_vit-tiny_1xb64-30e_digits-32.py",
+    "imagenet-knn": CONFIG_DIR / "demo" / "knn_vit-tiny_k20-t0.07_digits-32.py",
 }
 
 
@@ -52,6 +60,9 @@ def _resume_key(cfg: Any, student: Path) -> dict[str, Any]:
 
 def _data_dirs(cfg: Any, data_root: Path, demo: bool) -> tuple[Path, Path, dict[str, Any]]:
     if demo:
+        if "demo_data" not in cfg:
+            raise KeyError(f"config {cfg.config_path}: has no 'demo_data' (the demo set --demo runs on); a demo config "
+                           f"inherits benchmark_configs/imagenet/_base_/demo_data.py (see {CONFIG_DIR / 'demo'})")
         d = cfg.demo_data
         root = ensure_demo_imagenet(d.data_dir or DEFAULT_DEMO_DIR, img_size=d.img_size, source=d.source,
                                     val_fraction=d.val_fraction, per_class=d.per_class, seed=d.seed)
@@ -133,7 +144,7 @@ class _Run:
         return _train_val_sets(self.cfg, transforms, self.train_dir, self.val_dir, self.seed)
 
     def effective_batch(self) -> int:
-        return effective_batch(self.cfg, self.env, self.request.demo, self.log.logger)
+        return effective_batch(self.cfg, self.env, self.log.logger)
 
     def resume_key(self) -> dict[str, Any]:
         """The resume key; with ``request.archive`` a checkpoint made for another key is moved aside first."""
@@ -183,9 +194,7 @@ def _finetune(run: _Run):
     train_set, val_set, n_classes = run.sets(finetune_transforms)
     metrics, info = finetune(req.student, train_set, val_set, n_classes, cfg, run.env, req.work_dir, run.seed, eff,
                              req.max_iters, run.log, resume_key=run.resume_key())
-    run.release = info["release"]
-    if req.demo:
-        run.release.name += "_demo"
+    run.release = info["release"]  # named after the config that ran (a demo config says so in its name)
     protocol = dict(train_samples=len(train_set), optimizer="AdamW", blr=cfg.blr, lr=info["lr"],
                     layer_decay=cfg.layer_decay, drop_path=cfg.drop_path, epochs=cfg.epochs,
                     warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay, auto_augment=cfg.aug.auto_augment,
@@ -245,10 +254,11 @@ PROTOCOLS: dict[str, ProtocolFn] = {"imagenet-ft": _finetune, "imagenet-linear":
 
 
 def _task_config(task: str, request: TaskRequest) -> Any:
-    """The task's config (or ``request.config``) with the demo overrides, ``--cfg-options`` and ``--seed``."""
+    """``request.config``, else the task's config (with ``--demo`` its demo config), with ``--cfg-options`` and ``--seed``."""
     if task not in DEFAULT_CONFIGS:
         raise KeyError(f"ImageNet task {task!r}: expected one of {sorted(DEFAULT_CONFIGS)}")
-    cfg = load_task_config(request.config or DEFAULT_CONFIGS[task], request.cfg_options, request.demo)
+    default = (DEMO_CONFIGS if request.demo else DEFAULT_CONFIGS)[task]
+    cfg = load_task_config(request.config or default, request.cfg_options)
     if cfg.get("task") != task:
         raise ValueError(f"config {cfg.config_path}: is for task {cfg.get('task')!r}, not {task!r}")
     if request.seed is not None:

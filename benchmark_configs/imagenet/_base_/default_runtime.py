@@ -9,7 +9,4 @@ amp = 'bf16'           # autocast dtype on GPU (ignored on CPU); 'fp16' adds a G
 mean = (0.485, 0.456, 0.406)
 std = (0.229, 0.224, 0.225)
 interpolation = 'bicubic'
-# The demo form (demo=True): real labelled digits (sklearn) in ImageFolder layout, made once.
-demo_data = dict(data_dir=None,  # None: work_dirs/demo_data/imagenet-demo
-                 source='digits', img_size=32, val_fraction=0.2, per_class=None, seed=0)
-train_subset = None    # int: a class-balanced, seeded subset of the training split (the demos of the online protocols)
+train_subset = None    # int: a class-balanced, seeded subset of the training split (the demo configs of the online protocols)

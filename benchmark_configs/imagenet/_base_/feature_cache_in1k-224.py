@@ -9,4 +9,3 @@ pooling = 'cls'            # 'cls' or 'mean' (of the final-norm patch tokens)
 extract_batch_size = 256
 chunk_size = 51200         # samples per chunk file (multiple of extract_batch_size)
 cache_dir = None
-demo = dict(img_size=32, extract_batch_size=64, chunk_size=512, num_workers=0, amp=None)
