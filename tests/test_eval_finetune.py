@@ -5,7 +5,7 @@ import torch
 from transfer.imagenet.finetune import _posterize_zero_bits_compat, finetune_transforms
 from transfer.metrics_io import read_metrics, record_name
 from transfer.runner import TaskRequest, run_task
-from transfer.imagenet.runtime import load_task_config
+from transfer.imagenet.env import load_task_config
 from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
 from comad.io import safe_torch_load
 

@@ -10,7 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from transfer.imagenet.features import FeatureCache, assert_backbone_unchanged, backbone_snapshot, extract_features, pool_tokens
 from transfer.imagenet.linear_probe import LinearProbeHead, build_lars, online_probe, train_head_on_features
-from transfer.imagenet.runtime import DistEnv
+from transfer.imagenet.env import DistEnv
 
 
 @pytest.fixture(scope="module")

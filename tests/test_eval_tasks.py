@@ -10,7 +10,7 @@ from transfer.imagenet.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
 from transfer.metrics_io import read_metrics
 from transfer.runner import Task, TaskRequest, run_task
 from comad.repo import REPO_ROOT
-from transfer.imagenet.runtime import load_task_config
+from transfer.imagenet.env import load_task_config
 from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
 
 

@@ -143,7 +143,7 @@ def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path, m
 
     from transfer.imagenet.finetune import build_finetune_model, finetune_transforms
     from transfer.runner import TaskRequest, run_task
-    from transfer.imagenet.runtime import load_task_config
+    from transfer.imagenet.env import load_task_config
     from transfer.imagenet.tasks import DEMO_CONFIGS, IMAGENET_TASKS
     from comad.io import safe_torch_load
 

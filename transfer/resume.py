@@ -20,7 +20,11 @@ of trusting ``last_checkpoint`` (mmengine writes that file after the checkpoint,
 from __future__ import annotations
 
 from pathlib import Path
+import random
 from typing import Any, Iterator
+
+import numpy as np
+import torch
 
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import all_gather_object, get_rank, get_world_size
@@ -29,12 +33,46 @@ from mmengine.registry import HOOKS
 
 import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
 from comad.engine.launch import latest_checkpoint
-from .imagenet.runtime import rng_state, set_rng_state
 
-__all__ = ["ExactResumeHook", "RNG_KEY", "safe_checkpointing", "resume_file"]
+__all__ = ["ExactResumeHook", "RNG_KEY", "safe_checkpointing", "resume_file", "seed_everything", "rng_state",
+           "set_rng_state"]
 
-#: Where a checkpoint keeps the random states (:func:`transfer.imagenet.runtime.rng_state`).
+#: Where a checkpoint keeps the random states (:func:`rng_state`).
 RNG_KEY = "rng_state"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and primitive types (loadable with ``weights_only=True``); the
+    CUDA ones once CUDA is in use (reading them would initialise it)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = dict(
+        python=[version, list(mt), gauss],
+        numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                   has_gauss=int(has_gauss), cached=float(cached)),
+        torch=torch.get_rng_state(),
+    )
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _RestoreAfter:

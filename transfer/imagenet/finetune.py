@@ -40,7 +40,8 @@ from comad.release import Release
 from .features import _autocast
 from .linear_probe import _accuracy_counts, _finish_counts, build_scheduler
 from .loop import EpochLoop, Learner
-from .runtime import DistEnv, RunLog
+from .env import DistEnv
+from .loop import RunLog
 from comad.checkpoint import load_vit
 
 __all__ = ["finetune_transforms", "build_finetune_model", "evaluate_classifier", "finetune", "finetune_release"]

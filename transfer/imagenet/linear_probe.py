@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .features import _autocast, assert_backbone_unchanged, backbone_snapshot, embed
 from .loop import EpochLoop, Learner, log_step
-from .runtime import DistEnv, RunLog
+from .env import DistEnv
+from .loop import RunLog
 
 __all__ = ["LinearProbeHead", "build_lars", "build_scheduler", "eval_transform", "probe_transforms", "train_head_on_features",
            "evaluate_head", "online_probe"]

@@ -19,20 +19,142 @@ bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import logging
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+from mmengine.config import Config
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from comad import console
+from comad.io import atomic_torch_save, safe_torch_load
 from comad.nonfinite import stop_if_nonfinite
-from .runtime import DistEnv, RunLog, SkipSampler, resume_state, rng_state, save_checkpoint, seed_everything, set_rng_state
+from ..resume import rng_state, seed_everything, set_rng_state
+from .env import DistEnv
 
-__all__ = ["CHECKPOINT", "Learner", "EpochLoop", "log_step"]
+__all__ = ["CHECKPOINT", "Learner", "EpochLoop", "log_step", "RunLog", "SkipSampler", "save_checkpoint",
+           "load_checkpoint", "resume_state"]
 
 CHECKPOINT = "checkpoint_last.pth"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically save a training state (tensors and primitive types only)."""
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training state with :func:`comad.io.safe_torch_load` (``weights_only=True``)."""
+    return safe_torch_load(path)
+
+
+def resume_state(ckpt_path: Path, cfg: Config, resume_key: Any = None) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``cfg.resume``, default on), or None for a fresh start.
+
+    Raises ``ValueError`` naming the file when it was made for another run (``resume_key``).
+    """
+    if not (cfg.get("resume", True) and ckpt_path.is_file()):
+        return None
+    state = load_checkpoint(ckpt_path)
+    if resume_key is not None and state.get("key") != resume_key:
+        raise ValueError(f"checkpoint {ckpt_path}: made for {state.get('key')}, this run is {resume_key}; "
+                         f"use another work dir or delete the checkpoint")
+    return state
+
+
+class SkipSampler(Sampler):
+    """Wraps a sampler with ``set_epoch``; skips the first ``skip`` indices of the current epoch."""
+
+    def __init__(self, base: Sampler, skip: int = 0) -> None:
+        self.base, self.skip = base, skip
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+class RunLog:
+    """Text log and mmengine-style scalars for one run.
+
+    Writes ``<work_dir>/<timestamp>/<timestamp>.log`` and
+    ``<work_dir>/<timestamp>/vis_data/scalars.json`` (JSON lines, mmengine's
+    ``LocalVisBackend``), the layout ``tools/make_tables.py`` reads. Only rank 0 writes.
+    The console gets warnings and, after :meth:`progress`, one bar that :meth:`scalars` moves;
+    every line with ``--verbose`` / ``COMAD_VERBOSE=1`` (:mod:`comad.console`).
+    """
+
+    def __init__(self, work_dir: str | Path, name: str, enabled: bool = True) -> None:
+        self.enabled = enabled
+        stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+        if enabled:  # one folder per launch, also for two launches within the same second
+            base, n = stamp, 1
+            while (Path(work_dir) / stamp).exists():
+                stamp, n = f"{base}_{n}", n + 1
+        self.dir = Path(work_dir) / stamp
+        self.logger = logging.getLogger(f"transfer.imagenet.{name}.{stamp}.{id(self)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self._backend = None
+        self.name, self._bar = name, None
+        if enabled:
+            from mmengine.visualization import LocalVisBackend
+
+            (self.dir / "vis_data").mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(self.dir / f"{stamp}.log")
+            fh.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+            sh = logging.StreamHandler()
+            sh.setFormatter(logging.Formatter(f"[{name}] %(message)s"))
+            sh.setLevel(logging.INFO if console.verbose() else logging.WARNING)
+            self.logger.addHandler(fh)
+            self.logger.addHandler(sh)
+            self._backend = LocalVisBackend(save_dir=str(self.dir / "vis_data"))
+        else:
+            self.logger.addHandler(logging.NullHandler())
+
+    def info(self, msg: str) -> None:
+        self.logger.info(msg)
+
+    def warning(self, msg: str) -> None:
+        self.logger.warning(msg)
+
+    @property
+    def file(self) -> Path:
+        """The text log."""
+        return self.dir / f"{self.dir.name}.log"
+
+    def progress(self, total: int, initial: int = 0) -> None:
+        """Open the console bar of this run (``total`` steps; :func:`comad.console.stage_bar`)."""
+        if self.enabled and self._bar is None:
+            self._bar = console.stage_bar(self.name, int(total), int(initial))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Append one JSON line ``{..., 'step': step}`` to ``scalars.json``; move the bar to ``step``."""
+        if self._backend is not None:
+            self._backend.add_scalars({k: float(v) for k, v in values.items()}, step=int(step))
+        if self._bar is not None:
+            self._bar.update(max(0, min(int(step), self._bar.total) - self._bar.n))
+            shown = next((k for k in ("top1", "loss") if k in values), None)
+            if shown:
+                self._bar.set_postfix_str(f"{shown} {float(values[shown]):.4g}", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        for h in list(self.logger.handlers):
+            h.close()
+            self.logger.removeHandler(h)
 
 
 @dataclass

@@ -33,7 +33,8 @@ from ..runner import Task, TaskRequest, TaskResult
 from .data import build_split, imagenet_split_dirs
 from .demo_data import DEFAULT_DEMO_DIR, ensure_demo_imagenet
 from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot
-from .runtime import CONFIG_DIR, DistEnv, RunLog, effective_batch, init_distributed, load_task_config
+from .env import CONFIG_DIR, DistEnv, effective_batch, init_distributed, load_task_config
+from .loop import RunLog
 
 __all__ = ["IMAGENET_TASKS", "DEFAULT_CONFIGS", "DEMO_CONFIGS", "PROTOCOLS", "run_imagenet_task"]
 
@@ -158,7 +159,7 @@ def _archive_other_run(work_dir: Path, key: dict[str, Any], log: RunLog) -> None
     """Move ``checkpoint_last.pth`` (and the record / release beside it) aside when it was made for another key."""
     from comad.engine.launch import archive_previous_run
     from .loop import CHECKPOINT
-    from .runtime import load_checkpoint
+    from .loop import load_checkpoint
 
     path = work_dir / CHECKPOINT
     if not path.is_file() or load_checkpoint(path).get("key") == key:
