@@ -72,9 +72,8 @@ class MMTask:
         return run_mm_task(self, request)
 
 
-def _cut(cfg: Config, task: MMTask, request: TaskRequest, iters: int, options: dict[str, Any],
-         train_images: int | None) -> list[str]:
-    """``--max-iters``: the schedule cut to ``iters``, --cfg-options hooks kept."""
+def _cut(cfg: Config, request: TaskRequest, options: dict[str, Any], train_images: int | None) -> list[str]:
+    """``--max-iters``: the schedule cut to ``request.max_iters``, --cfg-options hooks kept."""
     ipe = None
     if cfg.train_cfg.get("type") == "EpochBasedTrainLoop":
         # the protocol run's epoch length: protocol['train_images'] (else the images found) over the
@@ -85,7 +84,7 @@ def _cut(cfg: Config, task: MMTask, request: TaskRequest, iters: int, options: d
             raise ValueError("prepare_config: an epoch-based config cut to N iterations needs the train image count")
         per_step = int(protocol.get("effective_batch") or int(cfg.train_dataloader.batch_size) * request.world_size)
         ipe = max(1, -(-int(n_images) * train_dataset_repeats(cfg) // per_step))
-    changes = cut_schedule(cfg, iters, ipe)
+    changes = cut_schedule(cfg, request.max_iters, ipe)
     # cut_schedule sets the checkpoint / logger hooks and the log processor anew; --cfg-options win
     hooks = {k: v for k, v in options.items() if k.split(".", 1)[0] in ("default_hooks", "log_processor")}
     if hooks:
@@ -119,7 +118,7 @@ def prepare_config(task: MMTask, request: TaskRequest, train_images: int | None 
     heads = options.get("model.backbone.num_heads")  # a head count the file may not state
     changes += fit_to_student(cfg, read_arch(request.student, num_heads=heads), explicit=options)
     if request.max_iters is not None:
-        changes += _cut(cfg, task, request, request.max_iters, options, train_images)
+        changes += _cut(cfg, request, options, train_images)
     if world_size == 1:
         changes += single_process_norm(cfg._cfg_dict)
     changes += guarded_optim_wrapper(cfg)

@@ -37,20 +37,9 @@ from comad.nonfinite import stop_if_nonfinite
 from ..resume import rng_state, seed_everything, set_rng_state
 from .env import DistEnv
 
-__all__ = ["CHECKPOINT", "Learner", "EpochLoop", "log_step", "RunLog", "SkipSampler", "save_checkpoint",
-           "load_checkpoint", "resume_state"]
+__all__ = ["CHECKPOINT", "Learner", "EpochLoop", "log_step", "RunLog", "SkipSampler", "resume_state"]
 
 CHECKPOINT = "checkpoint_last.pth"
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically save a training state (tensors and primitive types only)."""
-    atomic_torch_save(state, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a training state with :func:`comad.io.safe_torch_load` (``weights_only=True``)."""
-    return safe_torch_load(path)
 
 
 def resume_state(ckpt_path: Path, cfg: Config, resume_key: Any = None) -> dict[str, Any] | None:
@@ -60,7 +49,7 @@ def resume_state(ckpt_path: Path, cfg: Config, resume_key: Any = None) -> dict[s
     """
     if not (cfg.get("resume", True) and ckpt_path.is_file()):
         return None
-    state = load_checkpoint(ckpt_path)
+    state = safe_torch_load(ckpt_path)
     if resume_key is not None and state.get("key") != resume_key:
         raise ValueError(f"checkpoint {ckpt_path}: made for {state.get('key')}, this run is {resume_key}; "
                          f"use another work dir or delete the checkpoint")
@@ -310,5 +299,5 @@ class EpochLoop:
 
     def _save(self, path: Path, learner: Learner, epoch: int, iter_in_epoch: int, step: int, key: Any) -> None:
         if self.env.is_main:
-            save_checkpoint(path, dict(learner.state_dict(), epoch=epoch, iter_in_epoch=iter_in_epoch, step=step,
-                                       rng=rng_state(), key=key))
+            atomic_torch_save(dict(learner.state_dict(), epoch=epoch, iter_in_epoch=iter_in_epoch, step=step,
+                                   rng=rng_state(), key=key), path)

@@ -158,11 +158,11 @@ class _Run:
 def _archive_other_run(work_dir: Path, key: dict[str, Any], log: RunLog) -> None:
     """Move ``checkpoint_last.pth`` (and the record / release beside it) aside when it was made for another key."""
     from comad.engine.launch import archive_previous_run
+    from comad.io import safe_torch_load
     from .loop import CHECKPOINT
-    from .loop import load_checkpoint
 
     path = work_dir / CHECKPOINT
-    if not path.is_file() or load_checkpoint(path).get("key") == key:
+    if not path.is_file() or safe_torch_load(path).get("key") == key:
         return
     moved = archive_previous_run(work_dir, (CHECKPOINT, "metrics.json", "release"), marker=CHECKPOINT)
     log.warning(f"{path} was made for another run (--archive): moved to {moved}; starting afresh")
