@@ -342,7 +342,7 @@ def test_transform_option_errors() -> None:
         build_eval_transform(img_size=0)
     with pytest.raises(ValueError, match="crop_pct"):
         build_eval_transform(crop_pct=1.5)
-    with pytest.raises(ValueError, match=r"'kind' must be one of \['eval', 'train'\], got 'test'"):
+    with pytest.raises(ValueError, match=r"'kind' must be one of \['eval', 'timm', 'train'\], got 'test'"):
         build_transform(dict(kind="test"))
     with pytest.raises(TypeError, match="unexpected keyword argument 'sizee'"):
         build_transform(dict(kind="train", sizee=3))

@@ -8,6 +8,9 @@ DataLoader worker) gives the same crops.
 ``normalize=False`` returns ``uint8`` (3, H, W) tensors instead of normalised ``float32``: a
 quarter of the bytes through the worker queues and pinned memory, for a model whose data
 preprocessor normalises on the GPU with :class:`Normalize255`.
+
+``kind='timm'`` builds timm's ``create_transform`` (the ImageNet fine-tune's RandAugment / random
+erasing recipe and the probes' crops: :func:`build_timm_transform`).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ __all__ = [
     "Normalize255",
     "build_train_transform",
     "build_eval_transform",
+    "build_timm_transform",
     "build_transform",
 ]
 
@@ -133,15 +137,56 @@ def build_eval_transform(
     return v2.Compose(steps + _to_tensor(normalize, mean, std))
 
 
-_KINDS = {"train": build_train_transform, "eval": build_eval_transform}
+def _posterize_black(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize with Pillow < 13 semantics: 0 bits kept gives a black image (Pillow 13 raises)."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def posterize_zero_bits_compat(transform: Any) -> int:
+    """Make the Posterize ops of a timm RandAugment accept 0 bits; returns how many ops were changed.
+
+    RandAugment 'rand-m9-mstd0.5-inc1' clips sampled magnitudes to 10, where
+    ``PosterizeIncreasing`` keeps 0 bits; Pillow 13's ``ImageOps.posterize`` refuses 0 bits
+    (older Pillow returned a black image, the behaviour the recipe was tuned with). Only the
+    ops of this transform instance are changed.
+    """
+    from timm.data.auto_augment import RandAugment
+
+    changed = 0
+    for t in getattr(transform, "transforms", []):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = _posterize_black
+                    changed += 1
+    return changed
+
+
+def build_timm_transform(**kwargs: Any) -> Callable[[Any], torch.Tensor]:
+    """``timm.data.create_transform(**kwargs)`` (sequences as tuples), its RandAugment posterize made to
+    accept 0 bits (:func:`posterize_zero_bits_compat`)."""
+    from timm.data import create_transform
+
+    transform = create_transform(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+    posterize_zero_bits_compat(transform)
+    return transform
+
+
+_KINDS = {"train": build_train_transform, "eval": build_eval_transform, "timm": build_timm_transform}
 
 
 def build_transform(spec: Callable[[Any], torch.Tensor] | dict[str, Any] | None) -> Callable[[Any], torch.Tensor] | None:
     """Turn a config entry into a transform.
 
-    ``spec`` is a callable (returned as is), ``None``, or a dict ``{'kind': 'train' | 'eval',
-    **kwargs}`` whose kwargs go to :func:`build_train_transform` / :func:`build_eval_transform`
-    (the key is ``kind``, not ``type``, so no registry ever tries to build it).
+    ``spec`` is a callable (returned as is), ``None``, or a dict ``{'kind': 'train' | 'eval' | 'timm',
+    **kwargs}`` whose kwargs go to :func:`build_train_transform` / :func:`build_eval_transform` /
+    :func:`build_timm_transform` (the key is ``kind``, not ``type``, so no registry ever tries to build it).
     """
     if spec is None or callable(spec):
         return spec

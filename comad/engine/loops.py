@@ -14,6 +14,10 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     (:class:`~comad.engine.samplers.ResumableInfiniteSampler`), this loop tells it how many
     draws to skip and restarts the data iterator; the batches that follow are the ones the
     uninterrupted run would have seen. Otherwise it behaves as mmengine's loop.
+
+    A wrapper a hook put around the data iterator while resuming (``after_load_checkpoint``; e.g.
+    :class:`transfer.resume.ExactResumeHook`, which restores the random states before the first
+    new batch) is kept around the restarted iterator through its ``restarted(iterator)`` method.
     """
 
     def run(self):  # noqa: D102 - mmengine's loop with the advance replaced
@@ -21,7 +25,10 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         if not (self._iter > 0 and hasattr(sampler, "skip")):
             return super().run()
         sampler.skip(self._iter * self.dataloader.batch_size)
+        wrapper = self.dataloader_iterator
         self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
+        if hasattr(wrapper, "restarted"):
+            self.dataloader_iterator = wrapper.restarted(self.dataloader_iterator)
         notice(f"resume: sampler skipped the draws of {self._iter} iterations (no data loaded)")  # also when quiet
         self.runner.call_hook("before_train")
         self.runner.call_hook("before_train_epoch")

@@ -3,15 +3,18 @@
 ``ResumableInfiniteSampler`` yields ``(index, draw)`` pairs from mmengine's infinite stream of
 seeded permutations (rank r takes draws r, r + W, ...); ``skip(n)`` jumps past n draws without
 loading any image. ``PerSampleSeeded`` runs the wrapped dataset's random transforms under a
-torch seed derived from (seed, draw), so a sample's crop and flip do not depend on which worker
-loads it or on how long that worker has been running.
+seed derived from (seed, draw) — torch's, Python's ``random`` and NumPy's (timm's augmentations
+draw from the latter two) — so a sample's augmentation does not depend on which worker loads it or
+on how long that worker has been running.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from mmengine.dataset.sampler import InfiniteSampler
 from mmengine.registry import DATASETS
@@ -47,7 +50,8 @@ def _draw_seed(seed: int, draw: int) -> int:
 class PerSampleSeeded(Dataset):
     """Wrap a dataset so ``ds[(index, draw)]`` draws its augmentation from seed (seed, draw).
 
-    Plain integer indices pass through unchanged (no reseeding).
+    The torch, Python and NumPy random states are seeded for that one sample and restored after
+    it. Plain integer indices pass through unchanged (no reseeding).
     """
 
     def __init__(self, dataset: Dataset | dict[str, Any], seed: int = 0) -> None:
@@ -65,6 +69,14 @@ class PerSampleSeeded(Dataset):
         if isinstance(item, int):
             return self.dataset[item]
         index, draw = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_draw_seed(self.seed, draw))
-            return self.dataset[index]
+        seed = _draw_seed(self.seed, draw)
+        py, npy = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)  # the CPU generator the transforms draw from; torch.manual_seed costs ~1 ms
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+                return self.dataset[index]
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)

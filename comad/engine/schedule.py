@@ -53,7 +53,8 @@ def apply_schedule(cfg: Any, sched: dict[str, Any]) -> list[str]:
     loop's ``max_iters`` and every lr scheduler's bounds. A bound at the config's own warm-up end or
     total becomes the derived one; any other bound keeps its fraction of the run. A scheduler whose
     span the derived run cuts to nothing is dropped (a smoke run shorter than its warm-up is all
-    warm-up). Returns what changed (for the log)."""
+    warm-up). A cosine's floor is ``min_lr``; written as ``eta_min_ratio`` it is ``min_lr / lr`` of each
+    parameter group's own lr (layer decay: MAE's ``min_lr x lr_scale``). Returns what changed (for the log)."""
     old_total = int(cfg.train_cfg.get("max_iters") or 0)
     scheds = list(cfg.param_scheduler)
     warm_ends = {int(s["end"]) for s in scheds if s.get("type") == "LinearLR" and int(s.get("begin", 0)) == 0
@@ -83,7 +84,9 @@ def apply_schedule(cfg: Any, sched: dict[str, Any]) -> list[str]:
         before = (s.get("begin", 0), s.get("end"))
         s["begin"] = bound(s.get("begin", 0)) if s.get("begin", 0) else 0
         s["end"] = bound(s["end"]) if s.get("end") is not None else new_total
-        if s.get("type") == "CosineAnnealingLR":
+        if s.get("type") == "CosineAnnealingLR" and "eta_min_ratio" in s:
+            s["eta_min_ratio"] = sched["min_lr"] / sched["lr"]  # each param group ends at min_lr x its lr scale (MAE)
+        elif s.get("type") == "CosineAnnealingLR":
             s["eta_min"] = sched["min_lr"]
         if before != (s["begin"], s["end"]):
             changes.append(f"param_scheduler {s.get('type')}: [{before[0]}, {before[1]}) -> [{s['begin']}, {s['end']})")
