@@ -28,10 +28,13 @@ DENSE_DEMO_KEYS = (
     "model.test_cfg.rcnn.score_thr",
     "image_size",  # a variable of the LSJ config that the size-pair scan below does not see (a 2-tuple of 1024s)
 )
-#: What an ImageNet demo config may change (top-level keys).
-IMAGENET_DEMO_KEYS = ("num_gpus", "img_size", "batch_size", "epochs", "warmup_epochs", "blr", "train_subset",
-                      "num_workers", "amp", "eval_interval", "log_interval", "extract_batch_size", "chunk_size",
-                      "demo_data.*")
+#: What an ImageNet demo config may change (dotted keys, fnmatch patterns): the digits' classes and 32 px,
+#: the batch, workers, subset, the schedule and what it gives (iterations, lr, scheduler bounds, intervals).
+IMAGENET_DEMO_KEYS = ("gpus", "model.num_classes", "model.img_size", "*.input_size", "*.batch_size", "*.num_workers",
+                      "*.persistent_workers", "*.num_samples", "schedule.*", "train_cfg.*", "optim_wrapper.optimizer.lr",
+                      "param_scheduler*", "default_hooks.checkpoint.interval", "default_hooks.logger.interval",
+                      "log_processor.window_size", "val_dataloader*", "val_evaluator*", "val_cfg*", "features.img_size",
+                      "features.batch_size", "features.chunk_size", "features.num_workers", "demo_data.*")
 
 
 def _flat(d, prefix: str = "") -> dict[str, object]:
@@ -87,8 +90,28 @@ def test_imagenet_demo_config_changes_only_the_demo_keys(task):
     full, demo = Config.fromfile(str(DEFAULT_CONFIGS[task])), Config.fromfile(str(DEMO_CONFIGS[task]))
     wrong = _differences(_flat(full.to_dict()), _flat(demo.to_dict()), IMAGENET_DEMO_KEYS)
     assert not wrong, f"{DEMO_CONFIGS[task]} differs from {DEFAULT_CONFIGS[task]} beyond the demo's keys:\n" + "\n".join(wrong)
-    assert demo.task == task and demo.img_size == demo.demo_data.img_size == 32 and demo.num_workers == 0
-    assert demo.get("num_gpus", 1) == 1 and "demo_data" not in full  # the benchmark config holds no demo settings
+    size = demo.model.get("img_size") or demo.features.img_size
+    assert demo.task == task and size == demo.demo_data.img_size == 32 and demo.model.num_classes == 10
+    assert demo.get("gpus", 1) == 1 and "demo_data" not in full  # the benchmark config holds no demo settings
+
+
+@pytest.mark.parametrize("task", ["imagenet-ft", "imagenet-linear", "imagenet-linear-cached"])
+@pytest.mark.parametrize("demo", [False, True])
+def test_imagenet_config_on_disk_is_the_run_its_schedule_gives(task, demo):
+    """Iterations, lr, warm-up and scheduler bounds written in a config are what its `schedule` gives
+    on its own GPU count: deriving them again changes nothing (as for the distillation configs)."""
+    from comad.engine.schedule import apply_schedule, resolve_schedule
+    from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS
+
+    cfg = Config.fromfile(str((DEMO_CONFIGS if demo else DEFAULT_CONFIGS)[task]))
+    sched = resolve_schedule(dict(cfg.schedule), cfg.train_dataloader.batch_size, cfg.gpus, cfg.get("accumulation", 1))
+    before = cfg.to_dict()
+    assert apply_schedule(cfg, sched) == [], f"{cfg.filename}: the written schedule is not what `schedule` gives"
+    assert cfg.to_dict() == before
+    ipe = sched["iters_per_epoch"]
+    assert cfg.default_hooks.checkpoint.interval % ipe == 0  # checkpoints at epoch ends
+    if cfg.get("val_dataloader"):
+        assert cfg.train_cfg.val_interval % ipe == 0
 
 
 def test_every_demo_config_belongs_to_a_task():

@@ -1,13 +1,15 @@
-"""ImageNet fine-tune: exact resume from an atomic, weights_only-loadable checkpoint."""
+"""ImageNet protocols on mmengine's Runner: exact resume (the dense tasks' hook, sampler draws skipped),
+the fine-tune's recipe, record and model."""
+import shutil
+
 import pytest
 import torch
 
-from transfer.imagenet.finetune import _posterize_zero_bits_compat, finetune_transforms
+from comad.mm_compat import load_local_checkpoint
+from transfer.imagenet.config import load_task_config
+from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
 from transfer.metrics_io import read_metrics, record_name
 from transfer.runner import TaskRequest, run_task
-from transfer.imagenet.env import load_task_config
-from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
-from comad.io import safe_torch_load
 
 
 @pytest.fixture(scope="module")
@@ -15,66 +17,101 @@ def student(tmp_path_factory, make_student):
     return make_student(tmp_path_factory.mktemp("stu") / "tiny" / "student")
 
 
-def _opts(tmp_path, **kw):
-    base = {"demo_data.data_dir": str(tmp_path / "demo"), "demo_data.per_class": 20, "batch_size": 16, "accum_iter": 2,
-            "epochs": 3, "log_interval": 1}
+def _opts(data_dir, **kw):
+    base = {"demo_data.data_dir": str(data_dir), "demo_data.per_class": 20, "train_dataloader.batch_size": 16,
+            "accumulation": 2, "default_hooks.checkpoint.interval": 3, "default_hooks.checkpoint.max_keep_ckpts": -1}
     base.update(kw)
-    return [f"{k}={v}" for k, v in base.items()]
+    return tuple(f"{k}={v}" for k, v in base.items())
 
 
-def ft(student, data_root, work_dir, max_iters, demo, opts):
-    """The fine-tune task through the runner (which writes metrics.json); returns its metrics."""
-    request = TaskRequest(student, data_root, work_dir, max_iters, demo, tuple(opts))
-    return run_task(IMAGENET_TASKS["imagenet-ft"], request)["metrics"]
+def _run(task, student, work_dir, opts, max_iters=None):
+    return run_task(IMAGENET_TASKS[task], TaskRequest(student, work_dir.parent, work_dir, max_iters, True, opts))
 
 
-def test_resume_is_exact(student, tmp_path):
-    full = ft(student, tmp_path / "data", tmp_path / "a", 7, True, _opts(tmp_path))
-    first = ft(student, tmp_path / "data", tmp_path / "b", 3, True, _opts(tmp_path))
-    state_b3 = safe_torch_load(tmp_path / "b" / "checkpoint_last.pth")  # weights_only=True
-    assert (state_b3["epoch"], state_b3["iter_in_epoch"], state_b3["step"]) == (0, 6, 3)  # 10 micro-batches / epoch
-    resumed = ft(student, tmp_path / "data", tmp_path / "b", 7, True, _opts(tmp_path))
-    a = safe_torch_load(tmp_path / "a" / "checkpoint_last.pth")
-    b = safe_torch_load(tmp_path / "b" / "checkpoint_last.pth")
-    assert (a["epoch"], a["iter_in_epoch"], a["step"]) == (1, 4, 7)
-    assert a["step"] == b["step"] == 7
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), f"parameter {k} differs after resume"
-    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
-    assert full == resumed
-    assert set(first) == {"top1", "top5"}
-    rec = read_metrics(tmp_path / "b")
+def _iters(work_dir):
+    return sorted(int(p.stem.split("_")[1]) for p in work_dir.glob("iter_*.pth"))
+
+
+@pytest.mark.parametrize("task", ["imagenet-ft", "imagenet-linear", "imagenet-linear-cached"])
+def test_resume_is_exact(task, student, tmp_path, tmp_path_factory):
+    """A run killed after its checkpoint at iteration 4 and run again ends bit-identical to the
+    uninterrupted run: weights, optimizer state, metrics (data order, per-sample augmentation,
+    mixup, drop path and every random state come back; no image is loaded to skip the 4 iterations)."""
+    opts = _opts(tmp_path_factory.getbasetemp() / "digits20")
+    full = _run(task, student, tmp_path / "a", opts)
+    assert _iters(tmp_path / "a")[0] == 4  # interval 3 -> 4: a checkpoint must end an accumulation window
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # "killed" after iter_4.pth: later files gone
+    for name in [f"iter_{i}.pth" for i in _iters(tmp_path / "b") if i > 4] + ["last_checkpoint", "metrics.json"]:
+        (tmp_path / "b" / name).unlink()
+    shutil.rmtree(tmp_path / "b" / "release", ignore_errors=True)
+    torch.manual_seed(123)  # whatever the process did in between, the checkpoint's random states come back
+    resumed = _run(task, student, tmp_path / "b", opts)
+    last = _iters(tmp_path / "a")[-1]
+    a, b = (load_local_checkpoint(str(tmp_path / w / f"iter_{last}.pth")) for w in "ab")
+    assert a["meta"]["iter"] == b["meta"]["iter"] == last == full["protocol"]["iters_run"]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), f"parameter {k} differs after resume"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert full["metrics"] == resumed["metrics"]
+    log = next(p for p in (tmp_path / "b").glob("*/*.log") if "resume from" in p.read_text()).read_text()
+    assert "sampler skipped the draws of 4 iterations (no data loaded)" in log
+    assert "random states of iteration 4 restored before its next batch" in log
+    assert len(list((tmp_path / "b").glob("*/vis_data/scalars.json"))) == 2  # one log per launch
+
+
+def test_finetune_record_and_refusal_of_another_student(student, tmp_path, tmp_path_factory, make_student):
+    opts = _opts(tmp_path_factory.getbasetemp() / "digits20")
+    _run("imagenet-ft", student, tmp_path / "w", opts, max_iters=2)
+    rec = read_metrics(tmp_path / "w")
     assert rec["task"] == "imagenet-ft" and rec["demo"] is True and record_name(rec) == "tiny"
     p = rec["protocol"]
     assert p["layer_decay"] == 0.75 and p["drop_path"] == 0.1 and p["mixup"]["mixup_alpha"] == 0.8
     assert p["mixup"]["cutmix_alpha"] == 1.0 and p["mixup"]["label_smoothing"] == 0.1
-    assert p["pooling"] == "mean" and p["iters_run"] == 7
-    assert rec["effective_batch"] == 16 * 2
+    assert p["pooling"] == "mean" and p["iters_run"] == 2 and p["optimizer"] == "AdamW"
+    assert rec["effective_batch"] == 16 * 2 and p["lr"] == pytest.approx(4e-3 * 32 / 256)
     assert sorted(p["missing_keys"]) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
     assert p["pos_embed"].startswith("resampled 28x28 -> 4x4")  # exported at 224 (patch 8), fine-tuned at 32
-    assert len(list((tmp_path / "b").glob("*/vis_data/scalars.json"))) == 2  # one log per launch
-
-
-def test_resume_refuses_another_student(student, tmp_path, make_student):
-    ft(student, tmp_path / "data", tmp_path / "w", 1, True, _opts(tmp_path))
+    changes = "\n".join(rec["config_changes"])
+    assert "schedule.num_train_images: 500 -> 160" in changes and "train_cfg.max_iters: 32 -> 2" in changes
     other = make_student(tmp_path / "other" / "student", seed=1)
-    with pytest.raises(ValueError, match="checkpoint_last.pth: made for"):
-        ft(other, tmp_path / "data", tmp_path / "w", 2, True, _opts(tmp_path))
+    with pytest.raises(RuntimeError, match="holds a run with other settings .*student_sha256"):
+        _run("imagenet-ft", other, tmp_path / "w", opts, max_iters=2)
 
 
 def test_recipe_config_and_posterize_compat():
     cfg = load_task_config(DEFAULT_CONFIGS["imagenet-ft"])
-    assert (cfg.epochs, cfg.layer_decay, cfg.drop_path, cfg.num_gpus * cfg.batch_size) == (300, 0.75, 0.1, 1024)
-    assert (cfg.mixup.mixup_alpha, cfg.mixup.cutmix_alpha, cfg.mixup.label_smoothing) == (0.8, 1.0, 0.1)
-    assert cfg.aug.auto_augment.startswith("rand-m9")
+    m, ow = cfg.model, cfg.optim_wrapper
+    assert (cfg.schedule.epochs, ow.paramwise_cfg.layer_decay, m.drop_path_rate) == (300, 0.75, 0.1)
+    assert cfg.gpus * cfg.train_dataloader.batch_size == 1024 and ow.optimizer.lr == 5e-4 * 1024 / 256
+    assert (m.mixup.mixup_alpha, m.mixup.cutmix_alpha, m.mixup.label_smoothing) == (0.8, 1.0, 0.1)
+    image_folder = cfg.train_dataloader.dataset.dataset.dataset
+    assert image_folder.type == "ComadImageFolder" and image_folder.transform.auto_augment.startswith("rand-m9")
     short = load_task_config(DEFAULT_CONFIGS["imagenet-ft"].with_name("finetune_vit-tiny_8xb128-100e_in1k-224.py"))
-    assert short.epochs == 100 and short.layer_decay == 0.75
-    train, _ = finetune_transforms(load_task_config(DEMO_CONFIGS["imagenet-ft"]))
-    assert _posterize_zero_bits_compat(train) == 1
+    assert short.schedule.epochs == 100 and short.optim_wrapper.paramwise_cfg.layer_decay == 0.75
     from PIL import Image
 
+    from comad.data.transforms import build_transform, posterize_zero_bits_compat
+
+    demo = load_task_config(DEMO_CONFIGS["imagenet-ft"])
+    train = build_transform(demo.train_dataloader.dataset.dataset.dataset.transform)
+    assert posterize_zero_bits_compat(train) == 1  # built with the compat: the op is already replaced
     ra = next(t for t in train.transforms if type(t).__name__ == "RandAugment")
     op = next(o for o in ra.ops if o.name.startswith("Posterize"))
     img = Image.new("RGB", (8, 8), (200, 100, 50))
     assert op.aug_fn(img, 0).getextrema() == ((0, 0), (0, 0), (0, 0))  # Pillow 13 raises here
     assert op.aug_fn(img, 8) is img
+
+
+def test_the_student_is_not_reinitialised_by_the_runner(student):
+    """mmengine's init_weights would call timm's VisionTransformer.init_weights (random weights):
+    the models keep the student they loaded."""
+    from comad.checkpoint import load_vit
+    from transfer.imagenet.models import LinearProbe, ViTClassifier
+
+    ref = load_vit(student, img_size=32).model.state_dict()
+    for model in (ViTClassifier(student, 10, img_size=32), LinearProbe(10, student=student, img_size=32)):
+        net = model.net if hasattr(model, "net") else model.backbone
+        model.init_weights()
+        got = net.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in ref.items() if k in got and not k.startswith(("head", "norm")))

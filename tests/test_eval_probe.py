@@ -1,16 +1,15 @@
 """Linear probes: cached vs online on real digits, the feature cache, the frozen-backbone check."""
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import ConfigDict
 from torch.utils.data import TensorDataset
 from timm.models.vision_transformer import VisionTransformer
 
 from transfer.imagenet.features import FeatureCache, assert_backbone_unchanged, backbone_snapshot, extract_features, pool_tokens
-from transfer.imagenet.linear_probe import LinearProbeHead, build_lars, online_probe, train_head_on_features
-from transfer.imagenet.env import DistEnv
+from transfer.imagenet.models import LinearProbeHead
 
 
 @pytest.fixture(scope="module")
@@ -31,76 +30,24 @@ def _vit():
     return VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0).eval()
 
 
-def _cfg(**kw):
-    c = dict(bn=True, batch_size=64, blr=100.0, weight_decay=0.0, momentum=0.9, trust_coeff=0.001, epochs=20,
-             warmup_epochs=1, min_lr=0.0, log_interval=5, pooling="cls", num_workers=0, amp=None, resume=False)
-    c.update(kw)
-    return ConfigDict(c)
+@pytest.mark.heavy
+def test_cached_probe_matches_online_probe(tmp_path, tmp_path_factory, make_student):
+    """The online probe trained on centre crops (no augmentation) and the cached probe learn the
+    same head: both well above chance (10 %) on real digits, and within noise of each other."""
+    from transfer.imagenet.tasks import IMAGENET_TASKS
+    from transfer.runner import TaskRequest, run_task
 
-
-def test_cached_probe_matches_online_probe(digits, tmp_path):
-    train, val = digits
-    vit = _vit()
-    snap = backbone_snapshot(vit)
-    online, info = online_probe(vit, train, val, 10, _cfg(), DistEnv(), tmp_path / "online", seed=0, eff_batch=64)
-    feats = {}
-    for split, ds in (("train", train), ("val", val)):
-        cache = FeatureCache(tmp_path / "cache" / split)
-        cache.build(vit, ds, dict(split=split), pooling="cls", batch_size=64, chunk_size=512, log=lambda m: None)
-        feats[split] = cache.load()[:2]
-    _, cached, _ = train_head_on_features(*feats["train"], *feats["val"], 10, _cfg(), seed=0)
-    assert_backbone_unchanged(vit, snap)
-    assert info["iters"] == 20 * (len(train) // 64)
-    # both learn far above chance (10 %) and agree within noise (360 val images: 1 image = 0.28 %)
-    assert online["top1"] > 60 and cached["top1"] > 60
-    assert abs(online["top1"] - cached["top1"]) <= 5.0, (online, cached)
-
-
-class _Log:
-    """A RunLog stand-in that keeps what it is given."""
-
-    def __init__(self):
-        self.lines, self.rows, self.bars = [], [], []
-
-    def info(self, msg):
-        self.lines.append(msg)
-
-    def progress(self, total, initial=0):
-        self.bars.append((total, initial))
-
-    def scalars(self, values, step):
-        self.rows.append((step, values))
-
-
-def test_online_probe_resume_is_exact(digits, tmp_path):
-    """Stopped mid-epoch by max_iters, then run again: the head, LARS state and metrics equal an
-    uninterrupted run's bit for bit (the epoch loop the fine-tune shares)."""
-    from comad.io import safe_torch_load
-
-    train, val = digits
-    cfg = _cfg(epochs=3, resume=True)
-    full, info = online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "a", seed=0, eff_batch=64)
-    steps = len(train) // 64
-    part, _ = online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "b", seed=0, eff_batch=64,
-                           max_iters=steps + 5)
-    mid = safe_torch_load(tmp_path / "b" / "checkpoint_last.pth")
-    assert (mid["epoch"], mid["iter_in_epoch"], mid["step"]) == (1, 5, steps + 5)
-    torch.manual_seed(123)  # whatever the process did in between, the checkpoint's RNG states come back
-    log = _Log()
-    resumed, rinfo = online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "b", seed=0, eff_batch=64,
-                                  log=log)
-    assert f"epoch 1, micro-batch 5, step {steps + 5}" in log.lines[0]  # resumed, not started afresh
-    assert min(step for step, _ in log.rows) == (steps + 5) // 5 * 5 + 5  # its first line: the next multiple of 5
-    assert log.bars == [(3 * steps, steps + 5)]  # the console bar: all steps, the resumed ones already done
-    a, b = (safe_torch_load(tmp_path / w / "checkpoint_last.pth") for w in ("a", "b"))
-    assert a["step"] == b["step"] == info["iters"] == rinfo["iters"] == 3 * steps and b["epoch"] == 3
-    for k, v in a["head"].items():
-        assert torch.equal(v, b["head"][k]), k
-    assert torch.equal(a["optimizer"]["state"][0]["momentum_buffer"], b["optimizer"]["state"][0]["momentum_buffer"])
-    assert resumed == full and part != full
-    with pytest.raises(ValueError, match="checkpoint_last.pth: made for"):
-        online_probe(_vit(), train, val, 10, cfg, DistEnv(), tmp_path / "b", seed=0, eff_batch=64,
-                     resume_key={"student_sha256": "other"})
+    student = make_student(tmp_path / "s" / "student")
+    common = (f"demo_data.data_dir={tmp_path_factory.getbasetemp() / 'digits40'}", "demo_data.per_class=40",
+              "schedule.epochs=20", "schedule.base_lr=100.0", "train_dataloader.batch_size=64")
+    no_aug = "train_dataloader.dataset.dataset.dataset.transform.is_training=False"
+    m = {task: run_task(IMAGENET_TASKS[task], TaskRequest(student, tmp_path, tmp_path / task, None, True,
+                                                          common + extra))
+         for task, extra in (("imagenet-linear", (no_aug,)), ("imagenet-linear-cached", ()))}
+    online, cached = m["imagenet-linear"]["metrics"], m["imagenet-linear-cached"]["metrics"]
+    assert m["imagenet-linear"]["protocol"]["iters_run"] == m["imagenet-linear-cached"]["protocol"]["iters_run"] == 100
+    assert online["top1"] > 30 and cached["top1"] > 30, (online, cached)
+    assert abs(online["top1"] - cached["top1"]) <= 7.5, (online, cached)  # 80 val images: 1 image = 1.25 %
 
 
 def test_backbone_assertion_fires_on_moved_weights():
@@ -165,26 +112,49 @@ def test_feature_cache_chunks_resume_and_key(digits, tmp_path):
 
 
 def test_lars_groups_follow_mae():
-    head = LinearProbeHead(8, 3)
-    opt = build_lars(head, lr=1.0)
-    assert [g["always_adapt"] for g in opt.param_groups] == [True, False]
-    assert [p.ndim for p in opt.param_groups[0]["params"]] == [2]
-    assert not any(isinstance(m, torch.nn.BatchNorm1d) and m.affine for m in head.modules())
-    assert head.bn.eps == 1e-6
+    from transfer.imagenet.models import LinearProbe
+    from transfer.imagenet.optim import TimmParamGroupsConstructor
+
+    model = LinearProbe(3, feature_dim=8)
+    ow = TimmParamGroupsConstructor(dict(type="OptimWrapper", optimizer=dict(type="TimmLars", lr=1.0)),
+                                    dict(mode="mae_lars"))(model)
+    groups = ow.optimizer.param_groups
+    assert type(ow.optimizer).__name__ == "Lars" and [g["always_adapt"] for g in groups] == [True, False]
+    assert [p.ndim for p in groups[0]["params"]] == [2] and groups[1]["weight_decay"] == 0.0
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) and m.affine for m in model.modules())
+    assert model.head.bn.eps == 1e-6
+    with pytest.raises(ValueError, match="paramwise_cfg.mode 'lars'"):
+        TimmParamGroupsConstructor(dict(optimizer=dict(type="TimmLars", lr=1.0)), dict(mode="lars"))
 
 
-def test_schedule_is_warmup_then_cosine_over_the_rest():
-    from transfer.imagenet.linear_probe import build_scheduler
+def test_layer_decay_groups_and_the_schedule_keep_timm_s_ratios(make_student, tmp_path):
+    """Fine-tune: block i of L gets lr x 0.75 ** (L + 1 - i); the config's warm-up then cosine moves every
+    group by the same factor (MAE's lr x lr_scale at every step)."""
+    from mmengine.registry import PARAM_SCHEDULERS
 
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=1.0)
-    sched = build_scheduler(opt, epochs=4, warmup_epochs=1, steps_per_epoch=10)
-    lrs = []
-    for t in range(1, 41):
-        sched.step_update(t)
-        lrs.append(opt.param_groups[0]["lr"])
-    assert lrs[:10] == pytest.approx([0.1 * i for i in range(1, 11)])  # linear warm-up over epoch 0
-    assert lrs[24] == pytest.approx(0.5)  # half-way through the 30 cosine steps
-    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError, match="warmup_epochs 4 must be >= 0 and < epochs 4"):
-        build_scheduler(opt, epochs=4, warmup_epochs=4, steps_per_epoch=10)
+    from transfer.imagenet.models import ViTClassifier
+    from transfer.imagenet.optim import TimmParamGroupsConstructor
+    from transfer.imagenet.config import load_task_config
+    from transfer.imagenet.tasks import DEMO_CONFIGS
+
+    cfg = load_task_config(DEMO_CONFIGS["imagenet-ft"])
+    model = ViTClassifier(make_student(tmp_path / "s"), 10, img_size=32)
+    ow = TimmParamGroupsConstructor(dict(type="OptimWrapper", optimizer=dict(cfg.optim_wrapper.optimizer)),
+                                    dict(cfg.optim_wrapper.paramwise_cfg))(model)
+    lr, depth = cfg.optim_wrapper.optimizer.lr, len(model.net.blocks)
+    scales = sorted({round(g["lr"] / lr, 12) for g in ow.optimizer.param_groups})
+    assert scales == pytest.approx(sorted(0.75 ** (depth + 1 - i) for i in range(depth + 2)))
+    assert {g["weight_decay"] for g in ow.optimizer.param_groups} == {0.0, 0.05}
+    scheds = [PARAM_SCHEDULERS.build(dict(s), default_args=dict(optimizer=ow)) for s in cfg.param_scheduler]
+    ratios = []
+    start = [g["initial_lr"] for g in ow.optimizer.param_groups]
+    for _ in range(cfg.train_cfg.max_iters):
+        ratios.append([g["lr"] / s for g, s in zip(ow.optimizer.param_groups, start)])
+        for s in scheds:
+            s.step()
+    warm = cfg.param_scheduler[0].end
+    assert all(max(r) - min(r) < 1e-9 for r in ratios[warm:])  # every group by the same factor after warm-up
+    assert ratios[0][0] == pytest.approx(5e-4) and ratios[warm][0] == pytest.approx(1.0)  # warm-up from lr x 5e-4
+    eta, n = 1e-6 / lr, cfg.train_cfg.max_iters - warm  # cosine towards 1e-6 x each group's lr scale
+    cosine = [eta + (1 - eta) * (1 + math.cos(math.pi * t / n)) / 2 for t in range(n)]
+    assert [r[0] for r in ratios[warm:]] == pytest.approx(cosine)

@@ -10,7 +10,7 @@ from transfer.imagenet.demo_data import FASHION_MNIST_DIR, ensure_demo_imagenet
 from transfer.metrics_io import read_metrics
 from transfer.runner import Task, TaskRequest, run_task
 from comad.repo import REPO_ROOT
-from transfer.imagenet.env import load_task_config
+from transfer.imagenet.config import load_task_config
 from transfer.imagenet.tasks import DEFAULT_CONFIGS, DEMO_CONFIGS, IMAGENET_TASKS
 
 
@@ -68,8 +68,8 @@ def test_bad_cfg_options_and_student(student, tmp_path):
         _run("imagenet-knn", tmp_path / "nope.safetensors", tmp_path, tmp_path / "w", None, True)
     with pytest.raises(ValueError, match="is for task 'imagenet-knn', not 'imagenet-ft'"):
         _run("imagenet-ft", student, tmp_path, tmp_path / "w", None, True, config=DEFAULT_CONFIGS["imagenet-knn"])
-    with pytest.raises(RuntimeError, match="process group comes from torchrun"):
-        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True, launcher="slurm")
+    with pytest.raises(ValueError, match=r"model.num_classes=1000, the data has 10 class folders"):
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True, ["model.num_classes=1000"])
     assert not (tmp_path / "w" / "metrics.json").exists()
 
 
@@ -95,7 +95,7 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
     run = tmp_path / "tiny-student"
     knn = _run("imagenet-knn", student, tmp_path, run / "imagenet-knn", None, True, opts)
     cached = _run("imagenet-linear-cached", student, tmp_path, run / "imagenet-linear-cached", None, True,
-                  opts + ["pooling=mean"])
+                  opts + ["features.pooling=mean"])
     online = _run("imagenet-linear", student, tmp_path, run / "imagenet-linear", 20, True, opts)
     for m in (knn, cached, online):
         assert set(m) == {"top1", "top5"} and 0 <= m["top1"] <= m["top5"] <= 100
@@ -110,7 +110,7 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
     assert rc["effective_batch"] == 64
     ro = read_metrics(run / "imagenet-linear")
     assert ro["protocol"]["protocol"] == "mae-online" and ro["protocol"]["iters_run"] == 20
-    assert ro["protocol"]["train_samples"] == 320  # demo train_subset 500 > the 320 images here
+    assert ro["protocol"]["train_samples"] == 320  # the demo's subset of 500 > the 320 images here
     assert ro["protocol"]["train_aug"] == {"scale": [0.08, 1.0], "hflip": 0.5}
     # one cache per (student, pooling, transform): cls (k-NN) and mean (cached probe); a cls probe reuses k-NN's
     caches = sorted((run / "feature_cache").iterdir())
@@ -125,17 +125,19 @@ def test_probe_tasks_demo_end_to_end(student, demo_dir, tmp_path):
         assert len(logs) == 1 and all(json.loads(line) for line in logs[0].read_text().splitlines())
 
 
-def test_train_subset_is_class_balanced_and_refused_by_cached(student, demo_dir, tmp_path):
-    from transfer.imagenet.data import build_split
-    from transfer.imagenet.tasks import _subset
+def test_train_subset_is_class_balanced_and_not_a_key_of_the_cached_protocols(student, demo_dir, tmp_path):
+    from comad.data.dataset import ImageFolderDataset
+    from transfer.imagenet.data import ClassBalancedSubset
 
     root = ensure_demo_imagenet(tmp_path / "d", img_size=16, per_class=10)
-    full = build_split(root / "train", None)
-    cfg = load_task_config(DEFAULT_CONFIGS["imagenet-linear"], cfg_options=["train_subset=40"])
-    sub = _subset(cfg, full, seed=0)
-    labels = [full.targets[i] for i in sub.indices]
+    full = ImageFolderDataset(root, split="train")
+    sub = ClassBalancedSubset(full, num_samples=40, seed=0)
+    labels = [int(full.labels[i]) for i in sub.indices]
     assert len(sub) == 40 and sorted(labels.count(c) for c in range(10)) == [4] * 10
-    assert _subset(cfg, full, seed=0).indices == sub.indices
-    with pytest.raises(ValueError, match="train_subset applies to the online protocols"):
-        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True,
-             [f"demo_data.data_dir={demo_dir}", "demo_data.per_class=40", "train_subset=10"])
+    assert ClassBalancedSubset(full, num_samples=40, seed=0).indices == sub.indices
+    assert sub[0]["label"] == labels[0] and sub.classes == full.classes
+    assert len(ClassBalancedSubset(full, num_samples=None)) == len(full)
+    # the cached protocols extract the whole split: a subset is not theirs to set
+    with pytest.raises(KeyError, match="unknown config key 'train_dataloader.dataset.dataset.num_samples'"):
+        _run("imagenet-linear-cached", student, tmp_path, tmp_path / "w", None, True,
+             [f"demo_data.data_dir={demo_dir}", "train_dataloader.dataset.dataset.num_samples=10"])

@@ -141,24 +141,25 @@ def test_stock_mmdet_and_det_inferencer_load_the_release_and_predict_the_same(re
 def test_stock_timm_loads_the_finetune_release_and_predicts_the_same(tmp_path, make_student):
     from PIL import Image
 
-    from transfer.imagenet.finetune import build_finetune_model, finetune_transforms
-    from transfer.runner import TaskRequest, run_task
-    from transfer.imagenet.env import load_task_config
+    from comad.data.transforms import build_transform
+    from comad.mm_compat import load_local_checkpoint
+    from transfer.imagenet.config import load_task_config
+    from transfer.imagenet.models import ViTClassifier
     from transfer.imagenet.tasks import DEMO_CONFIGS, IMAGENET_TASKS
-    from comad.io import safe_torch_load
+    from transfer.runner import TaskRequest, run_task
 
     student = make_student(tmp_path / "tiny" / "student")
-    opts = (f"demo_data.data_dir={tmp_path / 'demo'}", "demo_data.per_class=20", "batch_size=16", "log_interval=1")
+    opts = (f"demo_data.data_dir={tmp_path / 'demo'}", "demo_data.per_class=20", "train_dataloader.batch_size=16")
     record = run_task(IMAGENET_TASKS["imagenet-ft"], TaskRequest(student, tmp_path, tmp_path / "ft", 2, True, opts))
     meta = torch.load(record["release"]["checkpoint"], weights_only=True)["meta"]
     assert meta["task"] == "imagenet-ft" and meta["iter"] == 2 and len(meta["dataset_meta"]["classes"]) == 10
-    # the project's own evaluation: the fine-tune's model (its checkpoint) and eval transform
+    # the project's own evaluation: the fine-tune's model (its last checkpoint) and test transform
     cfg = load_task_config(DEMO_CONFIGS["imagenet-ft"], opts)
-    model = build_finetune_model(student, 10, cfg).model.eval()
-    model.load_state_dict(safe_torch_load(tmp_path / "ft" / "checkpoint_last.pth")["model"])
+    model = ViTClassifier(student, 10, img_size=32).eval()
+    model.load_state_dict(load_local_checkpoint(str(tmp_path / "ft" / "iter_2.pth"))["state_dict"])
     image = sorted(Path(record["data"]["val"]).rglob("*.JPEG"))[0]
     with torch.no_grad():
-        own = model(finetune_transforms(cfg)[1](Image.open(image).convert("RGB"))[None])
+        own = model(build_transform(cfg.test_dataloader.dataset.transform)(Image.open(image).convert("RGB"))[None])
     shutil.rmtree(tmp_path / "tiny")
     got = _stock(_STOCK_TIMM, tmp_path / "stock", record, str(image))
     torch.testing.assert_close(got["logits"], own, rtol=1e-5, atol=1e-5)

@@ -62,12 +62,19 @@ def test_nothing_is_published_from_a_nonfinite_model(tmp_path):
     assert not (tmp_path / "release").exists() or not list((tmp_path / "release").iterdir())
 
 
-def test_the_imagenet_loop_stops_before_the_update(monkeypatch):
-    from comad.nonfinite import stop_if_nonfinite
+def test_an_imagenet_task_whose_loss_turns_nan_stops_before_the_update(tmp_path, make_student):
+    """The fine-tune demo with NaN label smoothing (NaN targets): the Runner's guarded optimizer wrapper
+    stops at iteration 1 naming it; no metrics.json, no release, no checkpoint of the diverged model."""
+    from transfer.imagenet.tasks import IMAGENET_TASKS
+    from transfer.runner import TaskRequest, run_task
 
-    stop_if_nonfinite(torch.tensor(1.0), 3)
-    with pytest.raises(FloatingPointError, match="at iteration 3"):
-        stop_if_nonfinite(torch.tensor(float("inf")), 3)
+    student = make_student(tmp_path / "s" / "student")
+    opts = (f"demo_data.data_dir={tmp_path / 'demo'}", "demo_data.per_class=20", "model.mixup.label_smoothing=nan")
+    work = tmp_path / "w"
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at iteration 1: training stopped before the update"):
+        run_task(IMAGENET_TASKS["imagenet-ft"], TaskRequest(student, tmp_path, work, 4, True, opts))
+    assert not (work / "metrics.json").exists() and not (work / "release").exists()
+    assert not list(work.glob("iter_*.pth"))
 
 
 @pytest.mark.heavy

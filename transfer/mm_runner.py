@@ -34,7 +34,8 @@ from .cfg import (cut_schedule, fit_to_student, resolved_protocol, set_data_root
 from .datasets import DataSummary
 from .resume import resume_file, safe_checkpointing
 
-__all__ = ["MMTask", "prepare_config", "run_mm_task", "RUN_RECORD", "RUN_OUTPUTS"]
+__all__ = ["MMTask", "prepare_config", "run_mm_task", "build_task_runner", "guarded_optim_wrapper", "RUN_RECORD",
+           "RUN_OUTPUTS"]
 
 RUN_RECORD = "transfer_run.json"
 #: What a task run leaves at the top of its work dir (moved aside together by ``--archive``).
@@ -202,17 +203,21 @@ def _metrics(raw: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _build_runner(task: MMTask, request: TaskRequest, cfg: Config, changes: list[str], student_sha256: str):
-    """Guard the work dir, pick the checkpoint to resume, build the strict data-only Runner, log the changes."""
+def build_task_runner(name: str, config: Path, request: TaskRequest, cfg: Config, changes: list[str],
+                      student_sha256: str):
+    """Guard the work dir, pick the checkpoint to resume, build the strict data-only Runner, log the changes.
+
+    Shared by every task on the Runner (dense and ImageNet): ``name`` is the task, ``config`` the file run.
+    """
     from mmengine.logging import print_log
 
     from comad.engine.launch import ComadRunner
     from comad.mm_compat import enable_safe_resume
 
-    cfg.experiment_name = f"{task.name}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
+    cfg.experiment_name = f"{name}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
     request.work_dir.mkdir(parents=True, exist_ok=True)
     _guard_work_dir(request.work_dir, dict(
-        task=task.name, config=str(task.config_for(request)), student=str(request.student.resolve()),
+        task=name, config=str(config), student=str(request.student.resolve()),
         student_sha256=student_sha256, demo=request.demo, max_iters=request.max_iters,
         cfg_options=list(request.cfg_options), seed=_seed(request), world_size=request.world_size), request.archive)
     latest = resume_file(request.work_dir)
@@ -223,6 +228,8 @@ def _build_runner(task: MMTask, request: TaskRequest, cfg: Config, changes: list
     runner = ComadRunner.from_cfg(cfg)  # strict, data-only resume: the config text in a checkpoint is never run
     for c in changes:
         print_log(f"[transfer] config change: {c}", logger="current")
+    print_log(f"[transfer] the config this run runs: {Path(cfg.work_dir) / Path(cfg.filename).name} (mmengine's dump)",
+              logger="current")
     return runner
 
 
@@ -298,7 +305,7 @@ def run_mm_task(task: MMTask, request: TaskRequest) -> TaskResult:
     if task.check_classes is not None:  # before the runner: names the file, the names found and expected
         task.check_classes(request.data_root, _config_classes(cfg))
     sha = content_sha256(request.student)
-    runner = _build_runner(task, request, cfg, changes, sha)
+    runner = build_task_runner(task.name, task.config_for(request), request, cfg, changes, sha)
     resolved = resolved_protocol(cfg, request.world_size)
     _warn_effective_batch(dict(cfg.get("protocol", {})), resolved, request.world_size, request.demo)
     with prints_to_log(runner.logger):  # pycocotools prints: to the log file in quiet mode

@@ -2,7 +2,8 @@
 
 mmengine's ``IterBasedTrainLoop`` resumes by re-loading (and dropping) the batches already
 trained on, which replays the sampler and, with DataLoader workers, each worker's random
-stream; but the random state of the main process (dropout, drop path, RPN / RoI sampling,
+stream (``comad.engine``'s ``ResumableIterBasedTrainLoop`` skips the sampler's draws instead, and
+``PerSampleSeeded`` seeds each sample's augmentation from its draw: the ImageNet protocols); but the random state of the main process (dropout, drop path, RPN / RoI sampling,
 and with ``num_workers=0`` the data augmentation too) restarts from the seed. Here
 :class:`ExactResumeHook` stores the Python, NumPy and torch (CPU and CUDA) random states in
 every checkpoint, and a resumed run restores them after that replay, just before it loads its
@@ -34,18 +35,11 @@ from mmengine.registry import HOOKS
 import comad.engine  # noqa: F401 - registers the 'atomic_local' file backend
 from comad.engine.launch import latest_checkpoint
 
-__all__ = ["ExactResumeHook", "RNG_KEY", "safe_checkpointing", "resume_file", "seed_everything", "rng_state",
+__all__ = ["ExactResumeHook", "RNG_KEY", "safe_checkpointing", "resume_file", "rng_state",
            "set_rng_state"]
 
 #: Where a checkpoint keeps the random states (:func:`rng_state`).
 RNG_KEY = "rng_state"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
@@ -83,6 +77,11 @@ class _RestoreAfter:
 
     def __iter__(self) -> "_RestoreAfter":
         return self
+
+    def restarted(self, it: Iterator[Any]) -> "_RestoreAfter":
+        """The same restore around a new iterator that replays nothing (a loop that skips sampler draws,
+        :class:`comad.engine.loops.ResumableIterBasedTrainLoop`)."""
+        return _RestoreAfter(it, 0, self._state)
 
     def __next__(self) -> Any:
         if self._state is not None:

@@ -1,18 +1,20 @@
-"""The ImageNet-1K protocols of the task table: fine-tune, linear probes, k-NN.
+"""The ImageNet-1K protocols of the task table: fine-tune, linear probes, k-NN — each a config on
+mmengine's Runner (``benchmark_configs/imagenet/``).
 
-Modules (each imports only what it needs; nothing here imports mmcv, mmseg or mmdet):
+Importing the package registers what those configs name (``custom_imports``): the models
+(:mod:`.models`: ``ViTClassifier``, ``LinearProbe``, ``KNNClassifier``), the datasets
+(:mod:`.data`: ``ClassBalancedSubset``, ``FeatureDataset``; the images are read by
+``comad.data``'s ``ComadImageFolder`` with timm transforms), the metric (:mod:`.metric`:
+``TopKAccuracy``) and the optimizer constructor (:mod:`.optim`: ``TimmParamGroupsConstructor``,
+``TimmLars``). Nothing here imports mmcv, mmseg or mmdet.
 
-- :mod:`.tasks` — ``IMAGENET_TASKS``, the ImageNet rows of the task table (:mod:`transfer.tasks`
-  adds the dense ones; ``tools/run_transfer.sh``, ``tools/linear_probe.py``);
-- :mod:`.finetune`, :mod:`.linear_probe`, :mod:`.knn` — the protocols; :mod:`.loop` — the one
-  resumable epoch loop of the fine-tune and the online probe, its checkpoints and its run log
-  (the random states it saves are :mod:`transfer.resume`'s, as the dense tasks'); :mod:`.env` —
-  the task's config and its torchrun environment;
-- :mod:`.data` / :mod:`.demo_data` — ImageNet ImageFolder layout checks; the real-image demo set
-  (scikit-learn's digits) in the same layout; :mod:`.features` — pooling, feature extraction, the
-  on-disk feature cache, the unchanged-backbone check; :mod:`.baselines` — the random-init student.
-
-Students are read by :mod:`comad.checkpoint` (``load_vit``: any file the loader reads). The task
-layer (``TaskRequest`` -> ``Task.run`` -> ``TaskResult``, ``metrics.json``, the tables) is
-:mod:`transfer.runner`, :mod:`transfer.metrics_io`, :mod:`transfer.tables`.
+Modules: :mod:`.tasks` — ``IMAGENET_TASKS``, the ImageNet rows of the task table (:mod:`transfer.tasks`
+adds the dense ones); :mod:`.config` — the config a run runs (checked options, data roots, the derived
+schedule); :mod:`.cache` / :mod:`.features` — the cached protocols' feature caches, pooling, the
+unchanged-backbone check; :mod:`.knn` — DINO's k-NN; :mod:`.protocols` — the record's protocol entries;
+:mod:`.timm_release` — the fine-tuned classifier as a stock-timm release; :mod:`.demo_data` — the
+real-image demo set (scikit-learn's digits) in ImageFolder layout; :mod:`.baselines` — the
+random-init student. The task layer (``TaskRequest`` -> ``Task.run`` -> ``TaskResult``,
+``metrics.json``, the tables) is :mod:`transfer.runner`, :mod:`transfer.metrics_io`, :mod:`transfer.tables`.
 """
+from . import data, metric, models, optim  # noqa: F401 - registrations for the configs' custom_imports

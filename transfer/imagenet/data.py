@@ -1,19 +1,31 @@
-"""ImageNet-1K in torchvision ImageFolder layout: checks with clear errors, datasets."""
+"""ImageNet-1K in ImageFolder layout: checks with clear errors; the datasets of the protocols' configs.
+
+The images are read by :class:`comad.data.dataset.ImageFolderDataset` (``type='ComadImageFolder'``,
+``transform=dict(kind='timm', ...)``: timm's ``create_transform``), which yields
+``dict(inputs, label, ...)``. Registered here (``DATASETS``):
+
+- :class:`ClassBalancedSubset` — ``num_samples`` of a dataset, class-balanced and seeded (the demos' subsets);
+- :class:`FeatureDataset` — the pooled features of a :class:`~transfer.imagenet.features.FeatureCache`
+  as ``dict(inputs=(D,) float32, label=int)`` (the cached probe and k-NN).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from torchvision.datasets import ImageFolder
+from mmengine.registry import DATASETS
+from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["IMAGENET_LAYOUT", "imagenet_split_dirs", "build_split"]
+__all__ = ["IMAGENET_LAYOUT", "imagenet_split_dirs", "count_images", "dataset_classes", "ClassBalancedSubset",
+           "FeatureDataset"]
 
 IMAGENET_LAYOUT = ("<data_root>/imagenet/train/<class>/*.JPEG and <data_root>/imagenet/val/<class>/*.JPEG "
                    "(torchvision ImageFolder layout; the validation images sorted into class folders)")
 
 
-def _check_split(split_dir: Path) -> list[str]:
+def check_split(split_dir: Path) -> list[str]:
     if not split_dir.is_dir():
         raise FileNotFoundError(f"ImageNet split {split_dir}: no such folder; expected layout {IMAGENET_LAYOUT}")
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
@@ -33,7 +45,7 @@ def imagenet_split_dirs(root: str | Path) -> tuple[Path, Path]:
     """
     root = Path(root)
     train, val = root / "train", root / "val"
-    tc, vc = _check_split(train), _check_split(val)
+    tc, vc = check_split(train), check_split(val)
     if tc != vc:
         only_t, only_v = sorted(set(tc) - set(vc))[:5], sorted(set(vc) - set(tc))[:5]
         raise ValueError(f"ImageNet at {root}: train has {len(tc)} classes, val {len(vc)}; they must match "
@@ -41,6 +53,71 @@ def imagenet_split_dirs(root: str | Path) -> tuple[Path, Path]:
     return train, val
 
 
-def build_split(split_dir: str | Path, transform: Callable | None) -> ImageFolder:
-    """An ``ImageFolder`` over a checked split folder."""
-    return ImageFolder(str(split_dir), transform=transform)
+def count_images(split_dir: str | Path) -> int:
+    """Images in ``split_dir/<class>/`` (the files the dataset will read), without decoding any."""
+    exts = tuple(IMG_EXTENSIONS)
+    return sum(1 for c in os.scandir(split_dir) if c.is_dir()
+               for f in os.scandir(c.path) if f.name.lower().endswith(exts))
+
+
+def dataset_classes(dataset: Any) -> list[str] | None:
+    """The class names of a dataset, looked up through wrappers (``.dataset``)."""
+    while dataset is not None:
+        classes = getattr(dataset, "classes", None) or (getattr(dataset, "metainfo", None) or {}).get("classes")
+        if classes:
+            return list(classes)
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def _labels(dataset: Any) -> list[int]:
+    while not hasattr(dataset, "labels") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    if not hasattr(dataset, "labels"):
+        raise TypeError(f"ClassBalancedSubset: {type(dataset).__name__} has no 'labels' to balance the classes by")
+    return [int(y) for y in dataset.labels]
+
+
+@DATASETS.register_module()
+class ClassBalancedSubset(Dataset):
+    """``num_samples`` samples of ``dataset``, class-balanced (stratified) and seeded; all of it when None or larger."""
+
+    def __init__(self, dataset: Dataset | dict[str, Any], num_samples: int | None = None, seed: int = 0) -> None:
+        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+        labels = _labels(self.dataset)
+        self.indices = list(range(len(labels)))
+        if num_samples and num_samples < len(labels):
+            from sklearn.model_selection import train_test_split
+
+            idx, _ = train_test_split(self.indices, train_size=int(num_samples), stratify=labels, random_state=seed)
+            self.indices = sorted(idx)
+        self.labels = [labels[i] for i in self.indices]
+        self.classes = dataset_classes(self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+
+@DATASETS.register_module()
+class FeatureDataset(Dataset):
+    """The features of a complete :class:`~transfer.imagenet.features.FeatureCache` folder, in memory."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        from .features import FeatureCache
+
+        self.features, labels, manifest = FeatureCache(cache_dir).load()
+        self.labels = labels.tolist()
+        self.classes = list(manifest["key"].get("classes") or []) or None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``i``, or ``(i, draw)`` as :class:`~comad.engine.samplers.ResumableInfiniteSampler` yields
+        (features have no augmentation to seed)."""
+        if isinstance(i, tuple):
+            i = i[0]
+        return dict(inputs=self.features[i], label=self.labels[i])

@@ -58,12 +58,14 @@ def _autocast(device: torch.device, amp: str | None):
 @torch.no_grad()
 def extract_features(vit: nn.Module, loader: DataLoader, pooling: str, device: torch.device | str = "cpu",
                      amp: str | None = None, desc: str | None = "features") -> tuple[Tensor, Tensor]:
-    """(features float32 (N, D), labels int64 (N,)) over a loader, the backbone in eval mode (a bar unless ``desc`` is None)."""
+    """(features float32 (N, D), labels int64 (N,)) over a loader of ``(images, labels)`` or
+    ``dict(inputs, label)`` batches, the backbone in eval mode (a bar unless ``desc`` is None)."""
     device = torch.device(device)
     was_training = vit.training
     vit.eval()
     feats, labels = [], []
-    for images, target in tqdm(loader, desc=desc, leave=False, mininterval=5, disable=desc is None):
+    for batch in tqdm(loader, desc=desc, leave=False, mininterval=5, disable=desc is None):
+        images, target = (batch["inputs"], batch["label"]) if isinstance(batch, dict) else batch
         with _autocast(device, amp):
             f = embed(vit, images.to(device, non_blocking=True), pooling)
         feats.append(f.float().cpu())
