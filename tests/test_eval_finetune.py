@@ -115,3 +115,22 @@ def test_the_student_is_not_reinitialised_by_the_runner(student):
         model.init_weights()
         got = net.state_dict()
         assert all(torch.equal(got[k], v) for k, v in ref.items() if k in got and not k.startswith(("head", "norm")))
+
+
+def test_schedule_derived_for_another_gpu_count_accumulation_and_a_cut():
+    """The written 8-GPU schedule run on 4 GPUs: the linear lr rule, iterations from the epochs, checkpoint and
+    validation intervals still every 1 / 10 epochs; --max-iters compresses it all and drops validation."""
+    from transfer.imagenet.config import derive_schedule
+
+    cfg = load_task_config(DEFAULT_CONFIGS["imagenet-ft"])
+    sched, changes = derive_schedule(cfg, 1281167, world=4)
+    ipe = -(-1281167 // 512)  # 2503
+    assert sched["lr"] == pytest.approx(5e-4 * 512 / 256) and cfg.optim_wrapper.optimizer.lr == sched["lr"]
+    assert cfg.train_cfg.max_iters == 300 * ipe and cfg.param_scheduler[0].end == cfg.param_scheduler[1].begin == 5 * ipe
+    assert cfg.default_hooks.checkpoint.interval == ipe and cfg.train_cfg.val_interval == 10 * ipe
+    assert any(c.startswith("default_hooks.checkpoint.interval: 1252 -> 2503") for c in changes)
+    cut = load_task_config(DEFAULT_CONFIGS["imagenet-ft"], ["accumulation=3"])
+    sched, _ = derive_schedule(cut, 1281167, world=8, max_iters=30)
+    assert cut.train_cfg.max_iters == 30 and cut.param_scheduler[-1].end == 30 and cut.val_dataloader is None
+    assert cut.default_hooks.checkpoint.interval == 30  # one checkpoint, at the end (a multiple of the accumulation)
+    assert sched["effective_batch"] == 8 * 128 * 3

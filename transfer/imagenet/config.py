@@ -111,18 +111,21 @@ def derive_schedule(cfg: Config, num_train: int, world: int, max_iters: int | No
     changes = [] if num_train == written.get("num_train_images") else [
         f"schedule.num_train_images: {written.get('num_train_images')} -> {num_train} (the training set found)"]
     changes += apply_schedule(cfg, sched)
-    ipe = int(sched["max_iters"] / max(1, written["epochs"])) if max_iters else int(sched["iters_per_epoch"])
     ck = cfg.default_hooks.checkpoint
-    changes.append(_rescale_interval(ck, "interval", written_ipe, max(1, ipe), "default_hooks.checkpoint.interval",
-                                     explicit))
     if max_iters or cfg.get("val_dataloader") is None:  # a cut run (or no validation): one test at the end
         if cfg.get("val_dataloader") is not None:
             changes.append("val_dataloader / val_cfg / val_evaluator: dropped (--max-iters: one test at the end)")
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
         cfg.train_cfg.pop("val_interval", None)
     else:
-        changes.append(_rescale_interval(cfg.train_cfg, "val_interval", written_ipe, ipe, "train_cfg.val_interval",
-                                         explicit))
+        changes.append(_rescale_interval(cfg.train_cfg, "val_interval", written_ipe, int(sched["iters_per_epoch"]),
+                                         "train_cfg.val_interval", explicit))
+    if max_iters and "default_hooks.checkpoint.interval" not in explicit:  # a cut run: one checkpoint, at its end
+        changes.append(f"default_hooks.checkpoint.interval: {ck.interval} -> {max_iters} (--max-iters)")
+        ck.interval = int(max_iters)
+    elif not max_iters:
+        changes.append(_rescale_interval(ck, "interval", written_ipe, int(sched["iters_per_epoch"]),
+                                         "default_hooks.checkpoint.interval", explicit))
     # a checkpoint inside an accumulation window would lose that window's gradients on resume
     if int(ck.interval) % accum:
         changes.append(f"default_hooks.checkpoint.interval: {ck.interval} -> {-(-int(ck.interval) // accum) * accum} "
