@@ -11,7 +11,8 @@ Stages, in this order (none named: all that have no passed result yet, in order)
 - ``pipeline``: what users run, on CUDA: the demo distillation through ``tools/distill.sh``
   (torchrun, 1 GPU, ``compile='auto'``, bf16 AMP) uninterrupted and with a kill -9 then
   ``--resume`` (the largest difference of the two students is recorded), ``tools/run_transfer.sh
-  --demo ade20k coco imagenet-linear-cached imagenet-knn``, and ``tools/infer.py`` on the releases.
+  --demo ade20k coco imagenet-ft imagenet-linear imagenet-linear-cached imagenet-knn`` (the ImageNet
+  protocols' bf16 AmpOptimWrapper has run on no GPU yet), and ``tools/infer.py`` on the releases.
 - ``evidence``: the claims design at GPU sizes (``experiments/run_evidence.py --preset claims-gpu``,
   the seeds of ``EVIDENCE_SEEDS``, default 0: a unit is durable, so the seeds can take several calls).
 - ``step``: the throughput rows (``benchmarks/gpu_run.sh step``).
@@ -139,7 +140,7 @@ def stage_pipeline(ctx: Context) -> list[list[str]]:
         [sys.executable, "benchmarks/kill_resume.py", "--work-dir", str(w / "killed"), "--kill-at", "40",
          "--compare", str(student)],
         ["bash", "tools/run_transfer.sh", "--demo", "--student", str(student), "--work-dir", str(w / "transfer"),
-         "ade20k", "coco", "imagenet-linear-cached", "imagenet-knn"],
+         "ade20k", "coco", "imagenet-ft", "imagenet-linear", "imagenet-linear-cached", "imagenet-knn"],
         [sys.executable, "tools/infer.py", "--work-dir", str(w / "transfer" / "ade20k"), "--device", "cuda"],
         [sys.executable, "tools/infer.py", "--work-dir", str(w / "transfer" / "coco"), "--device", "cuda"],
     ]
