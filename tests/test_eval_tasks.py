@@ -141,3 +141,24 @@ def test_train_subset_is_class_balanced_and_not_a_key_of_the_cached_protocols(st
     with pytest.raises(KeyError, match="unknown config key 'train_dataloader.dataset.dataset.num_samples'"):
         _run("imagenet-linear-cached", student, tmp_path, tmp_path / "w", None, True,
              [f"demo_data.data_dir={demo_dir}", "train_dataloader.dataset.dataset.num_samples=10"])
+
+
+def test_a_corrupt_evaluation_image_is_named_not_replaced(student, tmp_path):
+    """comad.data skips a corrupt training image (warned, counted); an evaluated or cached one is an error
+    naming the file, so that every validation image counts exactly once."""
+    import shutil
+
+    from comad.data.dataset import CorruptImageError
+
+    root = ensure_demo_imagenet(tmp_path / "d", img_size=32, per_class=10)
+    shutil.copytree(root, tmp_path / "bad")
+    bad = sorted((tmp_path / "bad" / "val").rglob("*.JPEG"))[3]
+    bad.write_bytes(b"not a jpeg")
+    opts = [f"demo_data.data_dir={tmp_path / 'bad'}", "demo_data.per_class=10"]
+    with pytest.raises(CorruptImageError, match=f"corrupt image {bad}"):
+        _run("imagenet-knn", student, tmp_path, tmp_path / "w", None, True, opts)
+    assert not (tmp_path / "w" / "metrics.json").exists()
+    for task in ("imagenet-ft", "imagenet-linear"):  # the online protocols read the val images through their config
+        cfg = load_task_config(DEFAULT_CONFIGS[task])
+        assert cfg.test_dataloader.dataset.on_corrupt == "error"
+        assert (cfg.get("val_dataloader") or cfg.test_dataloader).dataset.on_corrupt == "error"

@@ -79,7 +79,8 @@ def fill_feature_caches(cfg: Config, request: TaskRequest, caches: dict[str, Any
     snapshot = backbone_snapshot(vit)
     transform = build_transform(caches["spec"])
     for split, folder in caches["folders"].items():
-        ds = ImageFolderDataset(Path(folder).parent, split=Path(folder).name, transform=transform)
+        ds = ImageFolderDataset(Path(folder).parent, split=Path(folder).name, transform=transform,
+                                on_corrupt="error")  # a cache row per image: a corrupt one is named, not replaced
         FeatureCache(caches["dirs"][split]).build(
             vit, ds, caches["keys"][split], pooling=f.pooling, batch_size=int(f.batch_size),
             chunk_size=int(f.chunk_size), num_workers=int(f.num_workers), device=device, amp=f.get("amp"),

@@ -24,7 +24,7 @@ test_dataloader = dict(
     pin_memory=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type='ComadImageFolder', root=data_root, split='val',
+    dataset=dict(type='ComadImageFolder', root=data_root, split='val', on_corrupt='error',  # every image counts once
                  transform=dict(kind='timm', input_size=224, is_training=False, crop_pct=0.875,
                                 interpolation='bicubic', mean=mean, std=std)))
 test_evaluator = dict(type='TopKAccuracy', topk=(1, 5))
