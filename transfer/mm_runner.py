@@ -34,7 +34,7 @@ from .cfg import (cut_schedule, fit_to_student, resolved_protocol, set_data_root
 from .datasets import DataSummary
 from .resume import resume_file, safe_checkpointing
 
-__all__ = ["MMTask", "prepare_config", "run_mm_task", "build_task_runner", "guarded_optim_wrapper", "RUN_RECORD",
+__all__ = ["MMTask", "prepare_config", "run_mm_task", "build_task_runner", "guarded_optim_wrapper", "runner_metrics", "RUN_RECORD",
            "RUN_OUTPUTS"]
 
 RUN_RECORD = "transfer_run.json"
@@ -192,7 +192,7 @@ def _guard_work_dir(work_dir: Path, record: dict[str, Any], archive: bool = Fals
 _UNCOMPARED = ("student",)
 
 
-def _metrics(raw: dict[str, Any]) -> dict[str, float]:
+def runner_metrics(raw: dict[str, Any]) -> dict[str, float]:
     """Runner.test() output -> {name: float}, evaluator prefixes ('coco/') dropped."""
     out = {}
     for k, v in raw.items():
@@ -261,7 +261,7 @@ def _warn_effective_batch(protocol: dict[str, Any], resolved: dict[str, Any], wo
 
 def _test_metrics(task: MMTask, runner: Any) -> tuple[dict[str, float], bool]:
     """(metrics of runner.test(), whether the detector kept no detection); every metric key checked."""
-    metrics = _metrics(runner.test())
+    metrics = runner_metrics(runner.test())
     no_predictions = not metrics and task.units == "fraction"
     if no_predictions:
         # mmdet's CocoMetric returns nothing when the model kept no detection (score_thr): AP is 0 then

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from mmengine.config import Config
 
-from comad.checkpoint import content_sha256, load_vit, read_arch
+from comad.checkpoint import load_vit
 from ..runner import TaskRequest
 from .data import count_images
 from .features import FeatureCache, assert_backbone_unchanged, backbone_snapshot
@@ -33,10 +33,12 @@ def _transform_spec(f: Any) -> dict[str, Any]:
                 interpolation=f.interpolation, mean=list(f.mean), std=list(f.std))
 
 
-def feature_cache_dirs(cfg: Config, request: TaskRequest, train_dir: Path, val_dir: Path,
-                       classes: list[str]) -> tuple[dict[str, Any], list[str]]:
+def feature_cache_dirs(cfg: Config, request: TaskRequest, splits: dict[str, tuple[Path, int | None]],
+                       classes: list[str], sha: str, arch: dict[str, int]) -> tuple[dict[str, Any], list[str]]:
     """Where this student's features go; the config's feature datasets, k-NN bank and probe width set to them.
 
+    ``splits``: ``{'train' | 'val': (folder, its image count or None to count it)}``; ``sha`` / ``arch``:
+    the student's content hash and architecture (:func:`comad.checkpoint.read_arch`).
     Returns (the caches: ``dirs``, ``keys``, ``folders``, ``info``; the changes).
     """
     if request.world_size > 1:
@@ -44,13 +46,14 @@ def feature_cache_dirs(cfg: Config, request: TaskRequest, train_dir: Path, val_d
                            f"torchrun (WORLD_SIZE={request.world_size})")
     f = cfg.features
     spec = _transform_spec(f)
-    common = dict(student_sha256=content_sha256(request.student), transform=spec, pooling=f.pooling)
+    common = dict(student_sha256=sha, transform=spec, pooling=f.pooling)
     root = Path(f.cache_dir) if f.get("cache_dir") else request.work_dir.resolve().parent / "feature_cache"
     digest = hashlib.sha1(json.dumps(common, sort_keys=True).encode()).hexdigest()[:16]
-    folders = dict(train=train_dir, val=val_dir)
+    folders = {split: folder for split, (folder, _) in splits.items()}
     dirs = {split: root / digest / split for split in folders}
-    keys = {split: dict(common, split=split, data=str(Path(folder).resolve()), num_samples=count_images(folder),
-                        classes=classes) for split, folder in folders.items()}
+    keys = {split: dict(common, split=split, data=str(Path(folder).resolve()),
+                        num_samples=count_images(folder) if n is None else n, classes=classes)
+            for split, (folder, n) in splits.items()}
     cfg.test_dataloader.dataset.cache_dir = str(dirs["val"])
     changes = [f"test_dataloader.dataset.cache_dir: {dirs['val']}"]
     if cfg.get("train_dataloader"):
@@ -60,7 +63,7 @@ def feature_cache_dirs(cfg: Config, request: TaskRequest, train_dir: Path, val_d
         cfg.model.bank = str(dirs["train"])
         changes.append(f"model.bank: {dirs['train']}")
     if "feature_dim" in cfg.model:
-        cfg.model.feature_dim = read_arch(request.student)["embed_dim"]
+        cfg.model.feature_dim = arch["embed_dim"]
         changes.append(f"model.feature_dim: {cfg.model.feature_dim} (the student's width)")
     info = dict(cache_dir=str(root / digest), pooling=f.pooling)
     return dict(dirs=dirs, keys=keys, folders=folders, info=info, spec=spec), changes

@@ -2,7 +2,6 @@
 
 - :func:`load_task_config`: a benchmark or demo config under ``benchmark_configs/imagenet/``, with
   ``--cfg-options`` checked key by key;
-- :func:`set_image_roots`: the ``ComadImageFolder`` datasets pointed at the data folder;
 - :func:`derive_schedule`: the written schedule (iterations, lr, scheduler bounds, checkpoint and
   validation intervals, all for the config's ``gpus`` and training set) derived again for this run's
   process count, accumulation and training set from ``schedule`` (:mod:`comad.engine.schedule`, as
@@ -21,7 +20,7 @@ from comad.engine.schedule import apply_schedule, resolve_schedule
 from comad.repo import REPO_ROOT
 from comad.runtime import parse_cfg_options
 
-__all__ = ["CONFIG_DIR", "load_task_config", "set_image_roots", "nested_datasets", "derive_schedule"]
+__all__ = ["CONFIG_DIR", "load_task_config", "nested_datasets", "derive_schedule"]
 
 CONFIG_DIR = REPO_ROOT / "benchmark_configs" / "imagenet"
 
@@ -59,17 +58,6 @@ def nested_datasets(ds: Any) -> Iterator[Any]:
     while isinstance(ds, dict):
         yield ds
         ds = ds.get("dataset")
-
-
-def set_image_roots(cfg: Config, root: Path) -> list[str]:
-    """Point every ``ComadImageFolder`` of the train / val / test loaders at ``root``; returns the changes."""
-    changes = []
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        for ds in nested_datasets((cfg.get(loader) or {}).get("dataset")):
-            if ds.get("type") == "ComadImageFolder" and ds.get("root") != str(root):
-                changes.append(f"{loader}: {ds.get('split')} images from {root} (was {ds.get('root')})")
-                ds.root = str(root)
-    return changes
 
 
 def _iters_per_epoch(cfg: Config, schedule: dict[str, Any], world: int) -> int:

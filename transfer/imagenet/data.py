@@ -60,22 +60,24 @@ def count_images(split_dir: str | Path) -> int:
                for f in os.scandir(c.path) if f.name.lower().endswith(exts))
 
 
+def _through_wrappers(dataset: Any, attr: str) -> Any:
+    """The first of ``dataset`` and the datasets it wraps (``.dataset``) that has ``attr``, or None."""
+    while dataset is not None and getattr(dataset, attr, None) is None:
+        dataset = getattr(dataset, "dataset", None)
+    return dataset
+
+
 def dataset_classes(dataset: Any) -> list[str] | None:
     """The class names of a dataset, looked up through wrappers (``.dataset``)."""
-    while dataset is not None:
-        classes = getattr(dataset, "classes", None) or (getattr(dataset, "metainfo", None) or {}).get("classes")
-        if classes:
-            return list(classes)
-        dataset = getattr(dataset, "dataset", None)
-    return None
+    found = _through_wrappers(dataset, "classes")
+    return list(found.classes) if found is not None else None
 
 
 def _labels(dataset: Any) -> list[int]:
-    while not hasattr(dataset, "labels") and hasattr(dataset, "dataset"):
-        dataset = dataset.dataset
-    if not hasattr(dataset, "labels"):
+    found = _through_wrappers(dataset, "labels")
+    if found is None:
         raise TypeError(f"ClassBalancedSubset: {type(dataset).__name__} has no 'labels' to balance the classes by")
-    return [int(y) for y in dataset.labels]
+    return [int(y) for y in found.labels]
 
 
 @DATASETS.register_module()

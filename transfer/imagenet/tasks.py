@@ -30,8 +30,8 @@ from comad.runtime import parse_cfg_options
 
 from ..runner import Task, TaskRequest, TaskResult
 from .cache import CACHED_TASKS, feature_cache_dirs, fill_feature_caches
-from .config import CONFIG_DIR, derive_schedule, load_task_config, nested_datasets, set_image_roots
-from .data import count_images, imagenet_split_dirs
+from .config import CONFIG_DIR, derive_schedule, load_task_config, nested_datasets
+from .data import check_split, count_images, imagenet_split_dirs
 from .demo_data import DEFAULT_DEMO_DIR, ensure_demo_imagenet
 from .protocols import protocol_entries
 
@@ -88,8 +88,8 @@ def _seed_data(cfg: Config, seed: int) -> list[str]:
     return [f"randomness.seed and the training datasets' seeds: {seed}"]
 
 
-def _train_samples(cfg: Config, train_dir: Path) -> int:
-    n = count_images(train_dir)
+def _train_samples(cfg: Config, n: int) -> int:
+    """The training samples of ``n`` images the config's train dataset uses (a class-balanced subset's size)."""
     for ds in nested_datasets((cfg.get("train_dataloader") or {}).get("dataset")):
         if ds.get("type") == "ClassBalancedSubset" and ds.get("num_samples"):
             n = min(n, int(ds.num_samples))
@@ -102,23 +102,26 @@ def _check_classes(cfg: Config, path: Path, classes: list[str]) -> None:
                          f"class folders; set model.num_classes (--cfg-options model.num_classes={len(classes)})")
 
 
-def _prepare(task: str, request: TaskRequest, cfg: Config, root: Path) -> tuple[dict[str, Any], list[str]]:
+def _prepare(task: str, request: TaskRequest, cfg: Config, root: Path, sha: str) -> tuple[dict[str, Any], list[str]]:
     """Point the config at the data, the student (or its feature caches) and this run's schedule; returns
-    (facts for the record, the changes)."""
+    (facts for the record, the changes). ``sha``: the student's content hash."""
     from comad.engine.progress import add_progress_hook
+    from ..cfg import set_data_root
     from ..mm_runner import guarded_optim_wrapper
     from ..resume import safe_checkpointing
 
-    read_arch(request.student)  # a file the loader cannot use is named first, as by every task
+    arch = read_arch(request.student)  # a file the loader cannot use is named first, as by every task
     train_dir, val_dir = imagenet_split_dirs(root)
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    classes = check_split(train_dir)
     _check_classes(cfg, Path(cfg.filename), classes)
     seed = int(cfg.randomness.seed) if request.seed is None else int(request.seed)
-    changes = set_image_roots(cfg, root) + _seed_data(cfg, seed)
+    changes = set_data_root(cfg, str(root)) + _seed_data(cfg, seed)
+    num_train = count_images(train_dir)
     facts: dict[str, Any] = dict(seed=seed, classes=classes, train_dir=train_dir, val_dir=val_dir,
-                                 train_samples=_train_samples(cfg, train_dir), sched=None)
+                                 train_samples=_train_samples(cfg, num_train), sched=None)
     if task in CACHED_TASKS:
-        facts["caches"], more = feature_cache_dirs(cfg, request, train_dir, val_dir, classes)
+        facts["caches"], more = feature_cache_dirs(cfg, request, dict(train=(train_dir, num_train), val=(val_dir, None)),
+                                                   classes, sha, arch)
         changes += more
     else:
         cfg.model.student = str(request.student)
@@ -134,27 +137,23 @@ def _prepare(task: str, request: TaskRequest, cfg: Config, root: Path) -> tuple[
     return facts, changes
 
 
-def _metrics(raw: dict[str, Any]) -> dict[str, float]:
-    return {k.split("/", 1)[-1]: float(v) for k, v in raw.items()}
-
-
 def run_imagenet_task(task: str, request: TaskRequest) -> TaskResult:
     """Run one ImageNet protocol on ``request`` on mmengine's Runner; returns its metrics (percent) and provenance."""
     from comad.console import prints_to_log
-    from ..mm_runner import build_task_runner
+    from ..mm_runner import build_task_runner, runner_metrics
     from .timm_release import finetune_release
 
     cfg, path = _task_config(task, request)
     root = _data_root(cfg, request)
-    facts, changes = _prepare(task, request, cfg, root)
     sha = content_sha256(request.student)
+    facts, changes = _prepare(task, request, cfg, root, sha)
     runner = build_task_runner(task, path, request, cfg, changes, sha)
     with prints_to_log(runner.logger):
         if task in CACHED_TASKS:
             fill_feature_caches(cfg, request, facts["caches"], runner.logger)
         if cfg.get("train_cfg"):
             runner.train()
-        metrics = _metrics(runner.test())
+        metrics = runner_metrics(runner.test())
         runner.visualizer.add_scalars(metrics, step=runner.iter)  # the run's scalars.json ends with its result
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     if hasattr(model, "assert_backbone_unchanged"):  # a probe's number is the student's own features'
@@ -163,7 +162,7 @@ def run_imagenet_task(task: str, request: TaskRequest) -> TaskResult:
     release = None
     if task == "imagenet-ft":  # named after the config that ran (a demo config says so in its name)
         release = finetune_release(model, path, dict(cfg.test_dataloader.dataset.transform), facts["classes"],
-                                   request.student, runner.iter, facts["seed"])
+                                   request.student, sha, runner.iter, facts["seed"])
     protocol = protocol_entries(task, cfg, request, facts, runner, report)
     data = dict(root=str(root), train=str(facts["train_dir"]), val=str(facts["val_dir"]))
     eff = facts["sched"]["effective_batch"] if facts["sched"] else 0

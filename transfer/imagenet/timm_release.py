@@ -14,14 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from comad.checkpoint import content_sha256
 from comad.release import Release
 
 __all__ = ["finetune_release"]
 
 
 def finetune_release(model: Any, config: str | Path, eval_transform: dict[str, Any], classes: list[str] | None,
-                     student: str | Path, step: int, seed: int) -> Release:
+                     student: str | Path, student_sha256: str, step: int, seed: int) -> Release:
     """The :class:`~transfer.imagenet.models.ViTClassifier` ``model`` as a :class:`~comad.release.Release`
     with a timm config (.json); ``eval_transform``: the config's test transform (``kind='timm'`` keys)."""
     from ..metrics_io import student_name
@@ -42,6 +41,6 @@ def finetune_release(model: Any, config: str | Path, eval_transform: dict[str, A
                 pretrained_cfg=pretrained_cfg, classes=names, weights=f"{name}-<sha8>.pth")
     meta = dict(dataset_meta=dict(classes=names), task="imagenet-ft", iter=int(step), seed=int(seed),
                 config=f"{name}.json", benchmark_config=str(config), student=str(student),
-                student_sha256=content_sha256(student), arch=args)
+                student_sha256=student_sha256, arch=args)
     return Release(name=name, state_dict=net.state_dict(), meta=meta,
                    config_text=json.dumps(spec, indent=2, sort_keys=True) + "\n", config_suffix=".json")
