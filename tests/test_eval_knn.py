@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from transfer.imagenet.knn import knn_classify, knn_scores
+from transfer.imagenet.knn import knn_scores
+from transfer.imagenet.metric import TopKAccuracy
+from transfer.imagenet.models import topk_predictions
 
 # 2-D training features on the unit circle at known angles, classes 0/1/2.
 ANGLES = torch.tensor([0.0, 10.0, 20.0, 90.0, 100.0, 180.0])
@@ -42,10 +44,13 @@ def test_majority_vs_weighted_disagree_by_hand():
 
 
 def test_top1_top5_and_tie_break():
+    """The k-NN task's scoring path: votes -> per-sample top-k (KNNClassifier) -> TopKAccuracy."""
     train = _feats(ANGLES)
     queries = _feats([5.0, 95.0, 175.0, 15.0])
     qlabels = torch.tensor([0, 1, 0, 1])
-    out = knn_classify(train, LABELS, queries, qlabels, num_classes=3, k=2, voting="majority")
+    metric = TopKAccuracy(topk=(1, 5))
+    metric.process({}, topk_predictions(knn_scores(train, LABELS, queries, 3, k=2, voting="majority"), qlabels))
+    out = metric.compute_metrics(metric.results)
     # 5 -> {0,10}: class 0 (right); 95 -> {90,100}: class 1 (right);
     # 175 -> {180 (2), 100 (1)}: tie 1 vs 1 -> lower index 1 (wrong, truth 0);
     # 15 -> {10 (0), 20 (1)}: tie -> class 0 (wrong, truth 1)

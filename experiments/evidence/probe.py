@@ -8,7 +8,7 @@ distilled from, at its own input size (the same views the distillation gives it)
 - linear: logistic regression (scikit-learn, L2, ``C``, lbfgs) on features standardised with the
   probe-train statistics;
 - k-NN: :func:`transfer.imagenet.knn.knn_scores` (cosine, k = 20, T = 0.07, DINO's weighted vote), the
-  top-1 class (ties to the lower index, as :func:`~transfer.imagenet.knn.knn_classify`).
+  top-1 class (ties to the lower index, as :func:`~transfer.imagenet.models.topk_predictions`).
 
 Both return a boolean per test image, so that differences can be bootstrapped pairwise.
 """

@@ -3,7 +3,8 @@
 DINO (Caron et al. 2021, ``eval_knn.py``): features are L2-normalised; for each query the k
 training samples of highest cosine similarity vote for their labels with weight
 ``exp(sim / T)`` (T = 0.07, k = 20). ``voting='majority'`` gives each neighbour weight 1.
-Ties between classes go to the lower class index (stable sort).
+Ties between classes go to the lower class index (the stable sort of
+:func:`transfer.imagenet.models.topk_predictions`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VOTINGS", "knn_scores", "knn_classify"]
+__all__ = ["VOTINGS", "knn_scores"]
 
 VOTINGS = ("dino", "majority")
 
@@ -37,15 +38,3 @@ def knn_scores(train_features: Tensor, train_labels: Tensor, query_features: Ten
         scores.scatter_add_(1, labels[top_idx], weights)
         out.append(scores)
     return torch.cat(out) if out else torch.zeros(0, num_classes)
-
-
-def knn_classify(train_features: Tensor, train_labels: Tensor, query_features: Tensor, query_labels: Tensor,
-                 num_classes: int, k: int = 20, temperature: float = 0.07, voting: str = "dino",
-                 chunk_size: int = 1024) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) of k-NN on the queries (top-5 is top-min(5, C))."""
-    scores = knn_scores(train_features, train_labels, query_features, num_classes, k, temperature, voting, chunk_size)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    correct = order.eq(query_labels.long().view(-1, 1))
-    n = max(1, query_labels.numel())
-    return dict(top1=100.0 * correct[:, :1].any(1).sum().item() / n,
-                top5=100.0 * correct[:, :min(5, num_classes)].any(1).sum().item() / n)
