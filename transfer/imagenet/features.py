@@ -13,7 +13,6 @@ and a cache made for another student or setting is never read (it is rebuilt).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 from comad import console
 from comad.io import atomic_save_safetensors, atomic_write_json
 
-__all__ = ["POOLINGS", "pool_tokens", "embed", "extract_features", "file_sha256", "FeatureCache",
+__all__ = ["POOLINGS", "pool_tokens", "embed", "extract_features", "FeatureCache",
            "backbone_snapshot", "assert_backbone_unchanged"]
 
 POOLINGS = ("cls", "mean")
@@ -73,15 +72,6 @@ def extract_features(vit: nn.Module, loader: DataLoader, pooling: str, device: t
     vit.train(was_training)
     dim = getattr(vit, "embed_dim", 0)
     return (torch.cat(feats) if feats else torch.empty(0, dim)), (torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64))
-
-
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FeatureCache:
